@@ -1,0 +1,157 @@
+"""Functional and module APIs of the mixture BCE, with implementation dispatch."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from torch import Tensor, nn
+
+from disenkg.ops.mixture_bce.function import MixtureBCEFunction
+from disenkg.ops.mixture_bce.inputs import ORDERS, REDUCTIONS, check_inputs, make_target
+from disenkg.ops.mixture_bce.reference import reference_loss
+
+__all__ = ["IMPLS", "MixtureBCELoss", "mixture_bce", "resolve_impl"]
+
+IMPLS = ("auto", "torch", "chunked", "triton")
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """``auto`` -> ``triton`` on CUDA when importable, else ``chunked``."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+    if impl != "auto":
+        return impl
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        return "triton"
+    return "chunked"
+
+
+def mixture_bce(
+    query: Tensor,
+    entity: Tensor,
+    att_logits: Tensor,
+    target: Tensor | tuple[Tensor, Tensor],
+    *,
+    bias: Tensor | None = None,
+    label_smoothing: float = 0.0,
+    order: str = "after",
+    reduction: str = "mean",
+    impl: str = "auto",
+    chunk_budget_bytes: int | None = None,
+) -> Tensor:
+    r"""Binary cross-entropy of a K-component mixture scored against all N entities.
+
+    .. math::
+        x_{bkn} = \langle q_{bk}, e_{nk}\rangle + \beta_n, \qquad
+        a_{b} = \mathrm{softmax}(\theta_{b})
+
+    * ``order="after"`` (mix probabilities): :math:`p_{bn} = \sum_k a_{bk}\sigma(x_{bkn})`,
+      :math:`\ell_{bn} = -(t\log p + (1-t)\log(1-p))`, computed in log space as
+      :math:`\log p = \mathrm{LSE}_k(\log a_k + \log\sigma(x_k))` and
+      :math:`\log(1-p) = \mathrm{LSE}_k(\log a_k + \log\sigma(-x_k))`; no clamping.
+    * ``order="before"`` (mix logits): :math:`z_{bn} = \sum_k a_{bk} x_{bkn}`,
+      :math:`\ell_{bn} = \mathrm{softplus}(z) - t z` (BCE with logits).
+
+    Label smoothing follows DisenKGAT/CompGCN: :math:`t = (1-\epsilon) y + 1/N` when
+    :math:`\epsilon > 0`, else :math:`t = y`. With ``K = 1`` both orders equal
+    BCE-with-logits over ``(B, N)``.
+
+    Args:
+        query (Tensor): ``(B, K, F)`` per-component query vectors.
+        entity (Tensor): ``(N, K, F)`` per-component entity vectors.
+        att_logits (Tensor): ``(B, K)`` component attention logits.
+        target: dense ``(B, N)`` (float, bool or int, values in [0, 1]) or a pair
+            ``(rows, cols)`` of long tensors listing the positive pairs (duplicates count once).
+        bias (Tensor, optional): ``(N,)`` per-entity bias. (default: ``None``)
+        label_smoothing (float): :math:`\epsilon \in [0, 1)`. (default: ``0.0``)
+        order (str): ``"after"`` or ``"before"``. (default: ``"after"``)
+        reduction (str): ``"mean"`` over all ``B * N`` elements, ``"sum"`` or ``"none"``
+            (returns ``(B, N)``). (default: ``"mean"``)
+        impl (str): ``"auto"``, ``"torch"``, ``"chunked"`` or ``"triton"``.
+            (default: ``"auto"``)
+        chunk_budget_bytes (int, optional): memory budget of one chunked tile.
+
+    Returns:
+        Scalar loss, or ``(B, N)`` for ``reduction="none"``.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {list(ORDERS)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
+    B, K, F, N = check_inputs(query, entity, att_logits, bias)
+    backend = resolve_impl(impl, query.device)
+    tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device)
+    if backend == "torch":
+        loss = reference_loss(query, entity, att_logits, bias, tgt, order)
+        return {"mean": loss.mean, "sum": loss.sum}.get(reduction, lambda: loss)()
+    if backend == "triton" and importlib.util.find_spec("triton") is None:
+        raise ValueError("impl='triton' needs the 'triton' package (pip install disenkg[triton])")
+    if order == "before" and K > 1:
+        # sum_k a_k <q_k, e_k> = <(a * q) flattened, e flattened>: a K = 1 problem.
+        a = torch.softmax(att_logits, dim=-1).unsqueeze(-1)
+        query = (a * query).reshape(B, 1, K * F)
+        entity = entity.reshape(N, 1, K * F)
+        att_logits = att_logits.new_zeros(B, 1)
+    loga = torch.log_softmax(att_logits, dim=-1)
+    return MixtureBCEFunction.apply(
+        query, entity, loga, bias, tgt, reduction, backend, chunk_budget_bytes
+    )
+
+
+class MixtureBCELoss(nn.Module):
+    r"""Module form of :func:`mixture_bce` (same arguments, fixed at construction).
+
+    Args:
+        label_smoothing (float): (default: ``0.0``)
+        order (str): ``"after"`` or ``"before"``. (default: ``"after"``)
+        reduction (str): (default: ``"mean"``)
+        impl (str): (default: ``"auto"``)
+
+    Shapes:
+        query ``(B, K, F)``, entity ``(N, K, F)``, att_logits ``(B, K)``, bias ``(N,)``,
+        target ``(B, N)`` or ``(rows, cols)``; output scalar or ``(B, N)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        label_smoothing: float = 0.0,
+        order: str = "after",
+        reduction: str = "mean",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}; choose one of {list(ORDERS)}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self.order = order
+        self.reduction = reduction
+        self.impl = impl
+
+    def forward(
+        self,
+        query: Tensor,
+        entity: Tensor,
+        att_logits: Tensor,
+        target: Tensor | tuple[Tensor, Tensor],
+        bias: Tensor | None = None,
+    ) -> Tensor:
+        return mixture_bce(
+            query, entity, att_logits, target, bias=bias,
+            label_smoothing=self.label_smoothing, order=self.order,
+            reduction=self.reduction, impl=self.impl,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(order={self.order!r}, "
+            f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}, "
+            f"impl={self.impl!r})"
+        )

@@ -1,0 +1,121 @@
+"""The one ``autograd.Function`` behind the chunked and Triton implementations."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from disenkg.ops.mixture_bce import chunked
+from disenkg.ops.mixture_bce.inputs import Target
+
+__all__ = ["MixtureBCEFunction"]
+
+
+def _to_bkf(g: Tensor) -> Tensor:
+    return g.transpose(0, 1)
+
+
+class MixtureBCEFunction(torch.autograd.Function):
+    """Mixture BCE with ``loga = log_softmax(att_logits)`` as input (autograd does the rest).
+
+    ``backend`` is ``"chunked"`` or ``"triton"``. For ``K = 1`` the mixture is skipped and
+    the op is plain BCE-with-logits.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        query: Tensor,
+        entity: Tensor,
+        loga: Tensor,
+        bias: Tensor | None,
+        target: Target,
+        reduction: str,
+        backend: str,
+        budget: int | None,
+    ) -> Tensor:
+        B, K, _ = query.shape
+        N = entity.shape[0]
+        want = any(ctx.needs_input_grad[:4])
+        ctx.meta = (target, reduction, backend, budget, bias is not None)
+        if backend == "triton":
+            from disenkg.ops.mixture_bce import triton_kernels as tk
+
+            loss = tk.triton_forward(query, entity, loga, bias, target, reduction)
+            if target.is_sparse and target.rows.numel():
+                qk, ek, la = _kbf(query, entity, loga)
+                corr, _ = chunked._positive_correction(qk, ek, la, bias, target, None)
+                if reduction == "none":
+                    loss.index_put_((target.rows, target.cols), corr, accumulate=True)
+                else:
+                    loss = loss + corr.sum()
+            if reduction == "mean":
+                loss = loss / (B * N)
+            ctx.save_for_backward(query, entity, loga, bias)
+            return loss
+        qk, ek, la = _kbf(query, entity, loga)
+        fused = want and reduction != "none"
+        loss, grads = chunked.chunked_forward(qk, ek, la, bias, target, reduction, fused, budget)
+        if fused:
+            gb = grads.bias if grads.bias is not None else None
+            ctx.save_for_backward(_to_bkf(grads.q), _to_bkf(grads.e), grads.loga.t(), gb)
+            ctx.fused = True
+        else:
+            ctx.save_for_backward(query, entity, loga, bias)
+            ctx.fused = False
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        target, reduction, backend, budget, has_bias = ctx.meta
+        if backend == "chunked" and ctx.fused:
+            gq, ge, gl, gb = ctx.saved_tensors
+            return (gq * grad_out, ge * grad_out, gl * grad_out,
+                    gb * grad_out if has_bias else None, None, None, None, None)
+        query, entity, loga, bias = ctx.saved_tensors
+        B, K, _ = query.shape
+        N = entity.shape[0]
+        if reduction == "none":
+            weight: Tensor | float = grad_out
+        else:
+            weight = grad_out / (B * N) if reduction == "mean" else grad_out
+        qk, ek, la = _kbf(query, entity, loga)
+        if backend == "chunked":
+            g = chunked.chunked_backward(qk, ek, la, bias, target, _dense_weight(weight, B, N),
+                                         budget)
+            gq, ge, gb = _to_bkf(g.q), _to_bkf(g.e), g.bias
+            gl = g.loga.t()
+        else:
+            from disenkg.ops.mixture_bce import triton_kernels as tk
+
+            w = weight if reduction == "none" else float(weight)
+            gq, ge, gl, gb = tk.triton_backward(query, entity, loga, bias, target, w)
+            if target.is_sparse and target.rows.numel():
+                grads = chunked.Grads(qk, ek, K, B, N, has_bias)
+                wp = (weight[target.rows, target.cols].unsqueeze(-1)
+                      if reduction == "none" else float(weight))
+                _, gpos = chunked._positive_correction(qk, ek, la, bias, target, wp)
+                chunked._scatter_positive(grads, gpos, qk, ek, target, la is not None)
+                gq = gq + _to_bkf(grads.q)
+                ge = ge + _to_bkf(grads.e)
+                gl = gl + grads.loga.t()
+                if has_bias:
+                    gb = gb + grads.bias
+        if K == 1:
+            gl = torch.zeros_like(loga)
+        return gq, ge, gl, (gb if has_bias else None), None, None, None, None
+
+
+def _dense_weight(weight: Tensor | float, B: int, N: int) -> Tensor:
+    if isinstance(weight, Tensor) and weight.dim() == 2:
+        return weight
+    return torch.as_tensor(weight).expand(B, N)
+
+
+def _kbf(query: Tensor, entity: Tensor, loga: Tensor):
+    """(K, B, F) / (K, N, F) contiguous layouts for batched GEMMs; loga (K, B, 1) or None."""
+    K = query.shape[1]
+    qk = query.transpose(0, 1).contiguous()
+    ek = entity.transpose(0, 1).contiguous()
+    la = None if K == 1 else loga.t().unsqueeze(-1).contiguous()
+    return qk, ek, la

@@ -1,0 +1,149 @@
+"""Validation of ``mixture_bce`` inputs and the normalised target description.
+
+Targets reach the kernels in one of two forms:
+
+* **dense**: a ``(B, N)`` float tensor of (already smoothed) targets;
+* **sparse**: a constant background target ``t0`` everywhere plus the list of
+  positive pairs ``(rows, cols)`` whose target is ``t1``.
+
+With label smoothing ``eps > 0`` the DisenKGAT/CompGCN convention is used:
+``t = (1 - eps) * y + 1 / N``, so ``t0 = 1/N`` and ``t1 = 1 - eps + 1/N``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["ORDERS", "REDUCTIONS", "Target", "check_inputs", "make_target"]
+
+ORDERS = ("after", "before")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass
+class Target:
+    """Smoothed targets: ``dense`` (B, N) or background ``t0`` + positives at ``t1``."""
+
+    num_rows: int
+    num_cols: int
+    dense: Tensor | None = None
+    rows: Tensor | None = None
+    cols: Tensor | None = None
+    t0: float = 0.0
+    t1: float = 1.0
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.dense is None
+
+
+def _check_finite(name: str, x: Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_inputs(
+    query: Tensor, entity: Tensor, att_logits: Tensor, bias: Tensor | None
+) -> tuple[int, int, int, int]:
+    """Checks shapes, dtypes, devices and finiteness; returns ``(B, K, F, N)``."""
+    for name, x in (("query", query), ("entity", entity), ("att_logits", att_logits)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if query.dim() != 3:
+        raise ValueError(f"query must have shape (B, K, F), got {tuple(query.shape)}")
+    B, K, F = query.shape
+    if entity.dim() != 3 or entity.shape[1:] != (K, F):
+        raise ValueError(
+            f"entity must have shape (N, K, F) = (N, {K}, {F}) to match query "
+            f"{tuple(query.shape)}, got {tuple(entity.shape)}"
+        )
+    N = entity.shape[0]
+    if att_logits.shape != (B, K):
+        raise ValueError(
+            f"att_logits must have shape (B, K) = ({B}, {K}), got {tuple(att_logits.shape)}"
+        )
+    if bias is not None and bias.shape != (N,):
+        raise ValueError(f"bias must have shape (N,) = ({N},), got {tuple(bias.shape)}")
+    named = [("query", query), ("entity", entity), ("att_logits", att_logits)]
+    if bias is not None:
+        named.append(("bias", bias))
+    if not query.is_floating_point():
+        raise ValueError(f"query must be a floating point tensor, got {query.dtype}")
+    for name, x in named[1:]:
+        if x.dtype != query.dtype:
+            raise ValueError(f"{name} has dtype {x.dtype} but query has dtype {query.dtype}")
+        if x.device != query.device:
+            raise ValueError(f"{name} is on {x.device} but query is on {query.device}")
+    for name, x in named:
+        _check_finite(name, x.detach())
+    if B == 0 or N == 0 or K == 0:
+        raise ValueError(f"empty problem: B={B}, K={K}, N={N}")
+    return B, K, F, N
+
+
+def make_target(
+    target: Tensor | tuple[Tensor, Tensor],
+    num_rows: int,
+    num_cols: int,
+    label_smoothing: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Target:
+    """Validates ``target`` and applies label smoothing."""
+    eps = float(label_smoothing)
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    shift = 1.0 / num_cols if eps > 0 else 0.0
+    scale = 1.0 - eps
+    if isinstance(target, (tuple, list)):
+        if len(target) != 2:
+            raise ValueError(
+                f"a sparse target is a pair (rows, cols) of long tensors, got {len(target)} items"
+            )
+        rows, cols = target
+        for name, idx in (("rows", rows), ("cols", cols)):
+            if not isinstance(idx, Tensor) or idx.dtype != torch.long or idx.dim() != 1:
+                raise ValueError(f"sparse target {name} must be a 1-D long tensor")
+            if idx.device != device:
+                raise ValueError(f"sparse target {name} is on {idx.device}, inputs on {device}")
+        if rows.numel() != cols.numel():
+            raise ValueError(
+                f"sparse target rows and cols differ in length: {rows.numel()} vs {cols.numel()}"
+            )
+        if rows.numel():
+            if int(rows.min()) < 0 or int(rows.max()) >= num_rows:
+                raise ValueError(
+                    f"sparse target rows must lie in [0, {num_rows}), got range "
+                    f"[{int(rows.min())}, {int(rows.max())}]"
+                )
+            if int(cols.min()) < 0 or int(cols.max()) >= num_cols:
+                raise ValueError(
+                    f"sparse target cols must lie in [0, {num_cols}), got range "
+                    f"[{int(cols.min())}, {int(cols.max())}]"
+                )
+            # A pair listed twice is still one positive: coalesce.
+            key = torch.unique(rows * num_cols + cols)
+            rows, cols = key // num_cols, key % num_cols
+        return Target(num_rows, num_cols, rows=rows, cols=cols, t0=shift, t1=scale + shift)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a tensor or a (rows, cols) pair, got {type(target)}")
+    if target.shape != (num_rows, num_cols):
+        raise ValueError(
+            f"target must have shape (B, N) = ({num_rows}, {num_cols}) like the scores, got "
+            f"{tuple(target.shape)}"
+        )
+    if target.device != device:
+        raise ValueError(f"target is on {target.device}, inputs on {device}")
+    if target.is_floating_point():
+        _check_finite("target", target)
+    y = target.to(dtype)
+    lo, hi = float(y.min()), float(y.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"target values must lie in [0, 1], got range [{lo}, {hi}]")
+    if eps > 0:
+        y = y * scale + shift
+    return Target(num_rows, num_cols, dense=y.contiguous())

@@ -1,0 +1,34 @@
+"""Shared fixtures: paths to the real datasets beside the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def kg_archive(name: str) -> Path:
+    """A real KG archive: ../shared/data/kg, else the bundled data/ copy."""
+    for cand in (SHARED / "kg" / f"{name}.tar.gz", REPO / "data" / f"{name}.tar.gz"):
+        if cand.exists():
+            return cand
+    pytest.skip(f"dataset archive {name}.tar.gz not available")
+
+
+@pytest.fixture
+def umls_path() -> Path:
+    return kg_archive("umls")
+
+
+@pytest.fixture
+def kinship_path() -> Path:
+    return kg_archive("kinship")
+
+
+def cheap() -> bool:
+    """Slow tests run in a cheap form in CI (DISENKG_SLOW_CHEAP=1)."""
+    return os.environ.get("DISENKG_SLOW_CHEAP", "0") == "1"

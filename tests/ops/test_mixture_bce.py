@@ -1,0 +1,258 @@
+"""mixture_bce: every impl against the float64 materialising reference."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from disenkg.ops import MixtureBCELoss, mixture_bce
+from disenkg.ops.mixture_bce.chunked import chunk_size
+
+
+def naive(q, e, att, y, bias=None, eps=0.0, order="after"):
+    """The textbook formula, written out with explicit loops over k (float64)."""
+    B, K, _ = q.shape
+    N = e.shape[0]
+    t = (1 - eps) * y + 1.0 / N if eps > 0 else y
+    a = torch.softmax(att, -1)
+    xs = [q[:, k] @ e[:, k].T + (bias if bias is not None else 0) for k in range(K)]
+    if order == "before":
+        z = sum(a[:, k : k + 1] * xs[k] for k in range(K))
+        return F.binary_cross_entropy_with_logits(z, t, reduction="none")
+    p = sum(a[:, k : k + 1] * torch.sigmoid(xs[k]) for k in range(K))
+    return -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
+
+
+def make(B=5, K=3, Fd=7, N=37, dtype=torch.float64, seed=0, density=0.2, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(B, K, Fd, generator=g, dtype=dtype) * scale).requires_grad_()
+    e = (torch.randn(N, K, Fd, generator=g, dtype=dtype) * scale).requires_grad_()
+    att = torch.randn(B, K, generator=g, dtype=dtype).requires_grad_()
+    bias = torch.randn(N, generator=g, dtype=dtype).requires_grad_()
+    y = (torch.rand(B, N, generator=g) < density).to(dtype)
+    return q, e, att, bias, y
+
+
+def grads(loss, *xs):
+    return torch.autograd.grad(loss, [x for x in xs if x is not None], allow_unused=True)
+
+
+IMPLS = ["torch", "chunked"]
+try:  # the triton impl is tested under the interpreter on CPU tensors
+    import triton  # noqa: F401
+
+    HAS_TRITON = os.environ.get("TRITON_INTERPRET") == "1"
+except ImportError:  # pragma: no cover
+    HAS_TRITON = False
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("order", ["after", "before"])
+@pytest.mark.parametrize("use_bias,eps", [(True, 0.1), (False, 0.0), (True, 0.0)])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_matches_naive_float64(impl, order, use_bias, eps, sparse, reduction):
+    q, e, att, bias, y = make()
+    b = bias if use_bias else None
+    ref = naive(q, e, att, y, b, eps, order)
+    tgt = tuple(y.nonzero().T) if sparse else y
+    out = mixture_bce(q, e, att, tgt, bias=b, label_smoothing=eps, order=order,
+                      reduction=reduction, impl=impl, chunk_budget_bytes=4096)
+    ref_red = {"mean": ref.mean(), "sum": ref.sum(), "none": ref}[reduction]
+    torch.testing.assert_close(out, ref_red, rtol=1e-9, atol=1e-10)
+    w = torch.randn_like(ref) if reduction == "none" else torch.tensor(1.7, dtype=ref.dtype)
+    g_ref = grads((ref_red * w).sum(), q, e, att, b)
+    g_out = grads((out * w).sum(), q, e, att, b)
+    for name, gr, go in zip(["query", "entity", "att", "bias"], g_ref, g_out):
+        torch.testing.assert_close(go, gr, rtol=1e-8, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("order", ["after", "before"])
+def test_float32_close_to_float64(order):
+    q, e, att, bias, y = make(B=9, K=3, Fd=13, N=101)
+    ref = naive(q, e, att, y, bias, 0.1, order).mean()
+    g_ref = grads(ref, q, e, att, bias)
+    q32, e32, a32, b32 = (x.detach().float().requires_grad_() for x in (q, e, att, bias))
+    out = mixture_bce(q32, e32, a32, y.float(), bias=b32, label_smoothing=0.1, order=order,
+                      impl="chunked", chunk_budget_bytes=8192)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    for gr, go in zip(g_ref, grads(out, q32, e32, a32, b32)):
+        torch.testing.assert_close(go.double(), gr, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_k1_both_orders_equal_bce_with_logits(impl):
+    q, e, att, bias, y = make(K=1)
+    for order in ("after", "before"):
+        ref = F.binary_cross_entropy_with_logits(q[:, 0] @ e[:, 0].T + bias, y)
+        out = mixture_bce(q, e, att, y, bias=bias, order=order, impl=impl)
+        torch.testing.assert_close(out, ref)
+        for gr, go in zip(grads(ref, q, e, bias), grads(out, q, e, bias)):
+            torch.testing.assert_close(go, gr)
+
+
+@pytest.mark.parametrize("order", ["after", "before"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gradcheck(order, sparse):
+    q, e, att, bias, y = make(B=3, K=2, Fd=3, N=5, density=0.4)
+    tgt = tuple(y.nonzero().T) if sparse else y
+
+    def fn(q, e, att, bias):
+        return mixture_bce(q, e, att, tgt, bias=bias, label_smoothing=0.1, order=order,
+                           impl="chunked", chunk_budget_bytes=64)
+
+    assert torch.autograd.gradcheck(fn, (q, e, att, bias))
+
+
+def test_extreme_logits_stay_finite():
+    q, e, att, bias, y = make(B=4, K=3, Fd=1, N=6)
+    with torch.no_grad():
+        q.copy_(torch.tensor([80.0, -80.0, 40.0, -40.0], dtype=q.dtype).view(4, 1, 1).expand(4, 3, 1))
+        e.fill_(1.0)
+        bias.zero_()
+    # Naive chain: sigmoid -> mix -> BCELoss saturates (log 0 clamps to -100 in torch).
+    q32, e32 = q.detach().float(), e.detach().float()
+    p = torch.sigmoid(torch.einsum("bkf,nkf->bkn", q32, e32)).mean(1)
+    naive_loss = F.binary_cross_entropy(p, 1 - y.float(), reduction="none")
+    assert (naive_loss >= 100).any()  # the clamp at log(0) = -100
+    for impl in IMPLS:
+        out = mixture_bce(q, e, att, 1 - y, bias=bias, impl=impl, reduction="none")
+        assert torch.isfinite(out).all()
+        # exact value for x = 80, target 0: softplus(80) = 80 (+ 1.8e-35)
+        torch.testing.assert_close(out[0, (1 - y[0]) == 0], torch.full_like(out[0, (1 - y[0]) == 0], 80.0))
+        g = grads(out.sum(), q, e, att)
+        assert all(torch.isfinite(t).all() for t in g)
+
+
+def test_sparse_duplicates_count_once():
+    q, e, att, bias, y = make()
+    rows, cols = y.nonzero().T
+    a = mixture_bce(q, e, att, (rows, cols), impl="chunked")
+    b = mixture_bce(q, e, att, (torch.cat([rows, rows]), torch.cat([cols, cols])), impl="chunked")
+    torch.testing.assert_close(a, b)
+
+
+def test_bool_and_int_targets_accepted():
+    q, e, att, bias, y = make()
+    ref = mixture_bce(q, e, att, y)
+    torch.testing.assert_close(mixture_bce(q, e, att, y.bool()), ref)
+    torch.testing.assert_close(mixture_bce(q, e, att, y.long()), ref)
+
+
+def test_chunk_size_respects_budget():
+    c = chunk_size(2048, 3, 14541, 4, budget=64 * 2**20)
+    assert 16 <= c < 14541
+    assert 8 * 2048 * 3 * c * 4 <= 64 * 2**20
+
+
+def test_no_grad_forward_skips_gradients():
+    q, e, att, bias, y = make()
+    with torch.no_grad():
+        out = mixture_bce(q, e, att, y, impl="chunked")
+    assert out.grad_fn is None
+
+
+class TestErrors:
+    def setup_method(self):
+        self.q, self.e, self.att, self.bias, self.y = make()
+
+    def call(self, **kw):
+        args = dict(query=self.q, entity=self.e, att_logits=self.att, target=self.y)
+        args.update(kw)
+        return mixture_bce(**args)
+
+    def test_target_shape_names_both(self):
+        with pytest.raises(ValueError, match=r"\(B, N\) = \(5, 37\).*\(5,\)"):
+            self.call(target=torch.zeros(5))
+
+    def test_entity_shape(self):
+        with pytest.raises(ValueError, match=r"\(N, 3, 7\).*\(37, 3, 8\)"):
+            self.call(entity=torch.zeros(37, 3, 8, dtype=torch.float64))
+
+    def test_att_shape(self):
+        with pytest.raises(ValueError, match=r"att_logits.*\(5, 3\).*\(5, 2\)"):
+            self.call(att_logits=torch.zeros(5, 2, dtype=torch.float64))
+
+    def test_bias_shape(self):
+        with pytest.raises(ValueError, match=r"bias.*\(37,\).*\(36,\)"):
+            self.call(bias=torch.zeros(36, dtype=torch.float64))
+
+    def test_target_out_of_range(self):
+        with pytest.raises(ValueError, match=r"\[0, 1\].*2\.0"):
+            self.call(target=self.y * 2)
+
+    def test_target_nan(self):
+        y = self.y.clone()
+        y[0, 0] = float("nan")
+        with pytest.raises(ValueError, match="target contains 1 non-finite"):
+            self.call(target=y)
+
+    def test_query_nonfinite(self):
+        q = self.q.detach().clone()
+        q[0, 0, 0] = float("inf")
+        with pytest.raises(ValueError, match="query contains 1 non-finite"):
+            self.call(query=q)
+
+    def test_dtype_mismatch(self):
+        with pytest.raises(ValueError, match="entity has dtype torch.float32"):
+            self.call(entity=self.e.detach().float())
+
+    @pytest.mark.parametrize("kw,choices", [
+        (dict(order="middle"), "after"), (dict(impl="cuda"), "chunked"),
+        (dict(reduction="avg"), "mean"),
+    ])
+    def test_unknown_choice_lists_valid(self, kw, choices):
+        with pytest.raises(ValueError, match=choices):
+            self.call(**kw)
+
+    @pytest.mark.parametrize("eps", [-0.1, 1.0])
+    def test_bad_smoothing(self, eps):
+        with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+            self.call(label_smoothing=eps)
+
+    def test_sparse_out_of_range(self):
+        with pytest.raises(ValueError, match=r"cols must lie in \[0, 37\)"):
+            self.call(target=(torch.tensor([0]), torch.tensor([37])))
+
+    def test_sparse_length_mismatch(self):
+        with pytest.raises(ValueError, match="differ in length: 2 vs 1"):
+            self.call(target=(torch.tensor([0, 1]), torch.tensor([3])))
+
+
+def test_module_wrapper_and_repr():
+    q, e, att, bias, y = make()
+    mod = MixtureBCELoss(label_smoothing=0.1, order="before", impl="chunked")
+    assert repr(mod) == (
+        "MixtureBCELoss(order='before', label_smoothing=0.1, reduction='mean', impl='chunked')"
+    )
+    torch.testing.assert_close(mod(q, e, att, y, bias), naive(q, e, att, y, bias, 0.1, "before").mean())
+    with pytest.raises(ValueError, match="choose one of"):
+        MixtureBCELoss(order="x")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton with TRITON_INTERPRET=1 on CPU")
+@pytest.mark.parametrize("order,sparse,use_bias,reduction", [
+    (o, s, b, r) for o, s, b, r in itertools.product(
+        ["after", "before"], [False, True], [True, False], ["mean", "none"])
+])
+def test_triton_interpreter(order, sparse, use_bias, reduction):
+    q, e, att, bias, y = make(B=5, K=3, Fd=7, N=37, dtype=torch.float32)
+    b = bias if use_bias else None
+    tgt = tuple(y.nonzero().T) if sparse else y
+    kw = dict(bias=b, label_smoothing=0.1, order=order, reduction=reduction)
+    ref = mixture_bce(*(x.double() for x in (q, e, att)), y.double(),
+                      **{**kw, "bias": None if b is None else b.double()}, impl="torch")
+    out = mixture_bce(q, e, att, tgt, **kw, impl="triton")
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    w = torch.randn(out.shape, dtype=torch.float32) if reduction == "none" else 1.0
+    g_out = grads((out * w).sum(), q, e, att, b)
+    qd, ed, ad = (x.detach().double().requires_grad_() for x in (q, e, att))
+    bd = None if b is None else b.detach().double().requires_grad_()
+    ref = mixture_bce(qd, ed, ad, y.double(), **{**kw, "bias": bd}, impl="torch")
+    g_ref = grads((ref * (w.double() if isinstance(w, torch.Tensor) else w)).sum(), qd, ed, ad, bd)
+    for gr, go in zip(g_ref, g_out):
+        torch.testing.assert_close(go.double(), gr, rtol=1e-4, atol=1e-5)
