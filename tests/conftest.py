@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels are tested on CPU tensors through the interpreter where there is no GPU.
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+except ImportError:  # pragma: no cover
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 

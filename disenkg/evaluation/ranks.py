@@ -1,0 +1,101 @@
+r"""Filtered ranks from score counts (no sort), with optimistic / pessimistic / realistic ties.
+
+For a query with target score :math:`s^*` and the set :math:`U` of unfiltered candidates
+(all entities minus the *other* true answers; the target itself stays):
+
+.. math::
+    r_{opt} = 1 + |\{n \in U : s_n > s^*\}|,\qquad
+    r_{pes} = |\{n \in U : s_n \ge s^*\}|,\qquad
+    r_{real} = (r_{opt} + r_{pes}) / 2.
+
+Each is O(N) per query; callers may chunk over queries freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Ranks", "filtered_ranks"]
+
+
+@dataclass
+class Ranks:
+    """Ranks of a batch, each a ``(B,)`` float tensor."""
+
+    optimistic: Tensor
+    pessimistic: Tensor
+
+    @property
+    def realistic(self) -> Tensor:
+        return (self.optimistic + self.pessimistic) / 2
+
+    def get(self, kind: str) -> Tensor:
+        if kind not in ("optimistic", "pessimistic", "realistic"):
+            raise ValueError(
+                f"unknown rank type {kind!r}; choose one of optimistic, pessimistic, realistic"
+            )
+        return getattr(self, kind)
+
+
+def filtered_ranks(
+    scores: Tensor, target: Tensor, known: Tensor | tuple[Tensor, Tensor] | None = None
+) -> Ranks:
+    """Filtered ranks of ``target`` among ``scores``.
+
+    Args:
+        scores (Tensor): ``(B, N)`` float, higher is better.
+        target (Tensor): ``(B,)`` long, the true answer of each row.
+        known: the other true answers to filter out: a ``(B, N)`` bool mask or a pair
+            ``(rows, cols)`` of long tensors. The target position is never filtered, even
+            if listed. ``None`` gives raw (unfiltered) ranks.
+
+    Returns:
+        :class:`Ranks` with ``optimistic``, ``pessimistic`` and ``realistic`` ``(B,)``.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must have shape (B, N), got {tuple(scores.shape)}")
+    B, N = scores.shape
+    if target.shape != (B,):
+        raise ValueError(f"target must have shape (B,) = ({B},), got {tuple(target.shape)}")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= N):
+        raise ValueError(f"target ids must lie in [0, {N}), got [{int(target.min())}, "
+                         f"{int(target.max())}]")
+    if torch.isnan(scores).any():
+        raise ValueError(f"scores contain {int(torch.isnan(scores).sum())} NaN value(s)")
+    rows = torch.arange(B, device=scores.device)
+    s_true = scores[rows, target].unsqueeze(1)
+    greater = scores > s_true
+    greater_eq = scores >= s_true
+    if known is None:
+        n_gt = greater.sum(1)
+        n_ge = greater_eq.sum(1)
+    elif isinstance(known, Tensor):
+        if known.shape != (B, N) or known.dtype != torch.bool:
+            raise ValueError(
+                f"known must be a (B, N) = ({B}, {N}) bool mask, got "
+                f"{tuple(known.shape)} {known.dtype}"
+            )
+        keep = ~known
+        keep[rows, target] = True
+        n_gt = (greater & keep).sum(1)
+        n_ge = (greater_eq & keep).sum(1)
+    else:
+        kr, kc = known
+        if kr.numel() and (int(kr.max()) >= B or int(kc.max()) >= N or int(kr.min()) < 0
+                           or int(kc.min()) < 0):
+            raise ValueError(f"known (rows, cols) must index a ({B}, {N}) score matrix")
+        other = kc != target[kr]
+        kr, kc = kr[other], kc[other]
+        # Deduplicate so each filtered candidate is subtracted once.
+        key = torch.unique(kr * N + kc)
+        kr, kc = key // N, key % N
+        s = scores[kr, kc]
+        n_gt = greater.sum(1) - torch.zeros(B, dtype=torch.long, device=scores.device).index_add_(
+            0, kr, (s > s_true[kr, 0]).long())
+        n_ge = greater_eq.sum(1) - torch.zeros(
+            B, dtype=torch.long, device=scores.device).index_add_(
+            0, kr, (s >= s_true[kr, 0]).long())
+    return Ranks(optimistic=(n_gt + 1).float(), pessimistic=n_ge.float())

@@ -1,0 +1,67 @@
+r"""Base class of link-prediction models scored as a K-component mixture.
+
+A model produces, from representations computed once by :meth:`encode`:
+
+* per-query component vectors ``query (B, K, F)`` and attention logits ``att (B, K)``;
+* per-entity component vectors ``entity (N, K, F)`` and an optional bias ``(N,)``.
+
+Training uses :func:`disenkg.ops.mixture_bce` (1-N BCE over all entities, never
+materialising ``(B, K, N)`` on the chunked path); ranking uses
+:func:`disenkg.ops.mixture_scores`. ``K = 1`` is the plain 1-N BCE model (ConvE etc.).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from disenkg.ops import mixture_bce, mixture_scores
+
+__all__ = ["MixtureLinkModel"]
+
+
+class MixtureLinkModel(nn.Module):
+    """Abstract mixture link predictor (subclasses implement the three hooks)."""
+
+    #: ``"after"`` mixes probabilities, ``"before"`` mixes logits.
+    order: str = "after"
+
+    def encode(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def query(self, reps: Any, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError  # pragma: no cover
+
+    def candidates(self, reps: Any) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError  # pragma: no cover
+
+    def regularization(self, reps: Any) -> Tensor | None:
+        """Extra training loss (e.g. mutual information); ``None`` when there is none."""
+        return None
+
+    def loss(self, reps: Any, heads: Tensor, rels: Tensor,
+             target: Tensor | tuple[Tensor, Tensor], *, label_smoothing: float = 0.0,
+             impl: str = "auto") -> Tensor:
+        """Mean 1-N BCE of the queries ``(heads, rels)`` against all entities."""
+        q, att = self.query(reps, heads, rels)
+        ent, bias = self.candidates(reps)
+        return mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
+                           order=self.order, impl=impl)
+
+    def score(self, reps: Any, heads: Tensor, rels: Tensor) -> Tensor:
+        """``(B, N)`` ranking scores (log-probability for ``after``, logit for ``before``)."""
+        q, att = self.query(reps, heads, rels)
+        ent, bias = self.candidates(reps)
+        return mixture_scores(q, ent, att, bias, self.order)
+
+    @torch.no_grad()
+    def predict_proba(self, heads: Tensor, rels: Tensor) -> Tensor:
+        """``(B, N)`` probabilities (``after``) or sigmoids of mixed logits (``before``)."""
+        s = self.score(self.encode(), heads, rels)
+        return s.exp() if self.order == "after" and self._k > 1 else torch.sigmoid(s)
+
+    @property
+    def _k(self) -> int:
+        return int(getattr(self, "num_components", 1))

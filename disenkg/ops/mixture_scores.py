@@ -1,0 +1,34 @@
+r"""Ranking scores of a K-component mixture (evaluation; no loss).
+
+.. math::
+    \text{after: } \log p_{bn} = \mathrm{LSE}_k(\log a_{bk} + \log\sigma(x_{bkn})),\qquad
+    \text{before: } z_{bn} = \textstyle\sum_k a_{bk} x_{bkn}
+
+Both are monotone in the model's probability, so ranks are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["mixture_scores"]
+
+
+def mixture_scores(query: Tensor, entity: Tensor, att_logits: Tensor, bias: Tensor | None,
+                   order: str = "after") -> Tensor:
+    """``(B, N)`` scores from ``query (B, K, F)``, ``entity (N, K, F)``, ``att (B, K)``."""
+    B, K, Fd = query.shape
+    N = entity.shape[0]
+    if order == "before" or K == 1:
+        a = torch.softmax(att_logits, -1).unsqueeze(-1)
+        z = (a * query).reshape(B, K * Fd) @ entity.reshape(N, K * Fd).T
+        return z if bias is None else z + bias
+    if order != "after":
+        raise ValueError(f"unknown order {order!r}; choose one of ['after', 'before']")
+    x = torch.einsum("bkf,nkf->bkn", query, entity)
+    if bias is not None:
+        x = x + bias
+    loga = torch.log_softmax(att_logits, -1).unsqueeze(-1)
+    return torch.logsumexp(loga + F.logsigmoid(x), dim=1)

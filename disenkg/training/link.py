@@ -1,0 +1,249 @@
+"""Training loop for 1-N link prediction: early stopping, atomic checkpoints, resume.
+
+Every epoch ends with ``OUTPUT_DIR/last.pt`` (model, optimiser(s), all RNG states, epoch,
+early-stopping state) written atomically, so a killed run resumed with ``resume=True``
+continues exactly where it stopped and reaches the same final metrics. The best model by
+validation MRR is kept in ``OUTPUT_DIR/best.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from disenkg.datasets.kg import KGDataset
+from disenkg.evaluation import LinkEvaluator
+from disenkg.models.base import MixtureLinkModel
+from disenkg.utils.io import atomic_save, atomic_write_text
+from disenkg.utils.seed import get_rng_state, set_rng_state
+
+__all__ = ["LinkTrainer", "TrainConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of a link-prediction run (see ``--help`` of the CLI)."""
+
+    epochs: int = 500
+    batch_size: int = 128
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    eval_every: int = 1
+    patience: int = 25
+    eval_batch_size: int = 256
+    seed: int = 0
+    impl: str = "auto"
+    rank_type: str = "realistic"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+
+class LinkTrainer:
+    """Trains a :class:`MixtureLinkModel` on a :class:`KGDataset`.
+
+    Args:
+        model (MixtureLinkModel): the model, already on ``device``.
+        dataset (KGDataset): the data.
+        config (TrainConfig): optimisation settings.
+        output_dir (str | Path): where checkpoints and ``metrics.json`` go.
+        device (torch.device): where training runs.
+        run_info (dict, optional): extra fields for ``metrics.json`` (model name, config).
+    """
+
+    def __init__(self, *, model: MixtureLinkModel, dataset: KGDataset, config: TrainConfig,
+                 output_dir: str | Path, device: torch.device | str = "cpu",
+                 run_info: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.device = torch.device(device)
+        self.run_info = run_info or {}
+        self.train_index = dataset.training_index()
+        self.evaluator = LinkEvaluator(filter_index=dataset.filter_index(),
+                                       batch_size=config.eval_batch_size,
+                                       rank_type=config.rank_type, progress=config.progress)
+        aux = getattr(model, "auxiliary_parameters", None)
+        aux_params = list(aux()) if aux is not None else []
+        aux_ids = {id(p) for p in aux_params}
+        main_params = [p for p in model.parameters() if id(p) not in aux_ids]
+        self.optimizer = torch.optim.Adam(main_params, lr=config.lr,
+                                          weight_decay=config.weight_decay)
+        self.aux_optimizer = (torch.optim.Adam(aux_params, lr=model.auxiliary_lr)
+                              if aux_params else None)
+        self.shuffle_gen = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0
+        self.best_mrr = -1.0
+        self.best_epoch = 0
+        self.bad_evals = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / "best.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
+            "epoch": self.epoch,
+            "rng": get_rng_state(),
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "best_mrr": self.best_mrr,
+            "best_epoch": self.best_epoch,
+            "bad_evals": self.bad_evals,
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.aux_optimizer is not None and state.get("aux_optimizer") is not None:
+            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.epoch = state["epoch"]
+        set_rng_state(state["rng"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        self.best_mrr = state["best_mrr"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_evals = state["bad_evals"]
+        self.train_seconds = state["train_seconds"]
+        self.history = state["history"]
+
+    def resume(self) -> bool:
+        """Loads ``last.pt`` if present; returns whether a run was resumed."""
+        if not self.last_path.exists():
+            logger.info("no checkpoint at %s: starting a new run", self.last_path)
+            return False
+        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.load_state_dict(state)
+        logger.info("resumed from %s at epoch %d", self.last_path, self.epoch)
+        return True
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self) -> float:
+        """One pass over the shuffled 1-N training queries; returns the mean loss."""
+        cfg, model = self.config, self.model
+        model.train()
+        order = torch.randperm(len(self.train_index), generator=self.shuffle_gen)
+        total, batches = 0.0, 0
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
+                   leave=False, disable=not cfg.progress)
+        for s in bar:
+            ids = order[s:s + cfg.batch_size]
+            loss = self.train_step(ids)
+            total += loss
+            batches += 1
+            bar.set_postfix(loss=f"{loss:.4f}")
+        return total / max(1, batches)
+
+    def train_step(self, ids: torch.Tensor) -> float:
+        """One optimisation step on the queries ``ids``; returns the loss value."""
+        model = self.model
+        queries = self.train_index.queries[ids].to(self.device)
+        rows, cols = self.train_index.batch(ids)
+        target = (rows.to(self.device), cols.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        reps = model.encode()
+        loss = model.loss(reps, queries[:, 0], queries[:, 1], target,
+                          label_smoothing=self.config.label_smoothing, impl=self.config.impl)
+        reg = model.regularization(reps)
+        if reg is not None:
+            loss = loss + reg
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch "
+                                     f"{self.epoch + 1}")
+        loss.backward()
+        self.optimizer.step()
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            aux = model.auxiliary_loss(reps)
+            aux.backward()
+            self.aux_optimizer.step()
+        return float(loss.detach())
+
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Trains with early stopping on validation MRR, then evaluates the best model."""
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        bar = tqdm(range(self.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress,
+                   initial=self.epoch, total=cfg.epochs)
+        for _ in bar:
+            if cfg.patience > 0 and self.bad_evals >= cfg.patience:
+                break  # a resumed run that had already stopped early
+            t0 = time.perf_counter()
+            loss = self.train_epoch()
+            self.train_seconds += time.perf_counter() - t0
+            self.epoch += 1
+            record: dict[str, Any] = {"epoch": self.epoch, "loss": loss}
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
+                record["valid_mrr"] = valid["mrr"]
+                if valid["mrr"] > self.best_mrr:
+                    self.best_mrr, self.best_epoch, self.bad_evals = valid["mrr"], self.epoch, 0
+                    atomic_save({"model": self.model.state_dict(), "epoch": self.epoch,
+                                 "valid": valid}, self.best_path)
+                else:
+                    self.bad_evals += 1
+                logger.info("epoch %d loss %.5f valid MRR %.4f (best %.4f at %d)",
+                            self.epoch, loss, valid["mrr"], self.best_mrr, self.best_epoch)
+            else:
+                logger.info("epoch %d loss %.5f", self.epoch, loss)
+            self.history.append(record)
+            bar.set_postfix(loss=f"{loss:.4f}", best_mrr=f"{self.best_mrr:.4f}")
+            atomic_save(self.state_dict(), self.last_path)
+            if cfg.patience > 0 and self.bad_evals >= cfg.patience:
+                logger.info("early stopping after %d evaluations without improvement",
+                            self.bad_evals)
+                break
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluates the best checkpoint on valid and test and writes ``metrics.json``."""
+        if self.best_path.exists():
+            best = torch.load(self.best_path, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(best["model"])
+        valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
+        test = self.evaluator.evaluate(self.model, self.dataset.test, desc="test")
+        metrics = {
+            "dataset": self.dataset.name,
+            **self.run_info,
+            "config": {**self.run_info.get("config", {}),
+                       "train": dataclasses.asdict(self.config)},
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
+            "train_seconds": round(self.train_seconds, 3),
+            "valid": valid,
+            "test": test,
+        }
+        metrics.setdefault("model", type(self.model).__name__.lower())
+        atomic_write_text(json.dumps(metrics, indent=2) + "\n", self.output_dir / "metrics.json")
+        return metrics

@@ -1,0 +1,157 @@
+"""Training loop: loss goes down, resume after a kill equals an uninterrupted run, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from disenkg.cli.link import build_parser
+from disenkg.cli.link import main as link_main
+from disenkg.datasets import KGDataset
+from disenkg.models import ConvE
+from disenkg.run import main as run_main
+from disenkg.training import LinkTrainer, TrainConfig
+from disenkg.utils import seed_everything
+
+
+def small_conve(ds):
+    return ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                 embedding_dim=20, k_h=5, k_w=4, num_filters=4)
+
+
+def make_trainer(ds, out, epochs, seed=0):
+    seed_everything(seed)
+    model = small_conve(ds)
+    cfg = TrainConfig(epochs=epochs, batch_size=256, lr=0.01, seed=seed, progress=False,
+                      eval_batch_size=512)
+    return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out)
+
+
+def test_few_steps_lower_the_loss(umls_path):
+    ds = KGDataset.load(umls_path)
+    tr = make_trainer(ds, "/tmp/unused", 1)
+    ids = torch.arange(256)
+    first = tr.train_step(ids)
+    for _ in range(15):
+        last = tr.train_step(ids)
+    assert last < 0.5 * first
+
+
+def test_resume_after_kill_matches_uninterrupted(umls_path, tmp_path):
+    ds = KGDataset.load(umls_path)
+    full = make_trainer(ds, tmp_path / "full", epochs=4).fit()
+
+    killed = make_trainer(ds, tmp_path / "killed", epochs=4)
+    calls = {"n": 0}
+    real_step = killed.train_step
+
+    def dying_step(ids):
+        calls["n"] += 1
+        if killed.epoch == 2 and calls["n"] > 14:  # mid-way through epoch 3
+            raise KeyboardInterrupt
+        return real_step(ids)
+
+    killed.train_step = dying_step
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert torch.load(killed.last_path, weights_only=False)["epoch"] == 2
+
+    seed_everything(123)  # a fresh process would not share RNG state
+    resumed = make_trainer(ds, tmp_path / "killed", epochs=4, seed=0)
+    seed_everything(999)
+    out = resumed.fit(resume=True)
+    assert out["epochs_run"] == 4
+    assert out["test"]["mrr"] == full["test"]["mrr"]
+    assert out["valid"] == full["valid"] and out["best_epoch"] == full["best_epoch"]
+
+
+def test_cli_writes_metrics_schema(umls_path, tmp_path):
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('epochs = 5\nlr = 0.01\n[model]\nembed_dim = 20\nk_h = 5\nk_w = 4\n'
+                   'num_filters = 4\n')
+    run_main(["link", "--config", str(cfg), "--dataset", str(umls_path), "--epochs", "2",
+              "--output-dir", str(out), "--no-progress", "--batch-size", "512"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m) >= {"dataset", "model", "config", "best_epoch", "epochs_run",
+                      "train_seconds", "valid", "test"}
+    assert m["epochs_run"] == 2  # the flag overrides the TOML
+    assert m["config"]["lr"] == 0.01 and m["config"]["embed_dim"] == 20  # from the TOML
+    for split in ("valid", "test"):
+        for block in (m[split], m[split]["head"], m[split]["tail"]):
+            assert set(block) >= {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
+    assert (out / "best.pt").exists() and (out / "last.pt").exists()
+
+
+def test_cli_on_user_tsv_directory(tmp_path):
+    """A KG the package does not ship: a random graph with a learnable relation pattern."""
+    g = torch.Generator().manual_seed(0)
+    lines = []
+    for h in range(60):
+        for r in range(3):
+            lines.append(f"e{h}\trel{r}\te{(h * (r + 2) + 1) % 60}")
+    perm = torch.randperm(len(lines), generator=g).tolist()
+    lines = [lines[i] for i in perm]
+    d = tmp_path / "mykg"
+    d.mkdir()
+    (d / "train.txt").write_text("\n".join(lines[:150]) + "\n")
+    (d / "valid.txt").write_text("\n".join(lines[150:165]) + "\n")
+    (d / "test.txt").write_text("\n".join(lines[165:]) + "\n")
+    m = link_main(["--dataset", str(d), "--epochs", "2", "--output-dir", str(tmp_path / "o"),
+                   "--no-progress", "--embed-dim", "20", "--k-h", "5", "--k-w", "4"])
+    assert m["dataset"] == "mykg" and 0 < m["test"]["mrr"] <= 1
+
+
+def test_config_unknown_key_is_an_error(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("epochs = 1\nlearning_rate = 0.1\n")
+    with pytest.raises(SystemExit):
+        link_main(["--config", str(cfg)])
+    assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err
+
+
+def test_every_flag_has_help():
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, f"flag {action.option_strings} has no help text"
+    text = parser.format_help()
+    for flag in ("--dataset", "--model", "--epochs", "--batch-size", "--lr", "--seed",
+                 "--device", "--output-dir", "--config", "--resume", "--eval-every",
+                 "--patience"):
+        assert flag in text
+
+
+def test_bad_config_values_raise():
+    with pytest.raises(ValueError, match="epochs must be positive, got 0"):
+        TrainConfig(epochs=0)
+
+
+def test_model_registry_lists_choices():
+    from disenkg.cli.link_models import MODELS
+
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; choose one of \['conve'"):
+        MODELS.get("nope")
+
+
+def test_output_files_are_atomic(tmp_path):
+    from disenkg.utils import atomic_write_text
+
+    p = tmp_path / "x.json"
+    atomic_write_text("{}", p)
+    assert p.read_text() == "{}" and [f.name for f in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_conve_shapes_and_permutation(umls_path):
+    ds = KGDataset.load(umls_path)
+    model = small_conve(ds).eval()
+    reps = model.encode()
+    h, r = torch.tensor([0, 5, 7]), torch.tensor([1, 2, 60])
+    s = model.score(reps, h, r)
+    assert s.shape == (3, ds.num_entities)
+    # The K = 1 score is the plain ConvE logit <q, e_n> + b_n.
+    q = model.interaction(reps.entity[h], reps.relation[r])
+    torch.testing.assert_close(s, q @ reps.entity.T + model.bias)
+    with pytest.raises(ValueError, match=r"k_h \* k_w == embedding_dim"):
+        ConvE(num_entities=3, num_relations=1, embedding_dim=10, k_h=3, k_w=3)
