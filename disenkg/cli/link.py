@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from disenkg.cli.common import apply_config, format_table, pick_device, setup_logging
-from disenkg.cli.link_models import MODELS, add_scorer_arguments
+from disenkg.cli.link_models import MODELS, add_model_arguments, fill_defaults
 from disenkg.datasets import KGDataset
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.utils import seed_everything
@@ -17,7 +17,7 @@ __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "conve"
+DEFAULT_MODEL = "disenkgat"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory searched first for named datasets (then $DISENKG_DATA, "
                         "the repo's data/, then download into ~/.cache/disenkg)")
     g.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS.names(),
-                   help="model to train")
+                   help="model to train: " + "; ".join(
+                       f"{n} = {MODELS.get(n).help}" for n in MODELS.names()))
     g.add_argument("--output-dir", default=None,
                    help="where checkpoints and metrics.json go (default: runs/DATASET-MODEL)")
     g.add_argument("--resume", action="store_true",
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-level", default="INFO", help="logging level")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=500, help="maximum training epochs")
-    t.add_argument("--batch-size", type=int, default=128, help="1-N queries per step")
-    t.add_argument("--lr", type=float, default=0.003, help="Adam learning rate")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="1-N queries per step (default: 2048 DisenKGAT, 128 ConvE)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default: 0.001 DisenKGAT, 0.003 ConvE)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
     t.add_argument("--label-smoothing", type=float, default=0.1,
                    help="eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention)")
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how tied scores are ranked in the headline metrics")
     t.add_argument("--impl", default="auto", choices=["auto", "torch", "chunked", "triton"],
                    help="implementation of the fused mixture-BCE loss")
-    add_scorer_arguments(p)
+    add_model_arguments(p)
     return p
 
 
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.seed)
     dataset = KGDataset.load(args.dataset, data_dir=args.data_dir)
     entry = MODELS.get(args.model)
+    fill_defaults(args, entry)
     model = entry.build(dataset, args).to(device)
     logger.info("model: %r (%d parameters)", model,
                 sum(p.numel() for p in model.parameters()))

@@ -2,5 +2,6 @@
 
 from disenkg.models.base import MixtureLinkModel
 from disenkg.models.conve import ConvE
+from disenkg.models.disenkgat import DisenKGAT
 
-__all__ = ["ConvE", "MixtureLinkModel"]
+__all__ = ["ConvE", "DisenKGAT", "MixtureLinkModel"]

@@ -37,8 +37,9 @@ class MixtureLinkModel(nn.Module):
     def candidates(self, reps: Any) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError  # pragma: no cover
 
-    def regularization(self, reps: Any) -> Tensor | None:
-        """Extra training loss (e.g. mutual information); ``None`` when there is none."""
+    def regularization(self, reps: Any, heads: Tensor) -> Tensor | None:
+        """Extra training loss for a batch of queries with subjects ``heads`` (e.g. mutual
+        information between components); ``None`` when there is none."""
         return None
 
     def loss(self, reps: Any, heads: Tensor, rels: Tensor,

@@ -173,7 +173,7 @@ class LinkTrainer:
         reps = model.encode()
         loss = model.loss(reps, queries[:, 0], queries[:, 1], target,
                           label_smoothing=self.config.label_smoothing, impl=self.config.impl)
-        reg = model.regularization(reps)
+        reg = model.regularization(reps, queries[:, 0])
         if reg is not None:
             loss = loss + reg
         if not torch.isfinite(loss):
@@ -183,7 +183,7 @@ class LinkTrainer:
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
-            aux = model.auxiliary_loss(reps)
+            aux = model.auxiliary_loss(reps, queries[:, 0])
             aux.backward()
             self.aux_optimizer.step()
         return float(loss.detach())

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from disenkg.ops.mixture_bce.inputs import Target
 
-__all__ = ["reference_loss"]
+__all__ = ["mixture_loss_from_logits", "mixture_scores_from_logits", "reference_loss"]
 
 
 def reference_loss(
@@ -35,7 +35,10 @@ def reference_loss(
     x = torch.einsum("bkf,nkf->bkn", query, entity)
     if bias is not None:
         x = x + bias
-    t = dense_target(target, x.dtype)
+    return _elementwise(x, att_logits, dense_target(target, x.dtype), order)
+
+
+def _elementwise(x: Tensor, att_logits: Tensor, t: Tensor, order: str) -> Tensor:
     if order == "before":
         z = (torch.softmax(att_logits, -1).unsqueeze(-1) * x).sum(1)
         return F.binary_cross_entropy_with_logits(z, t, reduction="none")
@@ -43,6 +46,29 @@ def reference_loss(
     log_p = torch.logsumexp(loga + F.logsigmoid(x), dim=1)
     log_q = torch.logsumexp(loga + F.logsigmoid(-x), dim=1)
     return -(t * log_p + (1 - t) * log_q)
+
+
+def mixture_loss_from_logits(
+    x: Tensor, att_logits: Tensor, target: Tensor | tuple[Tensor, Tensor], *,
+    label_smoothing: float = 0.0, order: str = "after",
+) -> Tensor:
+    """Mean mixture BCE from materialised logits ``x (B, K, N)`` (eager path for scorers
+    that are not dot products, e.g. TransE-L1). Same semantics as ``mixture_bce``."""
+    from disenkg.ops.mixture_bce.inputs import make_target
+
+    B, K, N = x.shape
+    if att_logits.shape != (B, K):
+        raise ValueError(f"att_logits must have shape ({B}, {K}), got {tuple(att_logits.shape)}")
+    tgt = make_target(target, B, N, label_smoothing, x.dtype, x.device)
+    return _elementwise(x, att_logits, dense_target(tgt, x.dtype), order).mean()
+
+
+def mixture_scores_from_logits(x: Tensor, att_logits: Tensor, order: str = "after") -> Tensor:
+    """``(B, N)`` ranking scores from ``x (B, K, N)``: log p (after) or mixed logit (before)."""
+    if order == "before":
+        return (torch.softmax(att_logits, -1).unsqueeze(-1) * x).sum(1)
+    loga = torch.log_softmax(att_logits, -1).unsqueeze(-1)
+    return torch.logsumexp(loga + F.logsigmoid(x), dim=1)
 
 
 def dense_target(target: Target, dtype: torch.dtype) -> Tensor:

@@ -1,0 +1,228 @@
+r"""DisenKGAT: knowledge-graph embedding with disentangled graph attention
+(Wu et al., CIKM 2021, https://arxiv.org/abs/2106.02758).
+
+Encoder: a base embedding :math:`e^0_n \in \mathbb R^{d_0}` is projected into K components,
+:math:`x_n = \tanh(W e^0_n + b) \in \mathbb R^{K \times F}`, then refined by stacked
+:class:`~disenkg.nn.conv.DisenConv` layers (relation-aware, per-component edge softmax) and
+dropout. Decoder: for a query :math:`(h, r)` every component is scored by a shared scorer,
+:math:`x_{k}(h, r, t)`, and mixed with the component attention
+:math:`a = \mathrm{softmax}_k(\mathrm{LeakyReLU}(s(h, r)))`:
+
+.. math::
+    p(t \mid h, r) = \sum_k a_k\, \sigma(x_k(h, r, t)) \quad(\text{after}),\qquad
+    \sigma\big(\textstyle\sum_k a_k\, x_k(h, r, t)\big) \quad(\text{before}).
+
+Training: 1-N BCE with label smoothing (fused, :func:`~disenkg.ops.mixture_bce`) plus
+``mi_weight`` times a dependence penalty between components of the batch's query entities
+(:data:`~disenkg.nn.mi.MI_ESTIMATORS`); CLUB estimators are fitted by their own optimiser
+(:meth:`auxiliary_loss`) on the *same* encoder output, detached, instead of re-running the
+encoder (``mi_recompute=True`` restores the original re-run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from disenkg.models.base import MixtureLinkModel
+from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
+from disenkg.nn.conv import DisenConv
+from disenkg.nn.mi import MI_ESTIMATORS
+from disenkg.nn.scorers import InteractEScorer, Scorer
+from disenkg.ops.mixture_bce.reference import mixture_loss_from_logits, mixture_scores_from_logits
+
+__all__ = ["DisenKGAT", "DisenKGATReps"]
+
+
+@dataclass
+class DisenKGATReps:
+    entity: Tensor  # (N, K, F) encoder output
+    relation: Tensor  # (2R, F) relation embeddings used by the decoder
+
+
+class DisenKGAT(MixtureLinkModel):
+    r"""DisenKGAT link predictor.
+
+    Args:
+        num_entities (int): N.
+        num_relations (int): R base relations (inverses are ``r + R``).
+        edge_index (Tensor): ``(2, E)`` message edges ``j -> i`` (row 0 source), inverse
+            edges included; stored as a buffer.
+        edge_type (Tensor): ``(E,)`` relation of each edge in ``[0, 2R)``.
+        num_components (int): K. (default: ``3``)
+        init_dim (int): base embedding size. (default: ``100``)
+        channels (int): F per component. (default: ``200``)
+        num_layers (int): stacked layers. (default: ``1``)
+        composition (str): ``sub``/``mult``/``cross``/``corr``. (default: ``"cross"``)
+        edge_attention (str): layer attention mode. (default: ``"dot_weight"``)
+        attention_dropout (float): on edge attention weights. (default: ``0.4``)
+        encoder_dropout (float): on the encoder output. (default: ``0.3``)
+        layer_bias (bool): bias in the layers. (default: ``False``)
+        scorer (Scorer, optional): per-component scorer; default InteractE with the
+            authors' settings for ``F = 200``.
+        component_attention (str): ``dot_rel``/``dot_sub``/``cat_rel``/``cat_sub``/``learn``.
+            (default: ``"dot_rel"``)
+        order (str): ``after`` (mix probabilities) or ``before`` (mix logits).
+            (default: ``"after"``)
+        mi_estimator (str, optional): ``club_b``/``club_s``/``dcor``/``hsic`` or ``None``.
+            (default: ``"club_b"``)
+        mi_weight (float): weight of the dependence penalty (``alpha``). (default: ``0.1``)
+        mi_lr (float): learning rate of the CLUB estimators' optimiser. (default: ``1e-3``)
+        mi_recompute (bool): re-run the encoder for the estimator step. (default: ``False``)
+        conv_impl (str): ``chunked`` or ``naive`` layer schedule. (default: ``"chunked"``)
+
+    Shapes:
+        ``query``: ``(B, K, F')`` and ``(B, K)`` attention logits; ``candidates``:
+        ``(N, K, F')`` and bias ``(N,)``.
+    """
+
+    def __init__(self, *, num_entities: int, num_relations: int, edge_index: Tensor,
+                 edge_type: Tensor, num_components: int = 3, init_dim: int = 100,
+                 channels: int = 200, num_layers: int = 1, composition: str = "cross",
+                 edge_attention: str = "dot_weight", attention_dropout: float = 0.4,
+                 encoder_dropout: float = 0.3, layer_bias: bool = False,
+                 scorer: Scorer | None = None, component_attention: str = "dot_rel",
+                 order: str = "after", mi_estimator: str | None = "club_b",
+                 mi_weight: float = 0.1, mi_lr: float = 1e-3, mi_recompute: bool = False,
+                 conv_impl: str = "chunked") -> None:
+        super().__init__()
+        if order not in ("after", "before"):
+            raise ValueError(f"unknown order {order!r}; choose one of ['after', 'before']")
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+        if edge_type.shape != (edge_index.shape[1],):
+            raise ValueError(f"edge_type must have shape ({edge_index.shape[1]},), got "
+                             f"{tuple(edge_type.shape)}")
+        self.num_entities, self.num_relations = num_entities, num_relations
+        self.num_components, self.channels = num_components, channels
+        self.order = order
+        self.register_buffer("edge_index", edge_index.long(), persistent=False)
+        self.register_buffer("edge_type", edge_type.long(), persistent=False)
+        self.init_embed = nn.Parameter(torch.empty(num_entities, init_dim))
+        self.init_rel = nn.Parameter(torch.empty(2 * num_relations, channels))
+        self.proj = nn.Linear(init_dim, num_components * channels)
+        self.layers = nn.ModuleList(
+            DisenConv(num_entities=num_entities, num_relations=num_relations,
+                      num_components=num_components, channels=channels,
+                      composition=composition, attention=edge_attention,
+                      attention_dropout=attention_dropout, bias=layer_bias, impl=conv_impl)
+            for _ in range(num_layers))
+        # Relation weights for the decoder: the last layer's, else a fresh table.
+        self._own_rel_weight = (nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
+                                                         channels)) if num_layers == 0 else None)
+        self.encoder_drop = nn.Dropout(encoder_dropout)
+        self.scorer = scorer if scorer is not None else InteractEScorer(dim=channels)
+        self.component_attention = COMPONENT_ATTENTIONS.get(component_attention)(
+            num_components=num_components, channels=channels, num_relations=num_relations)
+        self.bias = nn.Parameter(torch.empty(num_entities))
+        self.mi = (MI_ESTIMATORS.get(mi_estimator)(num_components=num_components,
+                                                  channels=channels)
+                   if mi_estimator is not None else None)
+        self.mi_weight, self.auxiliary_lr, self.mi_recompute = mi_weight, mi_lr, mi_recompute
+        self.names = dict(composition=composition, edge_attention=edge_attention,
+                          component_attention=component_attention, mi=mi_estimator)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.init_embed)
+        nn.init.xavier_normal_(self.init_rel)
+        bound = 1.0 / self.proj.out_features ** 0.5  # as the authors' SparseInputLinear
+        nn.init.uniform_(self.proj.weight, -bound, bound)
+        nn.init.uniform_(self.proj.bias, -bound, bound)
+        for layer in self.layers:
+            layer.reset_parameters()
+        if self._own_rel_weight is not None:
+            nn.init.xavier_normal_(self._own_rel_weight)
+        self.scorer.reset_parameters()
+        self.component_attention.reset_parameters()
+        nn.init.zeros_(self.bias)
+        if self.mi is not None:
+            self.mi.reset_parameters()
+
+    @property
+    def rel_weight(self) -> Tensor:
+        return self.layers[-1].rel_weight if len(self.layers) else self._own_rel_weight
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, return_attention: bool = False):
+        """Runs the encoder over the whole graph once; returns :class:`DisenKGATReps`."""
+        N, K, F = self.num_entities, self.num_components, self.channels
+        x = torch.tanh(self.proj(self.init_embed)).view(N, K, F)
+        r = self.init_rel
+        attention = []
+        for layer in self.layers:
+            out = layer(x, r, self.edge_index, self.edge_type, return_attention=return_attention)
+            x, r = out[0], out[1]
+            if return_attention:
+                attention.append(out[2])
+            x = self.encoder_drop(x)
+        if not len(self.layers):
+            x = self.encoder_drop(x)
+        # As in the authors' code, the decoder uses the initial relation embeddings.
+        reps = DisenKGATReps(entity=x, relation=self.init_rel)
+        return (reps, attention) if return_attention else reps
+
+    # ------------------------------------------------------------------ decoder
+    def _parts(self, reps: DisenKGATReps, heads: Tensor, rels: Tensor):
+        sub = reps.entity[heads]
+        rel = reps.relation[rels].unsqueeze(1).expand_as(sub)
+        att = self.component_attention(sub, rel, self.rel_weight[rels], rels)
+        return sub, rel, att
+
+    def query(self, reps: DisenKGATReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
+        sub, rel, att = self._parts(reps, heads, rels)
+        return self.scorer.query(sub, rel), att
+
+    def candidates(self, reps: DisenKGATReps) -> tuple[Tensor, Tensor | None]:
+        return (self.scorer.candidates(reps.entity),
+                self.bias if self.scorer.uses_bias else None)
+
+    def loss(self, reps, heads, rels, target, *, label_smoothing: float = 0.0,
+             impl: str = "auto") -> Tensor:
+        if self.scorer.dot_product:
+            return super().loss(reps, heads, rels, target, label_smoothing=label_smoothing,
+                                impl=impl)
+        sub, rel, att = self._parts(reps, heads, rels)
+        x = self._eager_logits(sub, rel, reps)
+        return mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,
+                                        order=self.order)
+
+    def score(self, reps, heads, rels) -> Tensor:
+        if self.scorer.dot_product:
+            return super().score(reps, heads, rels)
+        sub, rel, att = self._parts(reps, heads, rels)
+        return mixture_scores_from_logits(self._eager_logits(sub, rel, reps), att, self.order)
+
+    def _eager_logits(self, sub, rel, reps) -> Tensor:
+        x = self.scorer.logits(sub, rel, reps.entity)
+        return x + self.bias if self.scorer.uses_bias else x
+
+    # ------------------------------------------------------------------ MI
+    def regularization(self, reps: DisenKGATReps, heads: Tensor) -> Tensor | None:
+        """``mi_weight`` times the dependence penalty of the batch's query entities."""
+        if self.mi is None or self.mi_weight == 0:
+            return None
+        return self.mi_weight * self.mi(reps.entity[heads])
+
+    def auxiliary_parameters(self):
+        """Parameters trained by the second optimiser (the CLUB estimators)."""
+        return list(self.mi.parameters()) if self.mi is not None and self.mi.learns else []
+
+    def auxiliary_loss(self, reps: DisenKGATReps, heads: Tensor) -> Tensor:
+        """Negative log-likelihood of the CLUB estimators on detached embeddings."""
+        if self.mi_recompute:
+            with torch.no_grad():
+                z = self.encode().entity[heads]
+        else:
+            z = reps.entity[heads].detach()
+        return self.mi.learning_loss(z)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(entities={self.num_entities}, relations="
+                f"{self.num_relations}, K={self.num_components}, F={self.channels}, "
+                f"layers={len(self.layers)}, scorer={self.scorer}, order={self.order!r}, "
+                + ", ".join(f"{k}={v!r}" for k, v in self.names.items()) + ")")

@@ -1,0 +1,181 @@
+r"""Disentangled relation-aware graph attention layer (DisenKGAT, Wu et al., CIKM 2021,
+https://arxiv.org/abs/2106.02758).
+
+For every node :math:`i`, component :math:`k`, with incoming edges :math:`j \to i` of
+relation :math:`r` plus a self loop with its own relation:
+
+.. math::
+    m_{ji,k} = \phi(x_{j,k}, r, W_{r,k}), \qquad
+    \alpha_{ji,k} = \operatorname{softmax}_{j \in \mathcal{N}(i)}
+        \big(\mathrm{LeakyReLU}(s(x_{i,k}, x_{j,k}, r, W_{r,k}))\big)
+
+.. math::
+    x'_{i} = \mathrm{act}\Big(\mathrm{BN}\big(\textstyle\sum_{j} \mathrm{drop}(\alpha_{ji,k})\,
+        m_{ji,k}\big)\Big), \qquad r' = r\,W_{rel}
+
+with the composition :math:`\phi` from :data:`~disenkg.nn.composition.COMPOSITIONS` and the
+attention score :math:`s` from :data:`~disenkg.nn.edge_attention.EDGE_ATTENTIONS`.
+
+Memory: only the attention logits are ``(E, K)``; messages are ``(E, K, F)``. With
+``impl="chunked"`` (default) edges are processed in chunks whose activations are recomputed
+in backward (activation checkpointing), so no ``(E, K, F)`` tensor is ever alive;
+``impl="naive"`` runs the same code on all edges at once (the materialising baseline).
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import softmax
+
+from disenkg.nn.composition import COMPOSITIONS
+from disenkg.nn.edge_attention import EDGE_ATTENTIONS
+
+__all__ = ["IMPLS", "DisenConv"]
+
+IMPLS = ("chunked", "naive")
+
+
+class DisenConv(MessagePassing):
+    r"""The DisenKGAT layer (see module docstring for the math).
+
+    Args:
+        num_entities (int): N (for the self loops).
+        num_relations (int): R base relations; edge types lie in ``[0, 2R)``, the self
+            loop uses type ``2R``.
+        num_components (int): K. (default: ``3``)
+        channels (int): F per component (input = output). (default: ``200``)
+        composition (str): ``sub``, ``mult``, ``cross`` or ``corr``. (default: ``"cross"``)
+        attention (str): ``dot_weight``, ``dot_emb``, ``cat_weight``, ``cat_emb`` or
+            ``learn``. (default: ``"dot_weight"``)
+        attention_dropout (float): dropout on the normalised attention. (default: ``0.4``)
+        negative_slope (float): LeakyReLU slope of the logits. (default: ``0.2``)
+        bias (bool): add a learned bias before batch norm. (default: ``False``)
+        activation (str): ``tanh`` or ``none``. (default: ``"tanh"``)
+        impl (str): ``chunked`` or ``naive``. (default: ``"chunked"``)
+        edge_chunk (int, optional): edges per chunk; default from a 64 MB budget.
+
+    Shapes:
+        x ``(N, K, F)``, rel ``(2R, F)``, edge_index ``(2, E)`` (row 0 = source j,
+        row 1 = target i), edge_type ``(E,)`` -> ``(N, K, F)``, ``(2R, F)``
+        and, with ``return_attention=True``, ``(E + N, K)`` weights of the edges with self
+        loops appended.
+    """
+
+    def __init__(self, *, num_entities: int, num_relations: int, num_components: int = 3,
+                 channels: int = 200, composition: str = "cross",
+                 attention: str = "dot_weight", attention_dropout: float = 0.4,
+                 negative_slope: float = 0.2, bias: bool = False, activation: str = "tanh",
+                 impl: str = "chunked", edge_chunk: int | None = None) -> None:
+        super().__init__(aggr="add", node_dim=0)
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+        if activation not in ("tanh", "none"):
+            raise ValueError(f"unknown activation {activation!r}; choose one of ['none', 'tanh']")
+        self.num_entities, self.num_relations = num_entities, num_relations
+        self.num_components, self.channels = num_components, channels
+        self.composition_name, self.attention_name = composition, attention
+        self.compose = COMPOSITIONS.get(composition)
+        self.attention = EDGE_ATTENTIONS.get(attention)(num_components=num_components,
+                                                        channels=channels)
+        self.att_drop = nn.Dropout(attention_dropout)
+        self.negative_slope = negative_slope
+        self.activation = activation
+        self.impl = impl
+        self.edge_chunk = edge_chunk or max(1024, (64 * 2**20) // (8 * num_components
+                                                                  * channels * 4))
+        self.rel_weight = nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
+                                                   channels))
+        self.loop_rel = nn.Parameter(torch.empty(1, channels))
+        self.w_rel = nn.Parameter(torch.empty(channels, channels))
+        self.bias = nn.Parameter(torch.empty(num_components * channels)) if bias else None
+        self.bn = nn.BatchNorm1d(num_components * channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in (self.rel_weight, self.loop_rel, self.w_rel):
+            nn.init.xavier_normal_(p)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self.attention.reset_parameters()
+        self.bn.reset_parameters()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor, rel: Tensor, edge_index: Tensor, edge_type: Tensor,
+                return_attention: bool = False):
+        N, K, F = x.shape
+        if (K, F) != (self.num_components, self.channels):
+            raise ValueError(f"x must have shape (N, {self.num_components}, {self.channels}), "
+                             f"got {tuple(x.shape)}")
+        if rel.shape != (2 * self.num_relations, F):
+            raise ValueError(f"rel must have shape ({2 * self.num_relations}, {F}), "
+                             f"got {tuple(rel.shape)}")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2 or \
+                edge_type.shape != (edge_index.shape[1],):
+            raise ValueError(f"edge_index must be (2, E) and edge_type (E,), got "
+                             f"{tuple(edge_index.shape)} and {tuple(edge_type.shape)}")
+        loops = torch.arange(N, device=x.device)
+        ei = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
+        et = torch.cat([edge_type, torch.full((N,), 2 * self.num_relations,
+                                              dtype=edge_type.dtype, device=x.device)])
+        rel_all = torch.cat([rel, self.loop_rel], dim=0)
+        logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, reduce=False)
+        alpha = softmax(logits, ei[1], num_nodes=N)  # over i's incoming edges, per k
+        alpha_d = self.att_drop(alpha)
+        out = self._map_edges(self._aggregate, ei, et, x, rel_all, alpha_d, reduce=True)
+        out = out.reshape(N, K * F)
+        if self.bias is not None:
+            out = out + self.bias
+        out = self.bn(out).view(N, K, F)
+        if self.activation == "tanh":
+            out = torch.tanh(out)
+        rel_out = rel @ self.w_rel
+        if return_attention:
+            return out, rel_out, alpha
+        return out, rel_out
+
+    def _map_edges(self, fn, ei, et, x, rel_all, *extra, reduce: bool):
+        """Applies ``fn`` to edge chunks (checkpointed) and concatenates or sums results."""
+        E = ei.shape[1]
+        if self.impl == "naive" or E <= self.edge_chunk:
+            return fn(ei, et, x, rel_all, *extra)
+        parts = None if reduce else []
+        for s in range(0, E, self.edge_chunk):
+            sl = slice(s, min(E, s + self.edge_chunk))
+            args = (ei[:, sl], et[sl], x, rel_all, *(t[sl] for t in extra))
+            res = checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() \
+                else fn(*args)
+            if reduce:
+                parts = res if parts is None else parts + res
+            else:
+                parts.append(res)
+        return parts if reduce else torch.cat(parts)
+
+    def _edge_logits(self, ei: Tensor, et: Tensor, x: Tensor, rel_all: Tensor) -> Tensor:
+        return self.edge_updater(ei, x=x, edge_type=et, rel=rel_all)
+
+    def _aggregate(self, ei, et, x, rel_all, alpha) -> Tensor:
+        return self.propagate(ei, x=x, edge_type=et, rel=rel_all, alpha=alpha,
+                              size=(x.shape[0], x.shape[0]))
+
+    def edge_update(self, x_i: Tensor, x_j: Tensor, edge_type: Tensor, rel: Tensor) -> Tensor:
+        r = rel[edge_type].unsqueeze(1)
+        w = self.rel_weight[edge_type]
+        msg = self.compose(x_j, r, w) if self.attention.needs_message else None
+        logits = self.attention(x_i, x_j, r, w, msg)
+        return nn.functional.leaky_relu(logits, self.negative_slope)
+
+    def message(self, x_j: Tensor, edge_type: Tensor, rel: Tensor, alpha: Tensor) -> Tensor:
+        r = rel[edge_type].unsqueeze(1)
+        w = self.rel_weight[edge_type]
+        return self.compose(x_j, r, w) * alpha.unsqueeze(-1)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(K={self.num_components}, F={self.channels}, "
+                f"composition={self.composition_name!r}, attention={self.attention_name!r}, "
+                f"impl={self.impl!r})")
+
+

@@ -1,0 +1,97 @@
+r"""Edge attention logits of the disentangled relation-aware layer, one per component.
+
+For an edge :math:`j \to i` with relation :math:`r` and component :math:`k` (before the
+LeakyReLU and the softmax over :math:`i`'s incoming edges):
+
+.. math::
+    \text{dot\_weight}:\ \langle x_{i,k} \odot W_{r,k},\ x_{j,k} \odot W_{r,k}\rangle \qquad
+    \text{dot\_emb}:\ \langle x_{i,k} \odot r,\ x_{j,k} \odot r\rangle
+
+    \text{cat\_weight}:\ \langle a_k,\ [x_{i,k} \odot W_{r,k} \,\|\, x_{j,k} \odot W_{r,k}]\rangle
+    \qquad
+    \text{cat\_emb}:\ \langle a_k,\ [x_{i,k} \odot r \,\|\, x_{j,k} \odot r]\rangle \qquad
+    \text{learn}:\ \langle a_k,\ m_{j \to i, k}\rangle
+
+with learned :math:`a_k` and the composed message :math:`m`. Shapes: ``x_i``, ``x_j``,
+``w``, ``msg`` ``(E, K, F)``; ``r`` ``(E, 1, F)``; output ``(E, K)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from disenkg.utils import Registry
+
+__all__ = ["EDGE_ATTENTIONS", "EdgeAttention"]
+
+EDGE_ATTENTIONS: Registry[type[EdgeAttention]] = Registry("edge attention")
+
+
+class EdgeAttention(nn.Module):
+    """Base: ``forward(x_i, x_j, r, w, msg) -> (E, K)`` attention logits."""
+
+    #: whether the logits need the composed message (``learn``)
+    needs_message: bool = False
+
+    def __init__(self, *, num_components: int, channels: int) -> None:
+        super().__init__()
+        self.num_components = num_components
+        self.channels = channels
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        name = next(k for k in EDGE_ATTENTIONS if EDGE_ATTENTIONS.get(k) is type(self))
+        return f"{self.__class__.__name__}({name!r}, K={self.num_components})"
+
+
+@EDGE_ATTENTIONS.register("dot_weight")
+class DotWeightAttention(EdgeAttention):
+    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
+        return (x_i * x_j * (w * w)).sum(-1)
+
+
+@EDGE_ATTENTIONS.register("dot_emb")
+class DotEmbAttention(EdgeAttention):
+    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
+        return (x_i * x_j * (r * r)).sum(-1)
+
+
+class _Learned(EdgeAttention):
+    width = 1
+
+    def __init__(self, *, num_components: int, channels: int) -> None:
+        super().__init__(num_components=num_components, channels=channels)
+        self.att = nn.Parameter(torch.empty(num_components, self.width * channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.att)
+
+
+@EDGE_ATTENTIONS.register("cat_weight")
+class CatWeightAttention(_Learned):
+    width = 2
+
+    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
+        F = self.channels
+        return ((x_i * w) * self.att[:, :F]).sum(-1) + ((x_j * w) * self.att[:, F:]).sum(-1)
+
+
+@EDGE_ATTENTIONS.register("cat_emb")
+class CatEmbAttention(_Learned):
+    width = 2
+
+    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
+        F = self.channels
+        return ((x_i * r) * self.att[:, :F]).sum(-1) + ((x_j * r) * self.att[:, F:]).sum(-1)
+
+
+@EDGE_ATTENTIONS.register("learn")
+class LearnAttention(_Learned):
+    needs_message = True
+
+    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
+        return (msg * self.att).sum(-1)

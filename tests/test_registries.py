@@ -1,0 +1,30 @@
+"""Meta-test: every registered variant has a test against a naive reference."""
+
+from __future__ import annotations
+
+from disenkg.cli.link_models import MODELS
+from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
+from disenkg.nn.composition import COMPOSITIONS
+from disenkg.nn.edge_attention import EDGE_ATTENTIONS
+from disenkg.nn.mi import MI_ESTIMATORS
+from disenkg.nn.scorers import SCORERS
+from tests.nn.test_composition_attention import (
+    TESTED_COMPONENT_ATTENTIONS,
+    TESTED_COMPOSITIONS,
+    TESTED_EDGE_ATTENTIONS,
+)
+from tests.nn.test_mi import TESTED_MI
+from tests.nn.test_scorers import TESTED_SCORERS
+
+
+def test_every_variant_is_tested():
+    for registry, tested in [
+        (COMPOSITIONS, TESTED_COMPOSITIONS),
+        (EDGE_ATTENTIONS, TESTED_EDGE_ATTENTIONS),
+        (COMPONENT_ATTENTIONS, TESTED_COMPONENT_ATTENTIONS),
+        (MI_ESTIMATORS, TESTED_MI),
+        (SCORERS, TESTED_SCORERS),
+    ]:
+        assert set(registry.names()) == tested, f"untested {registry.kind}: " \
+            f"{set(registry.names()) - tested}"
+    assert set(MODELS.names()) == {"conve", "disenkgat"}
