@@ -9,7 +9,7 @@ import sys
 
 __all__ = ["main"]
 
-TASKS = ("link",)
+TASKS = ("link", "node")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from disenkg.cli.link import main as link_main
 
         link_main(argv)
+    else:
+        from disenkg.cli.node import main as node_main
+
+        node_main(argv)
     return 0
 
 

@@ -69,6 +69,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-perm", type=int, default=1,
                    help="InteractE: number of checkered feature permutations")
     g.add_argument("--gamma", type=float, default=9.0, help="TransE: initial margin gamma")
+    g.add_argument("--image-chunk", type=int, default=256,
+                   help="scorer feature-map images per checkpointed chunk in training (exact "
+                        "batch norm; 0 = all at once)")
+    g.add_argument("--image-chunk", type=int, default=256,
+                   help="scorer feature-map images per checkpointed chunk in training (exact "
+                        "batch norm; 0 = all at once)")
     d = parser.add_argument_group("DisenKGAT")
     d.add_argument("--num-components", type=int, default=3, help="K, disentangled components")
     d.add_argument("--init-dim", type=int, default=100, help="base entity embedding size")
@@ -121,7 +127,8 @@ def _build_conve(ds: KGDataset, a: argparse.Namespace) -> ConvE:
     return ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
                  embedding_dim=a.embed_dim, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                  kernel_size=a.kernel_size, input_dropout=a.input_dropout,
-                 feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout)
+                 feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
+                 image_chunk=a.image_chunk or None)
 
 
 def build_scorer(a: argparse.Namespace) -> Scorer:
@@ -131,11 +138,12 @@ def build_scorer(a: argparse.Namespace) -> Scorer:
         return cls(dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                    kernel_size=a.kernel_size, num_perm=a.num_perm,
                    feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                   seed=a.seed)
+                   seed=a.seed, image_chunk=a.image_chunk or None)
     if a.scorer == "conve":
         return cls(embedding_dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                    kernel_size=a.kernel_size, input_dropout=a.input_dropout,
-                   feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout)
+                   feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
+                   image_chunk=a.image_chunk or None)
     if a.scorer.startswith("transe"):
         return cls(gamma=a.gamma)
     return cls()

@@ -33,7 +33,7 @@ class ConvE(MixtureLinkModel):
         num_relations (int): R base relations (inverses ``r + R`` get their own rows).
         embedding_dim (int): D. (default: ``200``)
         k_h, k_w, num_filters, kernel_size, input_dropout, feature_dropout,
-        hidden_dropout: see :class:`~disenkg.nn.scorers.ConvEInteraction`.
+        hidden_dropout, image_chunk: see :class:`~disenkg.nn.scorers.ConvEInteraction`.
 
     Shapes:
         ``query``: ``(B, 1, D)``, ``candidates``: ``(N, 1, D)`` and bias ``(N,)``.
@@ -42,7 +42,7 @@ class ConvE(MixtureLinkModel):
     def __init__(self, *, num_entities: int, num_relations: int, embedding_dim: int = 200,
                  k_h: int = 20, k_w: int = 10, num_filters: int = 32, kernel_size: int = 3,
                  input_dropout: float = 0.2, feature_dropout: float = 0.2,
-                 hidden_dropout: float = 0.3) -> None:
+                 hidden_dropout: float = 0.3, image_chunk: int | None = 256) -> None:
         super().__init__()
         self.num_entities, self.num_relations = num_entities, num_relations
         self.entity = nn.Embedding(num_entities, embedding_dim)
@@ -51,7 +51,8 @@ class ConvE(MixtureLinkModel):
         self.interaction = ConvEInteraction(
             embedding_dim=embedding_dim, k_h=k_h, k_w=k_w, num_filters=num_filters,
             kernel_size=kernel_size, input_dropout=input_dropout,
-            feature_dropout=feature_dropout, hidden_dropout=hidden_dropout)
+            feature_dropout=feature_dropout, hidden_dropout=hidden_dropout,
+            image_chunk=image_chunk)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -64,7 +65,8 @@ class ConvE(MixtureLinkModel):
         return ConvEReps(self.entity.weight, self.relation.weight)
 
     def query(self, reps: ConvEReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
-        q = self.interaction(reps.entity[heads], reps.relation[rels])
+        q = self.interaction(reps.entity.index_select(0, heads),
+                             reps.relation.index_select(0, rels))
         return q.unsqueeze(1), q.new_zeros(q.shape[0], 1)
 
     def candidates(self, reps: ConvEReps) -> tuple[Tensor, Tensor]:

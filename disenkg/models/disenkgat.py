@@ -168,9 +168,9 @@ class DisenKGAT(MixtureLinkModel):
 
     # ------------------------------------------------------------------ decoder
     def _parts(self, reps: DisenKGATReps, heads: Tensor, rels: Tensor):
-        sub = reps.entity[heads]
-        rel = reps.relation[rels].unsqueeze(1).expand_as(sub)
-        att = self.component_attention(sub, rel, self.rel_weight[rels], rels)
+        sub = reps.entity.index_select(0, heads)
+        rel = reps.relation.index_select(0, rels).unsqueeze(1).expand_as(sub)
+        att = self.component_attention(sub, rel, self.rel_weight.index_select(0, rels), rels)
         return sub, rel, att
 
     def query(self, reps: DisenKGATReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
@@ -206,7 +206,7 @@ class DisenKGAT(MixtureLinkModel):
         """``mi_weight`` times the dependence penalty of the batch's query entities."""
         if self.mi is None or self.mi_weight == 0:
             return None
-        return self.mi_weight * self.mi(reps.entity[heads])
+        return self.mi_weight * self.mi(reps.entity.index_select(0, heads))
 
     def auxiliary_parameters(self):
         """Parameters trained by the second optimiser (the CLUB estimators)."""

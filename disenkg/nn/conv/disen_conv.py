@@ -24,7 +24,6 @@ in backward (activation checkpointing), so no ``(E, K, F)`` tensor is ever alive
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -162,15 +161,16 @@ class DisenConv(MessagePassing):
                               size=(x.shape[0], x.shape[0]))
 
     def edge_update(self, x_i: Tensor, x_j: Tensor, edge_type: Tensor, rel: Tensor) -> Tensor:
-        r = rel[edge_type].unsqueeze(1)
-        w = self.rel_weight[edge_type]
+        # index_select (not []) so that backward is an index_add, not a sorting index_put
+        r = rel.index_select(0, edge_type).unsqueeze(1)
+        w = self.rel_weight.index_select(0, edge_type)
         msg = self.compose(x_j, r, w) if self.attention.needs_message else None
         logits = self.attention(x_i, x_j, r, w, msg)
         return nn.functional.leaky_relu(logits, self.negative_slope)
 
     def message(self, x_j: Tensor, edge_type: Tensor, rel: Tensor, alpha: Tensor) -> Tensor:
-        r = rel[edge_type].unsqueeze(1)
-        w = self.rel_weight[edge_type]
+        r = rel.index_select(0, edge_type).unsqueeze(1)
+        w = self.rel_weight.index_select(0, edge_type)
         return self.compose(x_j, r, w) * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from disenkg.nn.scorers.base import Scorer
 from disenkg.nn.scorers.conve import ConvEInteraction
 from disenkg.nn.scorers.interacte import (

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from disenkg.nn.scorers.chunked_head import conv_bn_head
+
 __all__ = ["ConvEInteraction"]
 
 
@@ -29,6 +31,8 @@ class ConvEInteraction(nn.Module):
         input_dropout (float): on the stacked image. (default: ``0.2``)
         feature_dropout (float): 2-D dropout on feature maps. (default: ``0.2``)
         hidden_dropout (float): after the projection. (default: ``0.3``)
+        image_chunk (int, optional): images per checkpointed chunk in training (exact
+            batch norm); ``None`` processes all at once. (default: ``256``)
 
     Shapes:
         head ``(B, D)``, relation ``(B, D)`` -> ``(B, D)``.
@@ -36,7 +40,8 @@ class ConvEInteraction(nn.Module):
 
     def __init__(self, *, embedding_dim: int, k_h: int = 20, k_w: int = 10,
                  num_filters: int = 32, kernel_size: int = 3, input_dropout: float = 0.2,
-                 feature_dropout: float = 0.2, hidden_dropout: float = 0.3) -> None:
+                 feature_dropout: float = 0.2, hidden_dropout: float = 0.3,
+                 image_chunk: int | None = 256) -> None:
         super().__init__()
         if k_h * k_w != embedding_dim:
             raise ValueError(
@@ -46,6 +51,7 @@ class ConvEInteraction(nn.Module):
             raise ValueError(f"kernel_size {kernel_size} exceeds the image ({2 * k_h}, {k_w})")
         self.embedding_dim, self.k_h, self.k_w = embedding_dim, k_h, k_w
         self.num_filters, self.kernel_size = num_filters, kernel_size
+        self.image_chunk = image_chunk
         self.bn0 = nn.BatchNorm2d(1)
         self.conv = nn.Conv2d(1, num_filters, kernel_size)
         self.bn1 = nn.BatchNorm2d(num_filters)
@@ -66,9 +72,8 @@ class ConvEInteraction(nn.Module):
         x = torch.cat([head.view(B, 1, self.k_h, self.k_w),
                        relation.view(B, 1, self.k_h, self.k_w)], dim=2)
         x = self.input_drop(self.bn0(x))
-        x = self.feature_drop(torch.relu(self.bn1(self.conv(x))))
-        x = self.hidden_drop(self.fc(x.flatten(1)))
-        return torch.relu(self.bn2(x))
+        x = conv_bn_head(x, self.conv, self.bn1, self.feature_drop, self.fc, self.image_chunk)
+        return torch.relu(self.bn2(self.hidden_drop(x)))
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(dim={self.embedding_dim}, image=({self.k_h}, "

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from disenkg.nn.scorers.base import Scorer
+from disenkg.nn.scorers.chunked_head import conv_bn_head
 
 __all__ = ["InteractEInteraction", "InteractEScorer", "checkered_permutation"]
 
@@ -53,16 +54,20 @@ class InteractEInteraction(nn.Module):
         feature_dropout (float): 2-D dropout on feature maps. (default: ``0.4``)
         hidden_dropout (float): after the projection. (default: ``0.3``)
         seed (int): seed of the permutation generator. (default: ``0``)
+        image_chunk (int, optional): images per checkpointed chunk in training (exact
+            batch norm, see :func:`~disenkg.nn.scorers.chunked_head.conv_bn_head`);
+            ``None`` processes all at once. (default: ``256``)
     """
 
     def __init__(self, *, dim: int = 200, k_h: int = 20, k_w: int = 10,
                  num_filters: int = 200, kernel_size: int = 9, num_perm: int = 1,
                  feature_dropout: float = 0.4, hidden_dropout: float = 0.3,
-                 seed: int = 0) -> None:
+                 seed: int = 0, image_chunk: int | None = 256) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"InteractE needs an odd kernel_size, got {kernel_size}")
         self.dim, self.k_h, self.k_w = dim, k_h, k_w
+        self.image_chunk = image_chunk
         self.num_filters, self.kernel_size, self.num_perm = num_filters, kernel_size, num_perm
         self.register_buffer("perm", checkered_permutation(dim, k_h, k_w, num_perm, seed))
         self.bn0 = nn.BatchNorm2d(num_perm)
@@ -86,10 +91,11 @@ class InteractEInteraction(nn.Module):
         x = self.bn0(x)
         pad = self.kernel_size // 2
         x = F.pad(x, (pad, pad, pad, pad), mode="circular")
-        x = F.conv2d(x, self.filters.repeat(self.num_perm, 1, 1, 1), groups=self.num_perm)
-        x = self.feature_drop(torch.relu(self.bn1(x)))
-        x = self.hidden_drop(self.fc(x.flatten(1)))
-        return torch.relu(self.bn2(x))
+        x = conv_bn_head(x, self._conv, self.bn1, self.feature_drop, self.fc, self.image_chunk)
+        return torch.relu(self.bn2(self.hidden_drop(x)))
+
+    def _conv(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.filters.repeat(self.num_perm, 1, 1, 1), groups=self.num_perm)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(dim={self.dim}, image=({self.k_h}, "

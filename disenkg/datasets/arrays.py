@@ -1,0 +1,191 @@
+r"""Lazily read (groups, samples, time, nodes, features) arrays for node-level prediction.
+
+Features are a ``.npy`` of shape ``(G, S, T, N, F)`` opened with ``np.load(mmap_mode="r")``;
+one item is the sample ``(g, s)`` as an ``(N, T*F)`` float32 tensor, copied out of the
+memory map only when a batch asks for it, so memory is bounded by the batch and by the
+samples actually drawn (``max_samples``), not by the file size. Targets are ``(G, S, N)``
+(per node) or ``(G, S)`` (per sample), float for regression, integer for classification.
+The node graph is an edge list: ``.npy`` of shape ``(2, E)`` or ``(E, 2)``, or a CSV with
+two integer columns (an optional header line).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from disenkg.datasets.triples import DatasetError
+
+__all__ = ["ArrayDataset", "load_edges", "make_synthetic", "split_indices"]
+
+TARGET_KINDS = ("regression", "classification")
+
+
+def load_edges(path: str | os.PathLike, num_nodes: int) -> Tensor:
+    """``(2, E)`` long edge index from ``.npy`` or ``.csv``; ids must lie in ``[0, N)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"edge file {path} does not exist")
+    if path.suffix == ".npy":
+        arr = np.load(path)
+        if arr.ndim != 2 or 2 not in arr.shape:
+            raise DatasetError(f"{path}: edges must have shape (2, E) or (E, 2), got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise DatasetError(f"{path}: edge ids must be integers, got dtype {arr.dtype}")
+        ei = arr if arr.shape[0] == 2 else arr.T
+    elif path.suffix == ".csv":
+        rows = []
+        with open(path, newline="") as fh:
+            for lineno, row in enumerate(csv.reader(fh), start=1):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) < 2:
+                    raise DatasetError(f"{path} line {lineno}: expected 2 columns (src, dst), "
+                                       f"got {len(row)}")
+                try:
+                    rows.append((int(row[0]), int(row[1])))
+                except ValueError as err:
+                    if lineno == 1 and not rows:
+                        continue  # a header line
+                    raise DatasetError(f"{path} line {lineno}: non-integer node id in "
+                                       f"{row[:2]}") from err
+        if not rows:
+            raise DatasetError(f"{path}: no edges")
+        ei = np.asarray(rows, dtype=np.int64).T
+    else:
+        raise DatasetError(f"{path}: edges must be a .npy or .csv file")
+    ei = torch.as_tensor(np.ascontiguousarray(ei), dtype=torch.long)
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= num_nodes):
+        raise DatasetError(f"{path}: node ids must lie in [0, {num_nodes}) to match the "
+                           f"features' node axis, got range [{int(ei.min())}, {int(ei.max())}]")
+    return ei
+
+
+class ArrayDataset(Dataset):
+    """Items ``(x (N, T*F) float32, y)`` for the samples ``index`` of a 5-D array.
+
+    Args:
+        features (str | Path): ``.npy`` of shape ``(G, S, T, N, F)``, floating point.
+        targets (str | Path): ``.npy`` of shape ``(G, S, N)`` or ``(G, S)``.
+        target_kind (str): ``regression`` or ``classification``.
+    """
+
+    def __init__(self, *, features: str | os.PathLike, targets: str | os.PathLike,
+                 target_kind: str) -> None:
+        if target_kind not in TARGET_KINDS:
+            raise ValueError(f"unknown target kind {target_kind!r}; choose one of "
+                             f"{list(TARGET_KINDS)}")
+        for p in (features, targets):
+            if not Path(p).is_file():
+                raise DatasetError(f"array file {p} does not exist")
+        try:
+            self.x = np.load(features, mmap_mode="r")
+            self.y = np.load(targets, mmap_mode="r")
+        except ValueError as err:
+            raise DatasetError(f"cannot read {features} / {targets} as .npy: {err}") from err
+        if self.x.ndim != 5:
+            raise DatasetError(f"{features}: features must have shape (G, S, T, N, F), got "
+                               f"{self.x.shape}")
+        if not np.issubdtype(self.x.dtype, np.floating):
+            raise DatasetError(f"{features}: features must be floating point, got "
+                               f"{self.x.dtype}")
+        G, S, T, N, F = self.x.shape
+        if self.y.shape not in ((G, S, N), (G, S)):
+            raise DatasetError(f"{targets}: targets must have shape (G, S, N) = {(G, S, N)} "
+                               f"or (G, S) = {(G, S)}, got {self.y.shape}")
+        if target_kind == "classification" and not np.issubdtype(self.y.dtype, np.integer):
+            raise DatasetError(f"{targets}: classification targets must be integers, got "
+                               f"{self.y.dtype}")
+        if target_kind == "regression" and not np.issubdtype(self.y.dtype, np.number):
+            raise DatasetError(f"{targets}: regression targets must be numeric, got "
+                               f"{self.y.dtype}")
+        self.target_kind = target_kind
+        self.per_node = self.y.ndim == 3
+        self.shape = (G, S, T, N, F)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.shape[3]
+
+    @property
+    def in_channels(self) -> int:
+        return self.shape[2] * self.shape[4]
+
+    def __len__(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        G, S, T, N, F = self.shape
+        g, s = divmod(int(i), S)
+        x = np.array(self.x[g, s], dtype=np.float32)  # (T, N, F), a copy of this sample only
+        if not np.isfinite(x).all():
+            raise DatasetError(f"features contain non-finite values at group {g}, sample {s}")
+        x = torch.from_numpy(x).permute(1, 0, 2).reshape(N, T * F)
+        y = np.array(self.y[g, s])
+        yt = torch.as_tensor(y, dtype=torch.long if self.target_kind == "classification"
+                             else torch.float32)
+        return x, yt
+
+
+def split_indices(n: int, *, max_samples: int | None, seed: int,
+                  fractions: tuple[float, float] = (0.7, 0.15)) -> dict[str, Tensor]:
+    """Random train / valid / test split of (at most ``max_samples`` of) ``n`` sample ids."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if max_samples is not None:
+        if max_samples < 3:
+            raise ValueError(f"max_samples must be >= 3, got {max_samples}")
+        perm = perm[:max_samples]
+    m = len(perm)
+    a = int(round(fractions[0] * m))
+    b = a + int(round(fractions[1] * m))
+    return {"train": perm[:a], "valid": perm[a:b], "test": perm[b:]}
+
+
+def make_synthetic(directory: str | os.PathLike, *, shape=(7, 1358, 12, 307, 2),
+                   extra_edges: int = 300, noise: float = 0.1, seed: int = 0,
+                   chunk: int = 256) -> dict[str, Path]:
+    """Writes ``features.npy``, ``edges.npy``, ``targets.npy`` with a planted graph signal.
+
+    The target of node ``n`` is the mean over its neighbours ``j`` of
+    ``tanh(mean_t x[t, j, 0]) * 2 + x[T-1, j, 1]``, plus noise: a node's own history
+    carries no information about it, so a no-graph baseline cannot predict it and a graph
+    model can. Written chunk by chunk through ``open_memmap`` (memory stays small).
+    """
+    G, S, T, N, F = shape
+    if F < 2:
+        raise ValueError(f"the synthetic signal needs F >= 2 features, got {F}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ring = np.stack([np.arange(N), (np.arange(N) + 1) % N])
+    extra = rng.integers(0, N, size=(2, extra_edges))
+    extra = extra[:, extra[0] != extra[1]]
+    und = np.concatenate([ring, extra], axis=1)
+    edges = np.unique(np.concatenate([und, und[::-1]], axis=1), axis=1)
+    np.save(out / "edges.npy", edges.astype(np.int64))
+    deg = np.bincount(edges[1], minlength=N).astype(np.float32)
+    feats = np.lib.format.open_memmap(out / "features.npy", mode="w+", dtype=np.float32,
+                                      shape=shape)
+    targets = np.lib.format.open_memmap(out / "targets.npy", mode="w+", dtype=np.float32,
+                                        shape=(G, S, N))
+    for g in range(G):
+        for s0 in range(0, S, chunk):
+            s1 = min(S, s0 + chunk)
+            x = rng.standard_normal((s1 - s0, T, N, F), dtype=np.float32)
+            feats[g, s0:s1] = x
+            signal = np.tanh(x[:, :, :, 0].mean(1) * 2) * 2 + x[:, T - 1, :, 1]  # (s, N)
+            agg = np.zeros_like(signal)
+            np.add.at(agg.T, edges[1], signal.T[edges[0]])
+            y = agg / deg + noise * rng.standard_normal(agg.shape, dtype=np.float32)
+            targets[g, s0:s1] = y
+    feats.flush()
+    targets.flush()
+    del feats, targets
+    return {"features": out / "features.npy", "edges": out / "edges.npy",
+            "targets": out / "targets.npy"}

@@ -1,0 +1,56 @@
+"""Planetoid citation graphs (Cora, CiteSeer, PubMed) through PyG, from local raw files.
+
+Raw files (``ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}``) are looked up in
+``ROOT/<Name>/raw`` for ROOT = the explicit ``root``, ``$DISENKG_DATA/planetoid``, then the
+repository's ``data/planetoid`` (Cora is bundled). PyG processes them into a writable cache
+copy (``$DISENKG_CACHE/planetoid``), so read-only data directories work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from disenkg.datasets.sources import REPO_DATA, cache_dir
+from disenkg.datasets.triples import DatasetError
+
+__all__ = ["RAW_SUFFIXES", "load_planetoid"]
+
+RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+
+
+def _raw_files(name: str) -> list[str]:
+    return [f"ind.{name.lower()}.{s}" for s in RAW_SUFFIXES]
+
+
+def _find_raw(name: str, root: str | os.PathLike | None) -> Path:
+    roots = [Path(root)] if root is not None else []
+    if os.environ.get("DISENKG_DATA"):
+        roots.append(Path(os.environ["DISENKG_DATA"]) / "planetoid")
+    roots.append(REPO_DATA / "planetoid")
+    for r in roots:
+        for cand in (r / name / "raw", r / "raw", r):
+            if all((cand / f).is_file() for f in _raw_files(name)):
+                return cand
+    searched = [str(r) for r in roots]
+    raise DatasetError(f"Planetoid {name}: raw files {_raw_files(name)} not found under "
+                       f"{searched} (expected ROOT/{name}/raw/)")
+
+
+def load_planetoid(name: str = "Cora", root: str | os.PathLike | None = None):
+    """The PyG ``Data`` object of a Planetoid graph with its public split masks."""
+    from torch_geometric.datasets import Planetoid
+
+    raw = _find_raw(name, root)
+    work = cache_dir() / "planetoid"
+    dest = work / name / "raw"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in _raw_files(name):
+        if not (dest / f).exists() or (dest / f).stat().st_size != (raw / f).stat().st_size:
+            shutil.copyfile(raw / f, dest / f)
+    try:
+        return Planetoid(str(work), name)[0]
+    except Exception as err:  # re-raised with the file location, not swallowed
+        raise DatasetError(f"Planetoid {name}: could not process raw files in {raw}: "
+                           f"{err}") from err

@@ -1,0 +1,144 @@
+"""Benchmark one DisenKGAT training step (incl. the MI estimator step) and a full evaluation.
+
+Runs the default model (InteractE, cross, K=3, init_dim 100, F=200, 1 layer, club_b,
+alpha 0.1, dot_weight, dot_rel, after, batch 2048, lr 1e-3, label smoothing 0.1) and ends
+with one JSON line ``{"step_seconds": <median>, "peak_rss_mb": ..., "eval_seconds": ...}``.
+
+``--impl naive`` is the plain materialising baseline of the same model, as the original
+code runs it: all edges at once (``(E, K, F)`` tensors), un-chunked scorer feature maps,
+the materialising loss (``impl="torch"``), the encoder re-run for the estimator step, and
+(with ``--eval``) the encoder re-run for every evaluation batch of 2048 queries.
+``--impl chunked`` is the package default. ``--compare`` runs both in subprocesses and
+prints the ratios.
+
+    python experiments/bench_train_step.py --dataset FB15k-237 --steps 3 [--impl naive] [--eval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM missing")
+
+
+class PerBatchEncoding:
+    """Evaluation wrapper re-running the encoder for every batch (the original protocol)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode(self):
+        return None
+
+    def score(self, reps, heads, rels):
+        return self.model.score(self.model.encode(), heads, rels)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def eval(self):
+        self.model.eval()
+
+    def train(self):
+        self.model.train()
+
+    @property
+    def training(self):
+        return self.model.training
+
+
+def run(args) -> dict:
+    import torch
+
+    from disenkg.datasets import KGDataset
+    from disenkg.models import DisenKGAT
+    from disenkg.nn.scorers import InteractEScorer
+    from disenkg.training import LinkTrainer, TrainConfig
+
+    torch.manual_seed(0)
+    naive = args.impl == "naive"
+    ds = KGDataset.load(args.dataset, data_dir=args.data_dir)
+    ei, et = ds.graph()
+    model = DisenKGAT(
+        num_entities=ds.num_entities, num_relations=ds.num_relations,
+        edge_index=ei.flip(0), edge_type=et,
+        scorer=InteractEScorer(dim=200, image_chunk=None if naive else args.image_chunk),
+        conv_impl="naive" if naive else "chunked", mi_recompute=naive)
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
+                      impl="torch" if naive else "auto", progress=False,
+                      eval_batch_size=2048 if naive else args.eval_batch_size)
+    trainer = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/bench-unused")
+    order = torch.randperm(len(trainer.train_index), generator=torch.Generator().manual_seed(0))
+    times = []
+    for s in range(args.steps + 1):  # the first step is a warm-up
+        ids = order[s * args.batch_size:(s + 1) * args.batch_size]
+        t0 = time.perf_counter()
+        loss = trainer.train_step(ids)
+        dt = time.perf_counter() - t0
+        print(f"step {s}: {dt:.2f} s loss {loss:.4f} peak RSS {peak_rss_mb():.0f} MB",
+              file=sys.stderr, flush=True)
+        if s > 0:
+            times.append(dt)
+    out = {"impl": args.impl, "step_seconds": statistics.median(times),
+           "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
+    if args.eval:
+        ev = trainer.evaluator
+        target = PerBatchEncoding(model) if naive else model
+        t0 = time.perf_counter()
+        metrics = ev.evaluate(target, ds.test, desc="test")
+        out["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        out["eval_mrr_untrained"] = round(metrics["mrr"], 5)
+        out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="FB15k-237", help="dataset name or path")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    p.add_argument("--batch-size", type=int, default=2048, help="queries per step")
+    p.add_argument("--impl", default="chunked", choices=["chunked", "naive"],
+                   help="package default or the materialising baseline")
+    p.add_argument("--eval", action="store_true", help="also time a full test evaluation")
+    p.add_argument("--eval-batch-size", type=int, default=256, help="queries per eval batch")
+    p.add_argument("--image-chunk", type=int, default=256,
+                   help="scorer images per checkpointed chunk")
+    p.add_argument("--compare", action="store_true",
+                   help="run naive and chunked in subprocesses and print ratios")
+    args = p.parse_args()
+    if args.compare:
+        res = {}
+        for impl in ("naive", "chunked"):
+            cmd = [sys.executable, __file__, "--dataset", args.dataset, "--steps",
+                   str(args.steps), "--batch-size", str(args.batch_size), "--impl", impl]
+            if args.data_dir:
+                cmd += ["--data-dir", args.data_dir]
+            if args.eval:
+                cmd.append("--eval")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(res[impl]))
+        n, c = res["naive"], res["chunked"]
+        print(f"step speed-up {n['step_seconds'] / c['step_seconds']:.2f}x, peak RSS "
+              f"{n['peak_rss_mb']:.0f} -> {c['peak_rss_mb']:.0f} MB"
+              + (f", eval speed-up {n['eval_seconds'] / c['eval_seconds']:.2f}x"
+                 if args.eval else ""))
+        return
+    print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()
