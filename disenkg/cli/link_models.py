@@ -72,9 +72,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-chunk", type=int, default=256,
                    help="scorer feature-map images per checkpointed chunk in training (exact "
                         "batch norm; 0 = all at once)")
-    g.add_argument("--image-chunk", type=int, default=256,
-                   help="scorer feature-map images per checkpointed chunk in training (exact "
-                        "batch norm; 0 = all at once)")
     d = parser.add_argument_group("DisenKGAT")
     d.add_argument("--num-components", type=int, default=3, help="K, disentangled components")
     d.add_argument("--init-dim", type=int, default=100, help="base entity embedding size")

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,14 @@ def download(src: Source, dest_dir: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
     logger.info("downloading %s from %s", src.name, src.url)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+        except (urllib.error.URLError, OSError) as err:
+            raise DatasetError(
+                f"could not download {src.name} from {src.url} ({err}); put {src.filename} "
+                f"in --data-dir, $DISENKG_DATA or {dest_dir} instead"
+            ) from err
         verify(Path(tmp), src.sha256, what=f"download of {src.name} from {src.url}")
         os.replace(tmp, dest)
     finally:

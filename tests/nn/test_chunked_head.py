@@ -41,3 +41,31 @@ def test_chunked_equals_plain(cls):
     plain.eval()
     chunked.eval()
     torch.testing.assert_close(chunked(h, r), plain(h, r))
+
+
+@pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
+def test_head_chunk_gradcheck_with_dropout_mask(groups, with_bias):
+    from disenkg.nn.scorers.chunked_head import _HeadChunk
+
+    g = torch.Generator().manual_seed(0)
+
+    def r(*s):
+        return torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+
+    C, k, n = 3, 2, 2
+    x = r(n, groups, 4, 3)
+    w = r(C, 1, k, k)
+    b = r(C) if with_bias else None
+    L = 3 * 2
+    mean, var = r(groups * C), (torch.rand(groups * C, generator=g, dtype=torch.float64) + 0.5)
+    var.requires_grad_()
+    gamma, beta = r(groups * C), r(groups * C)
+    fc_w, fc_b = r(5, groups * C * L), r(5)
+    mask = (torch.rand(n, groups * C, generator=g) > 0.3).double() / 0.7
+
+    def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
+        return _HeadChunk.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
+                                fc_b, mask, k, groups, 1e-5)
+
+    args = (x, w, mean, var, gamma, beta, fc_w, fc_b) + ((b,) if b is not None else ())
+    assert torch.autograd.gradcheck(fn, args)

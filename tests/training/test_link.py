@@ -72,7 +72,8 @@ def test_cli_writes_metrics_schema(umls_path, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('epochs = 5\nlr = 0.01\n[model]\nembed_dim = 20\nk_h = 5\nk_w = 4\n'
                    'num_filters = 4\n')
-    run_main(["link", "--config", str(cfg), "--dataset", str(umls_path), "--epochs", "2",
+    run_main(["link", "--model", "conve", "--config", str(cfg), "--dataset", str(umls_path),
+              "--epochs", "2",
               "--output-dir", str(out), "--no-progress", "--batch-size", "512"])
     m = json.loads((out / "metrics.json").read_text())
     assert set(m) >= {"dataset", "model", "config", "best_epoch", "epochs_run",
@@ -100,8 +101,9 @@ def test_cli_on_user_tsv_directory(tmp_path):
     (d / "valid.txt").write_text("\n".join(lines[150:165]) + "\n")
     (d / "test.txt").write_text("\n".join(lines[165:]) + "\n")
     m = link_main(["--dataset", str(d), "--epochs", "2", "--output-dir", str(tmp_path / "o"),
-                   "--no-progress", "--embed-dim", "20", "--k-h", "5", "--k-w", "4"])
-    assert m["dataset"] == "mykg" and 0 < m["test"]["mrr"] <= 1
+                   "--no-progress", "--channels", "20", "--k-h", "5", "--k-w", "4",
+                   "--num-filters", "4", "--kernel-size", "3", "--batch-size", "64"])
+    assert m["dataset"] == "mykg" and m["model"] == "disenkgat" and 0 < m["test"]["mrr"] <= 1
 
 
 def test_config_unknown_key_is_an_error(tmp_path, capsys):

@@ -55,7 +55,7 @@ class DisenConv(MessagePassing):
         bias (bool): add a learned bias before batch norm. (default: ``False``)
         activation (str): ``tanh`` or ``none``. (default: ``"tanh"``)
         impl (str): ``chunked`` or ``naive``. (default: ``"chunked"``)
-        edge_chunk (int, optional): edges per chunk; default from a 64 MB budget.
+        edge_chunk (int, optional): edges per chunk; default from a 256 MB budget.
 
     Shapes:
         x ``(N, K, F)``, rel ``(2R, F)``, edge_index ``(2, E)`` (row 0 = source j,
@@ -84,7 +84,7 @@ class DisenConv(MessagePassing):
         self.negative_slope = negative_slope
         self.activation = activation
         self.impl = impl
-        self.edge_chunk = edge_chunk or max(1024, (64 * 2**20) // (8 * num_components
+        self.edge_chunk = edge_chunk or max(1024, (256 * 2**20) // (8 * num_components
                                                                   * channels * 4))
         self.rel_weight = nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
                                                    channels))

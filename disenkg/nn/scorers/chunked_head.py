@@ -1,62 +1,160 @@
-r"""Memory-bounded ``fc(dropout(relu(BN(conv(x)))))`` for the convolutional scorers.
+r"""Memory-bounded ``fc(dropout2d(relu(BN(conv(x)))))`` for the convolutional scorers.
 
 The feature maps of ConvE / InteractE are the largest activations of DisenKGAT training
 (FB15k-237 default: 6144 images x 200 filters x 20 x 20 = 2 GB per tensor, several alive).
-In training mode this helper processes the images in chunks whose activations are
-recomputed in backward (activation checkpointing), with **exact** batch-norm statistics:
+In training mode :func:`conv_bn_head` processes the images in chunks and keeps only each
+chunk's input (and dropout mask) for backward, with **exact** batch-norm semantics:
 
-1. per-channel moments of the conv output over *all* images, from checkpointed chunks
-   that return only ``(2, C)`` sums (shifted by a detached first-chunk mean for stability):
-   :math:`\mu = s + S_1 / M`, :math:`\sigma^2 = S_2 / M - (S_1 / M)^2`;
-2. each chunk is normalised with these (differentiable) statistics, so gradients flow
-   through :math:`\mu, \sigma^2` exactly as in ``nn.BatchNorm2d``;
-3. running statistics are updated as ``nn.BatchNorm2d`` does (unbiased variance).
+* the convolution is an im2col GEMM, :math:`y_{g} = W\,\mathrm{cols}_g + b` per group
+  ``g`` (filters shared by the groups, as InteractE's repeated filter bank);
+* batch-norm statistics over *all* images follow from the patch moments
+  :math:`m_g = \overline{\mathrm{cols}_g}` and :math:`S_g = \overline{\mathrm{cols}_g
+  \mathrm{cols}_g^\top}` (``k^2 x k^2``):
+  :math:`\mu_{gc} = w_c^\top m_g + b_c`,
+  :math:`\sigma^2_{gc} = w_c^\top S_g w_c + 2 b_c w_c^\top m_g + b_c^2 - \mu_{gc}^2`;
+  they are differentiable, so gradients flow through the statistics as in
+  ``nn.BatchNorm2d`` (the moments are checkpointed per chunk);
+* each chunk runs in :class:`_HeadChunk`, whose backward recomputes the chunk's feature
+  maps once (the fc forward is not repeated) and applies the chain rule by hand::
 
-Evaluation mode, ``chunk=None`` or small inputs use the plain sequence.
+      a = drop(relu(z)),  z = gamma * zhat + beta,  zhat = (y - mu) / sqrt(var + eps)
+      dW_fc = g^T a,  da = g W_fc,  dz = da * mask * [z > 0]
+      dgamma = sum dz * zhat,  dbeta = sum dz,  dy = dz * gamma / sqrt(var + eps)
+      dmu = -sum dy,  dvar = -1/2 sum dz * gamma * zhat / (var + eps)
+      dW = sum dy cols^T,  db = sum dy,  dcols = W^T dy -> fold -> dx
+
+Evaluation mode, ``chunk=None`` or small inputs use ``F.conv2d`` and the plain modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["conv_bn_head"]
 
 
-def conv_bn_head(x: Tensor, conv: Callable[[Tensor], Tensor], bn: nn.BatchNorm2d,
-                 drop: nn.Module, fc: nn.Linear, chunk: int | None) -> Tensor:
-    """``fc(drop(relu(bn(conv(x)))).flatten(1))``, chunked over images when training."""
+def _cols(x: Tensor, k: int, groups: int) -> Tensor:
+    """im2col: ``(n, G, H, W)`` -> ``(n * G, k * k, L)``."""
+    n = x.shape[0]
+    return F.unfold(x, k).view(n, groups, k * k, -1).reshape(n * groups, k * k, -1)
+
+
+class _HeadChunk(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
+        n = x.shape[0]
+        cols = _cols(x, k, groups)
+        C = w.shape[0]
+        y = torch.matmul(w.view(C, -1), cols)  # (n*G, C, L)
+        if b is not None:
+            y = y + b.view(1, C, 1)
+        y = y.view(n, groups * C, -1)
+        inv = torch.rsqrt(var + eps).view(1, -1, 1)
+        z = (y - mean.view(1, -1, 1)) * inv * gamma.view(1, -1, 1) + beta.view(1, -1, 1)
+        a = torch.relu_(z)
+        if mask is not None:
+            a = a * mask.unsqueeze(-1)
+        out = torch.addmm(fc_b, a.view(n, -1), fc_w.t())
+        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask)
+        ctx.k, ctx.groups, ctx.eps = k, groups, eps
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, b, mean, var, gamma, beta, fc_w, mask = ctx.saved_tensors
+        k, groups, eps = ctx.k, ctx.groups, ctx.eps
+        n, C = x.shape[0], w.shape[0]
+        cols = _cols(x, k, groups)
+        y = torch.matmul(w.view(C, -1), cols)
+        if b is not None:
+            y = y + b.view(1, C, 1)
+        y = y.view(n, groups * C, -1)
+        inv = torch.rsqrt(var + eps).view(1, -1, 1)
+        zhat = (y - mean.view(1, -1, 1)).mul_(inv)
+        del y
+        z = zhat * gamma.view(1, -1, 1) + beta.view(1, -1, 1)
+        pos = z > 0
+        a = z.clamp_min_(0)
+        if mask is not None:
+            a = a.mul_(mask.unsqueeze(-1))
+        g_fc_w = g.t() @ a.view(n, -1)
+        g_fc_b = g.sum(0)
+        del a
+        dz = (g @ fc_w).view_as(zhat)
+        dz = dz.mul_(pos)
+        if mask is not None:
+            dz = dz.mul_(mask.unsqueeze(-1))
+        g_gamma = (dz * zhat).sum((0, 2))
+        g_beta = dz.sum((0, 2))
+        dy = dz.mul_((gamma.view(1, -1, 1) * inv))
+        g_mean = -dy.sum((0, 2))
+        g_var = -0.5 * g_gamma * gamma / (var + eps)
+        dyg = dy.view(n * groups, C, -1)
+        g_w = torch.matmul(dyg, cols.transpose(1, 2)).sum(0).view_as(w)
+        g_b = dyg.sum((0, 2)) if b is not None else None
+        g_cols = torch.matmul(w.view(C, -1).t(), dyg)  # (n*G, k*k, L)
+        g_cols = g_cols.view(n, groups * k * k, -1)
+        g_x = F.fold(g_cols, x.shape[-2:], k)
+        return (g_x, g_w, g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
+                None, None, None, None)
+
+
+def _moments(x: Tensor, k: int, groups: int) -> Tensor:
+    """Per group: ``[sum cols | sum cols cols^T]`` as ``(G, k*k, 1 + k*k)``."""
+    n = x.shape[0]
+    cols = _cols(x, k, groups).view(n, groups, k * k, -1).transpose(0, 1)
+    cols = cols.transpose(1, 2).reshape(groups, k * k, -1)  # (G, k*k, n*L)
+    s1 = cols.sum(-1, keepdim=True)
+    s2 = torch.matmul(cols, cols.transpose(1, 2))
+    return torch.cat([s1, s2], dim=-1)
+
+
+def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
+                 bn: nn.BatchNorm2d, drop: nn.Dropout2d, fc: nn.Linear,
+                 chunk: int | None) -> Tensor:
+    """``fc(drop(relu(bn(conv2d(x, weight.repeat(groups), bias, groups))))).flatten(1)``.
+
+    ``weight`` is ``(C, 1, k, k)``, shared by the ``groups`` input channels of ``x``
+    ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``.
+    """
+    k = weight.shape[-1]
     if not (bn.training and chunk and x.shape[0] > chunk and torch.is_grad_enabled()):
-        return fc(drop(torch.relu(bn(conv(x)))).flatten(1))
+        w = weight.repeat(groups, 1, 1, 1) if groups > 1 else weight
+        y = F.conv2d(x, w, bias, groups=groups)
+        return fc(drop(torch.relu(bn(y))).flatten(1))
+    n = x.shape[0]
+    C = weight.shape[0]
     chunks = x.split(chunk)
-    with torch.no_grad():
-        y0 = conv(chunks[0])
-        shift = y0.mean((0, 2, 3))
-        per_image = y0.shape[2] * y0.shape[3]
-        del y0
-
-    def moments(xc: Tensor) -> Tensor:
-        y = conv(xc) - shift.view(1, -1, 1, 1)
-        return torch.stack([y.sum((0, 2, 3)), (y * y).sum((0, 2, 3))])
-
-    S = sum(checkpoint(moments, xc, use_reentrant=False) for xc in chunks)
-    M = x.shape[0] * per_image
-    m1 = S[0] / M
-    var = S[1] / M - m1 * m1
-    mean = shift + m1
+    mom = sum(checkpoint(_moments, xc, k, groups, use_reentrant=False) for xc in chunks)
+    L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
+    M = n * L
+    m = mom[..., 0] / M  # (G, k*k)
+    S = mom[..., 1:] / M  # (G, k*k, k*k)
+    wv = weight.view(C, -1)
+    wm = m @ wv.t()  # (G, C): w_c . m_g
+    ey2 = torch.einsum("ck,gkl,cl->gc", wv, S, wv)
+    if bias is not None:
+        mean = wm + bias
+        ey2 = ey2 + 2 * bias * wm + bias * bias
+    else:
+        mean = wm
+    var = (ey2 - mean * mean).clamp_min(0).reshape(-1)
+    mean = mean.reshape(-1)
     with torch.no_grad():
         bn.num_batches_tracked += 1
-        mom = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-        bn.running_mean.mul_(1 - mom).add_(mean.detach(), alpha=mom)
-        bn.running_var.mul_(1 - mom).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom)
-
-    def head(xc: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-        y = conv(xc)
-        scale = (bn.weight * torch.rsqrt(var + bn.eps)).view(1, -1, 1, 1)
-        z = (y - mean.view(1, -1, 1, 1)) * scale + bn.bias.view(1, -1, 1, 1)
-        return fc(drop(torch.relu(z)).flatten(1))
-
-    return torch.cat([checkpoint(head, xc, mean, var, use_reentrant=False) for xc in chunks])
+        mom_ = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.mul_(1 - mom_).add_(mean.detach(), alpha=mom_)
+        bn.running_var.mul_(1 - mom_).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom_)
+    p = drop.p if drop.training else 0.0
+    outs = []
+    for xc in chunks:
+        mask = None
+        if p > 0:
+            keep = torch.empty(xc.shape[0], groups * C, dtype=x.dtype, device=x.device)
+            mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
+        outs.append(_HeadChunk.apply(xc, weight, bias, mean, var, bn.weight, bn.bias,
+                                     fc.weight, fc.bias, mask, k, groups, bn.eps))
+    return torch.cat(outs)

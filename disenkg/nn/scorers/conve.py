@@ -72,7 +72,8 @@ class ConvEInteraction(nn.Module):
         x = torch.cat([head.view(B, 1, self.k_h, self.k_w),
                        relation.view(B, 1, self.k_h, self.k_w)], dim=2)
         x = self.input_drop(self.bn0(x))
-        x = conv_bn_head(x, self.conv, self.bn1, self.feature_drop, self.fc, self.image_chunk)
+        x = conv_bn_head(x, self.conv.weight, self.conv.bias, 1, self.bn1, self.feature_drop,
+                         self.fc, self.image_chunk)
         return torch.relu(self.bn2(self.hidden_drop(x)))
 
     def __repr__(self) -> str:

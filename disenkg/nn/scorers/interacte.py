@@ -91,11 +91,9 @@ class InteractEInteraction(nn.Module):
         x = self.bn0(x)
         pad = self.kernel_size // 2
         x = F.pad(x, (pad, pad, pad, pad), mode="circular")
-        x = conv_bn_head(x, self._conv, self.bn1, self.feature_drop, self.fc, self.image_chunk)
+        x = conv_bn_head(x, self.filters, None, self.num_perm, self.bn1, self.feature_drop,
+                         self.fc, self.image_chunk)
         return torch.relu(self.bn2(self.hidden_drop(x)))
-
-    def _conv(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.filters.repeat(self.num_perm, 1, 1, 1), groups=self.num_perm)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(dim={self.dim}, image=({self.k_h}, "
