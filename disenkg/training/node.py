@@ -68,7 +68,8 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
     # its best so far; the model is kept when both are at their best.
     acc_max, loss_min = -1.0, math.inf
     best_state, best_val, bad, epoch = None, -1.0, 0, 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress, desc=f"seed {seed}"):
+    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress,  # noqa: B007
+                      desc=f"seed {seed}"):
         model.train()
         opt.zero_grad()
         F.cross_entropy(logits()[data.train_mask], data.y[data.train_mask]).backward()
@@ -120,7 +121,8 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
         return roc_auc(scores, labels), average_precision(scores, labels)
 
     best, best_state, bad, epoch = -1.0, None, 0, 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress, desc=f"seed {seed}"):
+    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress,  # noqa: B007
+                      desc=f"seed {seed}"):
         model.train()
         opt.zero_grad()
         z = model.encode(train.x, train.edge_index)

@@ -89,7 +89,7 @@ class _HeadChunk(torch.autograd.Function):
             dz = dz.mul_(mask.unsqueeze(-1))
         g_gamma = (dz * zhat).sum((0, 2))
         g_beta = dz.sum((0, 2))
-        dy = dz.mul_((gamma.view(1, -1, 1) * inv))
+        dy = dz.mul_(gamma.view(1, -1, 1) * inv)
         g_mean = -dy.sum((0, 2))
         g_var = -0.5 * g_gamma * gamma / (var + eps)
         dyg = dy.view(n * groups, C, -1)
