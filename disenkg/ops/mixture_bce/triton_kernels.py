@@ -93,13 +93,12 @@ def _lse_pass(
 
 
 @triton.jit
-def _fwd_kernel(
-    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, out_ptr,
-    B, N, F, K, t0,
-    s_qb, s_qk, s_eb, s_ek,
-    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, REDUCE: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+def _tile(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, B, N, F, K, t0, s_qb, s_qk, s_eb, s_ek,
+    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
+    """This program's tile: offsets, masks, smoothed targets and the two log-sum-exps."""
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -114,6 +113,20 @@ def _fwd_kernel(
         t = t.to(tl.float32)
     else:
         t = t0
+    return offs_b, offs_n, mask_b, mask_n, mask, t, L1, L0
+
+
+@triton.jit
+def _fwd_kernel(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, out_ptr,
+    B, N, F, K, t0,
+    s_qb, s_qk, s_eb, s_ek,
+    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, REDUCE: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    offs_b, offs_n, mask_b, mask_n, mask, t, L1, L0 = _tile(
+        q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, B, N, F, K, t0, s_qb, s_qk, s_eb, s_ek,
+        HAS_BIAS, HAS_DENSE, BLOCK_B, BLOCK_N, BLOCK_F)
     loss = -(t * L1 + (1.0 - t) * L0)
     loss = tl.where(mask, loss, 0.0)
     if REDUCE:
@@ -131,20 +144,9 @@ def _bwd_kernel(
     HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_W: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < N
-    mask = mask_b[:, None] & mask_n[None, :]
-    L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
-                       s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, BLOCK_B, BLOCK_N, BLOCK_F)
-    if HAS_DENSE:
-        t = tl.load(t_ptr + offs_b[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
-        t = t.to(tl.float32)
-    else:
-        t = t0
+    offs_b, offs_n, mask_b, mask_n, mask, t, L1, L0 = _tile(
+        q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, B, N, F, K, t0, s_qb, s_qk, s_eb, s_ek,
+        HAS_BIAS, HAS_DENSE, BLOCK_B, BLOCK_N, BLOCK_F)
     if HAS_W:
         w = tl.load(w_ptr + offs_b[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
         w = w.to(tl.float32)
