@@ -13,6 +13,11 @@ where :math:`(a \star b)_j = \sum_i a_i\, b_{(i + j) \bmod F}` is circular corre
 computed with ``torch.fft`` in :math:`O(F \log F)`.
 
 Shapes: ``x`` ``(E, K, F)``, ``r`` ``(E, 1, F)`` (or broadcastable), ``w`` ``(E, K, F)``.
+
+``mult`` and ``cross`` are element-wise scalings of ``x`` by a per-relation factor
+:math:`u_{r,k}` (:math:`r \odot W_{r,k}` and :math:`(1 + r) \odot W_{r,k}`), exposed as
+:data:`RELATION_FACTORS` so a layer can compute :math:`u` once per relation instead of per
+edge.
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ from torch import Tensor
 
 from disenkg.utils import Registry
 
-__all__ = ["COMPOSITIONS", "ccorr"]
+__all__ = ["COMPOSITIONS", "RELATION_FACTORS", "ccorr"]
 
 Composition = Callable[[Tensor, Tensor, Tensor], Tensor]
 COMPOSITIONS: Registry[Composition] = Registry("composition")
+#: compositions of the form ``x * u(r, w)``: name -> ``u``
+RELATION_FACTORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mult": lambda r, w: r * w,
+    "cross": lambda r, w: (1 + r) * w,
+}
 
 
 def ccorr(a: Tensor, b: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
-from disenkg.nn.composition import COMPOSITIONS
+from disenkg.nn.composition import COMPOSITIONS, RELATION_FACTORS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 
 __all__ = ["IMPLS", "DisenConv"]
@@ -78,6 +78,7 @@ class DisenConv(MessagePassing):
         self.num_components, self.channels = num_components, channels
         self.composition_name, self.attention_name = composition, attention
         self.compose = COMPOSITIONS.get(composition)
+        self.relation_factor = RELATION_FACTORS.get(composition)
         self.attention = EDGE_ATTENTIONS.get(attention)(num_components=num_components,
                                                         channels=channels)
         self.att_drop = nn.Dropout(attention_dropout)
@@ -121,10 +122,15 @@ class DisenConv(MessagePassing):
         et = torch.cat([edge_type, torch.full((N,), 2 * self.num_relations,
                                               dtype=edge_type.dtype, device=x.device)])
         rel_all = torch.cat([rel, self.loop_rel], dim=0)
-        logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, reduce=False)
+        # Per-relation tables (tiny) instead of per-edge products where the math allows.
+        factor = (self.relation_factor(rel_all.unsqueeze(1), self.rel_weight)
+                  if self.relation_factor is not None else None)
+        w_sq = self.rel_weight * self.rel_weight if self.attention_name == "dot_weight" else None
+        tables = (factor, w_sq)
+        logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, tables, reduce=False)
         alpha = softmax(logits, ei[1], num_nodes=N)  # over i's incoming edges, per k
         alpha_d = self.att_drop(alpha)
-        out = self._map_edges(self._aggregate, ei, et, x, rel_all, alpha_d, reduce=True)
+        out = self._map_edges(self._aggregate, ei, et, x, rel_all, tables, alpha_d, reduce=True)
         out = out.reshape(N, K * F)
         if self.bias is not None:
             out = out + self.bias
@@ -136,15 +142,19 @@ class DisenConv(MessagePassing):
             return out, rel_out, alpha
         return out, rel_out
 
-    def _map_edges(self, fn, ei, et, x, rel_all, *extra, reduce: bool):
-        """Applies ``fn`` to edge chunks (checkpointed) and concatenates or sums results."""
+    def _map_edges(self, fn, ei, et, x, rel_all, tables, *extra, reduce: bool):
+        """Applies ``fn`` to edge chunks (checkpointed) and concatenates or sums results.
+
+        ``tables`` (per-relation, not sliced) and ``extra`` (per-edge, sliced) are passed
+        explicitly so that the recomputation in backward sees exactly these tensors.
+        """
         E = ei.shape[1]
         if self.impl == "naive" or E <= self.edge_chunk:
-            return fn(ei, et, x, rel_all, *extra)
+            return fn(ei, et, x, rel_all, *tables, *extra)
         parts = None if reduce else []
         for s in range(0, E, self.edge_chunk):
             sl = slice(s, min(E, s + self.edge_chunk))
-            args = (ei[:, sl], et[sl], x, rel_all, *(t[sl] for t in extra))
+            args = (ei[:, sl], et[sl], x, rel_all, *tables, *(t[sl] for t in extra))
             res = checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() \
                 else fn(*args)
             if reduce:
@@ -153,25 +163,37 @@ class DisenConv(MessagePassing):
                 parts.append(res)
         return parts if reduce else torch.cat(parts)
 
-    def _edge_logits(self, ei: Tensor, et: Tensor, x: Tensor, rel_all: Tensor) -> Tensor:
-        return self.edge_updater(ei, x=x, edge_type=et, rel=rel_all)
+    def _edge_logits(self, ei, et, x, rel_all, factor, w_sq) -> Tensor:
+        return self.edge_updater(ei, x=x, edge_type=et, rel=rel_all, factor=factor, w_sq=w_sq)
 
-    def _aggregate(self, ei, et, x, rel_all, alpha) -> Tensor:
-        return self.propagate(ei, x=x, edge_type=et, rel=rel_all, alpha=alpha,
+    def _aggregate(self, ei, et, x, rel_all, factor, w_sq, alpha) -> Tensor:
+        return self.propagate(ei, x=x, edge_type=et, rel=rel_all, factor=factor, alpha=alpha,
                               size=(x.shape[0], x.shape[0]))
 
-    def edge_update(self, x_i: Tensor, x_j: Tensor, edge_type: Tensor, rel: Tensor) -> Tensor:
-        # index_select (not []) so that backward is an index_add, not a sorting index_put
-        r = rel.index_select(0, edge_type).unsqueeze(1)
-        w = self.rel_weight.index_select(0, edge_type)
-        msg = self.compose(x_j, r, w) if self.attention.needs_message else None
-        logits = self.attention(x_i, x_j, r, w, msg)
+    def edge_update(self, x_i: Tensor, x_j: Tensor, edge_type: Tensor, rel: Tensor,
+                    factor: Tensor | None, w_sq: Tensor | None) -> Tensor:
+        if w_sq is not None:  # dot_weight: <x_i, x_j * W_r^2> from a per-relation W^2 table
+            logits = (x_i * x_j).mul_(w_sq.index_select(0, edge_type)).sum(-1)
+        else:
+            # index_select (not []) so that backward is an index_add, not a sorting index_put
+            r = rel.index_select(0, edge_type).unsqueeze(1)
+            w = self.rel_weight.index_select(0, edge_type)
+            msg = (self._compose(x_j, edge_type, rel, factor)
+                   if self.attention.needs_message else None)
+            logits = self.attention(x_i, x_j, r, w, msg)
         return nn.functional.leaky_relu(logits, self.negative_slope)
 
-    def message(self, x_j: Tensor, edge_type: Tensor, rel: Tensor, alpha: Tensor) -> Tensor:
+    def message(self, x_j: Tensor, edge_type: Tensor, rel: Tensor, factor: Tensor | None,
+                alpha: Tensor) -> Tensor:
+        return self._compose(x_j, edge_type, rel, factor) * alpha.unsqueeze(-1)
+
+    def _compose(self, x_j: Tensor, edge_type: Tensor, rel: Tensor,
+                 factor: Tensor | None) -> Tensor:
+        if factor is not None:  # mult / cross: x_j * u_r
+            return x_j * factor.index_select(0, edge_type)
         r = rel.index_select(0, edge_type).unsqueeze(1)
         w = self.rel_weight.index_select(0, edge_type)
-        return self.compose(x_j, r, w) * alpha.unsqueeze(-1)
+        return self.compose(x_j, r, w)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(K={self.num_components}, F={self.channels}, "
