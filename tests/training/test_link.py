@@ -157,3 +157,16 @@ def test_conve_shapes_and_permutation(umls_path):
     torch.testing.assert_close(s, q @ reps.entity.T + model.bias)
     with pytest.raises(ValueError, match=r"k_h \* k_w == embedding_dim"):
         ConvE(num_entities=3, num_relations=1, embedding_dim=10, k_h=3, k_w=3)
+
+
+@pytest.mark.slow
+def test_default_config_end_to_end(tmp_path):
+    """The README main job; full size (``make test-full``) checks the MRR target."""
+    from tests.conftest import REPO, cheap
+
+    cfg = str(REPO / "experiments" / "configs" / "umls_small.toml")
+    extra = ["--epochs", "1", "--batch-size", "512"] if cheap() else []
+    m = link_main(["--config", cfg, "--output-dir", str(tmp_path), "--no-progress", *extra])
+    assert m["model"] == "disenkgat" and m["dataset"] == "umls"
+    if not cheap():
+        assert m["test"]["mrr"] >= 0.85
