@@ -23,6 +23,10 @@ chunk's input (and dropout mask) for backward, with **exact** batch-norm semanti
       dmu = -sum dy,  dvar = -1/2 sum dz * gamma * zhat / (var + eps)
       dW = sum dy cols^T,  db = sum dy,  dcols = W^T dy -> fold -> dx
 
+  with BN and the conv bias folded into one per-channel ``scale * y + shift`` (one pass),
+  ``sum dz * zhat`` taken as ``inv * (sum dz * y - (mu - b) * sum dz)`` (no ``zhat``
+  tensor), and ``a > 0`` standing for ``[z > 0] * [kept by dropout]``.
+
 Evaluation mode, ``chunk=None`` or small inputs use ``F.conv2d`` and the plain modules.
 """
 
@@ -44,19 +48,23 @@ def _cols(x: Tensor, k: int, groups: int) -> Tensor:
 
 class _HeadChunk(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
-        n = x.shape[0]
-        cols = _cols(x, k, groups)
-        C = w.shape[0]
-        y = torch.matmul(w.view(C, -1), cols)  # (n*G, C, L)
+    def _affine(w, b, mean, var, gamma, beta, groups, eps):
+        """BN (+ conv bias) folded into one per-channel ``scale`` and ``shift``."""
+        inv = torch.rsqrt(var + eps)
+        scale = gamma * inv
+        shift = beta - mean * scale
         if b is not None:
-            y = y + b.view(1, C, 1)
-        y = y.view(n, groups * C, -1)
-        inv = torch.rsqrt(var + eps).view(1, -1, 1)
-        z = (y - mean.view(1, -1, 1)) * inv * gamma.view(1, -1, 1) + beta.view(1, -1, 1)
-        a = torch.relu_(z)
+            shift = shift + b.repeat(groups) * scale
+        return inv, scale, shift
+
+    @staticmethod
+    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
+        n, C = x.shape[0], w.shape[0]
+        _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
+        y = torch.matmul(w.view(C, -1), _cols(x, k, groups)).view(n, groups * C, -1)
+        a = torch.addcmul(shift.view(1, -1, 1), y, scale.view(1, -1, 1), out=y).relu_()
         if mask is not None:
-            a = a * mask.unsqueeze(-1)
+            a = a.mul_(mask.unsqueeze(-1))
         out = torch.addmm(fc_b, a.view(n, -1), fc_w.t())
         ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask)
         ctx.k, ctx.groups, ctx.eps = k, groups, eps
@@ -67,36 +75,30 @@ class _HeadChunk(torch.autograd.Function):
         x, w, b, mean, var, gamma, beta, fc_w, mask = ctx.saved_tensors
         k, groups, eps = ctx.k, ctx.groups, ctx.eps
         n, C = x.shape[0], w.shape[0]
+        inv, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
         cols = _cols(x, k, groups)
-        y = torch.matmul(w.view(C, -1), cols)
-        if b is not None:
-            y = y + b.view(1, C, 1)
-        y = y.view(n, groups * C, -1)
-        inv = torch.rsqrt(var + eps).view(1, -1, 1)
-        zhat = (y - mean.view(1, -1, 1)).mul_(inv)
-        del y
-        z = zhat * gamma.view(1, -1, 1) + beta.view(1, -1, 1)
-        pos = z > 0
-        a = z.clamp_min_(0)
+        y = torch.matmul(w.view(C, -1), cols).view(n, groups * C, -1)  # conv without bias
+        a = torch.addcmul(shift.view(1, -1, 1), y, scale.view(1, -1, 1)).relu_()
         if mask is not None:
             a = a.mul_(mask.unsqueeze(-1))
         g_fc_w = g.t() @ a.view(n, -1)
         g_fc_b = g.sum(0)
+        dz = (g @ fc_w).view_as(a).mul_(a > 0)  # a > 0 <=> z > 0 and kept by dropout
         del a
-        dz = (g @ fc_w).view_as(zhat)
-        dz = dz.mul_(pos)
         if mask is not None:
             dz = dz.mul_(mask.unsqueeze(-1))
-        g_gamma = (dz * zhat).sum((0, 2))
         g_beta = dz.sum((0, 2))
-        dy = dz.mul_(gamma.view(1, -1, 1) * inv)
-        g_mean = -dy.sum((0, 2))
+        # zhat = (y + b - mean) * inv, so sum(dz * zhat) needs only sum(dz * y).
+        dz_y = torch.einsum("ncl,ncl->c", dz, y)
+        centre = mean - (b.repeat(groups) if b is not None else 0)
+        g_gamma = inv * (dz_y - centre * g_beta)
+        del y
+        g_mean = -g_beta * scale
         g_var = -0.5 * g_gamma * gamma / (var + eps)
-        dyg = dy.view(n * groups, C, -1)
+        dyg = dz.mul_(scale.view(1, -1, 1)).view(n * groups, C, -1)  # d loss / d y
         g_w = torch.matmul(dyg, cols.transpose(1, 2)).sum(0).view_as(w)
         g_b = dyg.sum((0, 2)) if b is not None else None
-        g_cols = torch.matmul(w.view(C, -1).t(), dyg)  # (n*G, k*k, L)
-        g_cols = g_cols.view(n, groups * k * k, -1)
+        g_cols = torch.matmul(w.view(C, -1).t(), dyg).view(n, groups * k * k, -1)
         g_x = F.fold(g_cols, x.shape[-2:], k)
         return (g_x, g_w, g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
                 None, None, None, None)
