@@ -38,8 +38,14 @@ def _find_raw(name: str, root: str | os.PathLike | None) -> Path:
                        f"{searched} (expected ROOT/{name}/raw/)")
 
 
-def load_planetoid(name: str = "Cora", root: str | os.PathLike | None = None):
-    """The PyG ``Data`` object of a Planetoid graph with its public split masks."""
+def load_planetoid(name: str = "Cora", root: str | os.PathLike | None = None, *,
+                   normalize_features: bool = True):
+    """The PyG ``Data`` object of a Planetoid graph with its public split masks.
+
+    ``normalize_features`` row-normalises the bag-of-words features to sum to one, the
+    preprocessing of the GAT and VGAE papers (and PyG's examples).
+    """
+    import torch_geometric.transforms as T
     from torch_geometric.datasets import Planetoid
 
     raw = _find_raw(name, root)
@@ -50,7 +56,8 @@ def load_planetoid(name: str = "Cora", root: str | os.PathLike | None = None):
         if not (dest / f).exists() or (dest / f).stat().st_size != (raw / f).stat().st_size:
             shutil.copyfile(raw / f, dest / f)
     try:
-        return Planetoid(str(work), name)[0]
+        transform = T.NormalizeFeatures() if normalize_features else None
+        return Planetoid(str(work), name, transform=transform)[0]
     except Exception as err:  # re-raised with the file location, not swallowed
         raise DatasetError(f"Planetoid {name}: could not process raw files in {raw}: "
                            f"{err}") from err
