@@ -1,9 +1,11 @@
 r"""Lazily read (groups, samples, time, nodes, features) arrays for node-level prediction.
 
 Features are a ``.npy`` of shape ``(G, S, T, N, F)`` opened with ``np.load(mmap_mode="r")``;
-one item is the sample ``(g, s)`` as an ``(N, T*F)`` float32 tensor, copied out of the
-memory map only when a batch asks for it, so memory is bounded by the batch and by the
-samples actually drawn (``max_samples``), not by the file size. Targets are ``(G, S, N)``
+one item is the sample ``(g, s)`` as an ``(N, T*F)`` float32 tensor, read when a batch asks
+for it with one ``pread`` at the offset the memory map gives. Reading through the mapping
+itself would count every file page the kernel maps around a fault (readahead windows of
+megabytes here) in the process RSS, which then grows with the file size; ``pread`` leaves
+those pages in the page cache only, so peak RSS is bounded by the batch. Targets are ``(G, S, N)``
 (per node) or ``(G, S)`` (per sample), float for regression, integer for classification.
 The node graph is an edge list: ``.npy`` of shape ``(2, E)`` or ``(E, 2)``, or a CSV with
 two integer columns (an optional header line).
@@ -67,6 +69,36 @@ def load_edges(path: str | os.PathLike, num_nodes: int) -> Tensor:
     return ei
 
 
+class _RowReader:
+    """Reads row ``i`` (over the first two axes) of a C-order ``.npy`` with ``pread``."""
+
+    def __init__(self, path: str, arr: np.memmap) -> None:
+        if not arr.flags.c_contiguous:
+            raise DatasetError(f"{path}: arrays must be stored in C order")
+        self.path, self.dtype = path, arr.dtype
+        self.offset = int(arr.offset)
+        self.row_bytes = int(np.prod(arr.shape[2:], dtype=np.int64)) * arr.dtype.itemsize
+        self.row_shape = arr.shape[2:]
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __call__(self, i: int) -> np.ndarray:
+        if self._fd is None or self._pid != os.getpid():  # (re)open in each worker process
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        pos = self.offset + i * self.row_bytes
+        buf = os.pread(self._fd, self.row_bytes, pos)
+        if len(buf) != self.row_bytes:
+            raise DatasetError(f"{self.path}: short read at byte {pos} (file truncated?)")
+        return np.frombuffer(buf, dtype=self.dtype).reshape(self.row_shape)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fd": None, "_pid": -1}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
 class ArrayDataset(Dataset):
     """Items ``(x (N, T*F) float32, y)`` for the samples ``index`` of a 5-D array.
 
@@ -108,6 +140,8 @@ class ArrayDataset(Dataset):
         self.target_kind = target_kind
         self.per_node = self.y.ndim == 3
         self.shape = (G, S, T, N, F)
+        self._read_x = _RowReader(str(features), self.x)
+        self._read_y = _RowReader(str(targets), self.y)
 
     @property
     def num_nodes(self) -> int:
@@ -122,12 +156,14 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         G, S, T, N, F = self.shape
+        if not 0 <= int(i) < G * S:
+            raise IndexError(f"sample {i} out of range for {G} x {S} samples")
         g, s = divmod(int(i), S)
-        x = np.array(self.x[g, s], dtype=np.float32)  # (T, N, F), a copy of this sample only
+        x = self._read_x(int(i)).astype(np.float32)  # (T, N, F), a private copy
         if not np.isfinite(x).all():
             raise DatasetError(f"features contain non-finite values at group {g}, sample {s}")
         x = torch.from_numpy(x).permute(1, 0, 2).reshape(N, T * F)
-        y = np.array(self.y[g, s])
+        y = np.array(self._read_y(int(i)))
         yt = torch.as_tensor(y, dtype=torch.long if self.target_kind == "classification"
                              else torch.float32)
         return x, yt
