@@ -25,9 +25,9 @@ def test_cora_gat_short_run_is_sane(cora):
 
 
 def test_cora_vgae_short_run_is_sane(cora):
-    cfg = NodeConfig(epochs=30, lr=0.01, patience=100)
+    cfg = NodeConfig(epochs=60, lr=0.01, patience=100)
     res = run_vgae(cora, seed=0, cfg=cfg, device="cpu")
-    assert res["auc"] > 0.7 and res["ap"] > 0.7
+    assert res["auc"] > 0.72 and res["ap"] > 0.7  # 0.78 / 0.76 measured; random is 0.5
 
 
 def test_graph_model_beats_no_graph_baseline(tmp_path):
