@@ -17,6 +17,7 @@ from disenkg.datasets import KGDataset
 from disenkg.models import ConvE, DisenKGAT
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
+from disenkg.nn.conv.disen_conv import IMPLS as CONV_IMPLS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, Scorer
@@ -104,8 +105,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--mi-recompute", action="store_true",
                    help="re-run the encoder for the estimator step (original behaviour) "
                         "instead of reusing the main step's embeddings")
-    d.add_argument("--conv-impl", default="chunked", choices=["chunked", "naive"],
-                   help="layer schedule: edge chunks recomputed in backward, or all at once")
+    d.add_argument("--conv-impl", default="auto", choices=list(CONV_IMPLS),
+                   help="layer schedule: fused native edge kernels (mult/cross messages with "
+                        "dot_weight/dot_emb logits, CPU), edge chunks recomputed in backward, "
+                        "all edges at once, or auto (fused where it applies, else chunked)")
 
 
 def fill_defaults(args: argparse.Namespace, entry: ModelEntry) -> None:

@@ -71,7 +71,8 @@ class DisenKGAT(MixtureLinkModel):
         mi_weight (float): weight of the dependence penalty (``alpha``). (default: ``0.1``)
         mi_lr (float): learning rate of the CLUB estimators' optimiser. (default: ``1e-3``)
         mi_recompute (bool): re-run the encoder for the estimator step. (default: ``False``)
-        conv_impl (str): ``chunked`` or ``naive`` layer schedule. (default: ``"chunked"``)
+        conv_impl (str): layer schedule ``auto``/``fused``/``chunked``/``naive``, see
+            :class:`~disenkg.nn.conv.DisenConv`. (default: ``"auto"``)
 
     Shapes:
         ``query``: ``(B, K, F')`` and ``(B, K)`` attention logits; ``candidates``:
@@ -86,7 +87,7 @@ class DisenKGAT(MixtureLinkModel):
                  scorer: Scorer | None = None, component_attention: str = "dot_rel",
                  order: str = "after", mi_estimator: str | None = "club_b",
                  mi_weight: float = 0.1, mi_lr: float = 1e-3, mi_recompute: bool = False,
-                 conv_impl: str = "chunked") -> None:
+                 conv_impl: str = "auto") -> None:
         super().__init__()
         if order not in ("after", "before"):
             raise ValueError(f"unknown order {order!r}; choose one of ['after', 'before']")

@@ -56,10 +56,11 @@ def naive_layer(conv, x, rel, ei, et):
     return torch.tanh(flat.view(N, K, Fd)), rel @ conv.w_rel
 
 
+@pytest.mark.parametrize("impl", ["chunked", "auto"])
 @pytest.mark.parametrize("comp", ["sub", "mult", "cross", "corr"])
 @pytest.mark.parametrize("att", ["dot_weight", "dot_emb"])
-def test_against_per_node_loop(comp, att):
-    conv = make(comp, att).eval()
+def test_against_per_node_loop(comp, att, impl):
+    conv = make(comp, att, impl=impl).eval()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(N, K, Fd, generator=g, dtype=torch.float64, requires_grad=True)
     rel = torch.randn(2 * R, Fd, generator=g, dtype=torch.float64, requires_grad=True)
@@ -93,8 +94,49 @@ def test_chunked_equals_naive_train_mode(att):
             torch.testing.assert_close(u, v)
 
 
-def test_attention_sums_to_one_per_node_and_component():
-    conv = make().eval()
+@pytest.mark.parametrize("comp", ["mult", "cross"])
+@pytest.mark.parametrize("att", ["dot_weight", "dot_emb"])
+def test_fused_equals_naive_train_mode(comp, att):
+    """Same dropout mask (same RNG state): the native schedule matches the naive one."""
+    a, b = make(comp, att, impl="fused"), make(comp, att, impl="naive")
+    a.att_drop.p = b.att_drop.p = 0.5
+    b.load_state_dict(a.state_dict())
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(N, K, Fd, generator=g, dtype=torch.float64, requires_grad=True)
+    rel = torch.randn(2 * R, Fd, generator=g, dtype=torch.float64, requires_grad=True)
+    ei, et = graph()
+    torch.manual_seed(7)
+    oa, ra, alpha_a = a(x, rel, ei, et, return_attention=True)
+    torch.manual_seed(7)
+    ob, rb, alpha_b = b(x, rel, ei, et, return_attention=True)
+    torch.testing.assert_close(oa, ob)
+    torch.testing.assert_close(alpha_a, alpha_b)
+    w = torch.randn_like(oa)
+    ga = torch.autograd.grad((oa * w).sum() + ra.sum(), [x, rel, *a.parameters()])
+    gb = torch.autograd.grad((ob * w).sum() + rb.sum(), [x, rel, *b.parameters()])
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v)
+
+
+def test_fused_float32_matches_float64():
+    a = make(impl="fused").train()
+    b = make(impl="fused").float().train()
+    a.att_drop.p = b.att_drop.p = 0.0
+    x = torch.randn(N, K, Fd, dtype=torch.float64)
+    rel = torch.randn(2 * R, Fd, dtype=torch.float64)
+    ei, et = graph()
+    torch.testing.assert_close(b(x.float(), rel.float(), ei, et)[0],
+                               a(x, rel, ei, et)[0].float(), atol=1e-5, rtol=1e-4)
+
+
+def test_fused_rejects_unsupported_composition():
+    with pytest.raises(ValueError, match="impl='fused' needs composition in"):
+        make("sub", impl="fused")
+
+
+@pytest.mark.parametrize("impl", ["chunked", "fused"])
+def test_attention_sums_to_one_per_node_and_component(impl):
+    conv = make(impl=impl).eval()
     x = torch.randn(N, K, Fd, dtype=torch.float64)
     rel = torch.randn(2 * R, Fd, dtype=torch.float64)
     ei, et = graph()

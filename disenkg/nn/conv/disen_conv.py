@@ -16,10 +16,18 @@ relation :math:`r` plus a self loop with its own relation:
 with the composition :math:`\phi` from :data:`~disenkg.nn.composition.COMPOSITIONS` and the
 attention score :math:`s` from :data:`~disenkg.nn.edge_attention.EDGE_ATTENTIONS`.
 
-Memory: only the attention logits are ``(E, K)``; messages are ``(E, K, F)``. With
-``impl="chunked"`` (default) edges are processed in chunks whose activations are recomputed
-in backward (activation checkpointing), so no ``(E, K, F)`` tensor is ever alive;
-``impl="naive"`` runs the same code on all edges at once (the materialising baseline).
+Memory: only the attention logits are ``(E, K)``; messages are ``(E, K, F)``. Schedules:
+
+* ``impl="fused"``: for ``mult`` / ``cross`` messages (:math:`x_j \odot u_r`) with
+  ``dot_weight`` / ``dot_emb`` logits (:math:`\langle x_i, x_j \odot T_r\rangle`, with
+  :math:`T = W^2` or :math:`r^2`), logits and aggregation are the relation-weighted edge
+  products of :mod:`disenkg.ops.edge_products` (native CPU kernels): no ``(E, K, F)``
+  tensor exists in forward or backward, and nothing is recomputed;
+* ``impl="chunked"``: edges are processed in chunks whose activations are recomputed in
+  backward (activation checkpointing), so no ``(E, K, F)`` tensor is ever alive;
+* ``impl="naive"``: the same code on all edges at once (the materialising baseline);
+* ``impl="auto"`` (default): ``fused`` where it applies (CPU, float32/64, native kernels
+  built), else ``chunked``.
 """
 
 from __future__ import annotations
@@ -32,10 +40,14 @@ from torch_geometric.utils import softmax
 
 from disenkg.nn.composition import COMPOSITIONS, RELATION_FACTORS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
+from disenkg.ops import native
+from disenkg.ops.edge_products import EdgeGraph, edge_aggregate, edge_dot, native_supported
 
-__all__ = ["IMPLS", "DisenConv"]
+__all__ = ["FUSED_ATTENTIONS", "IMPLS", "DisenConv"]
 
-IMPLS = ("chunked", "naive")
+IMPLS = ("auto", "fused", "chunked", "naive")
+#: edge attentions of the form <x_i, x_j * T_r> (the fused schedule's logits)
+FUSED_ATTENTIONS = ("dot_weight", "dot_emb")
 
 
 class DisenConv(MessagePassing):
@@ -54,7 +66,8 @@ class DisenConv(MessagePassing):
         negative_slope (float): LeakyReLU slope of the logits. (default: ``0.2``)
         bias (bool): add a learned bias before batch norm. (default: ``False``)
         activation (str): ``tanh`` or ``none``. (default: ``"tanh"``)
-        impl (str): ``chunked`` or ``naive``. (default: ``"chunked"``)
+        impl (str): ``auto``, ``fused``, ``chunked`` or ``naive`` (see the module
+            docstring). (default: ``"auto"``)
         edge_chunk (int, optional): edges per chunk; default from a 256 MB budget.
 
     Shapes:
@@ -68,7 +81,7 @@ class DisenConv(MessagePassing):
                  channels: int = 200, composition: str = "cross",
                  attention: str = "dot_weight", attention_dropout: float = 0.4,
                  negative_slope: float = 0.2, bias: bool = False, activation: str = "tanh",
-                 impl: str = "chunked", edge_chunk: int | None = None) -> None:
+                 impl: str = "auto", edge_chunk: int | None = None) -> None:
         super().__init__(aggr="add", node_dim=0)
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
@@ -84,7 +97,12 @@ class DisenConv(MessagePassing):
         self.att_drop = nn.Dropout(attention_dropout)
         self.negative_slope = negative_slope
         self.activation = activation
+        if impl == "fused" and not self.fusable:
+            raise ValueError(f"impl='fused' needs composition in {sorted(RELATION_FACTORS)} "
+                             f"and attention in {list(FUSED_ATTENTIONS)}, got "
+                             f"{composition!r} and {attention!r}")
         self.impl = impl
+        self._graph_cache: tuple[tuple, EdgeGraph] | None = None
         self.edge_chunk = edge_chunk or max(1024, (256 * 2**20) // (8 * num_components
                                                                   * channels * 4))
         self.rel_weight = nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
@@ -126,11 +144,48 @@ class DisenConv(MessagePassing):
         factor = (self.relation_factor(rel_all.unsqueeze(1), self.rel_weight)
                   if self.relation_factor is not None else None)
         w_sq = self.rel_weight * self.rel_weight if self.attention_name == "dot_weight" else None
+        if self._use_fused(x, rel_all):
+            graph = self._graph(edge_index, edge_type, ei, et, N)
+            table = (w_sq if w_sq is not None else
+                     (rel_all * rel_all).unsqueeze(1).expand(-1, K, -1))
+            logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl="native"),
+                                              self.negative_slope)
+            alpha = softmax(logits, graph.dst, num_nodes=N)
+            out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl="native")
+            return self._finish(out, rel, alpha, return_attention)
         tables = (factor, w_sq)
         logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, tables, reduce=False)
         alpha = softmax(logits, ei[1], num_nodes=N)  # over i's incoming edges, per k
         alpha_d = self.att_drop(alpha)
         out = self._map_edges(self._aggregate, ei, et, x, rel_all, tables, alpha_d, reduce=True)
+        return self._finish(out, rel, alpha, return_attention)
+
+    @property
+    def fusable(self) -> bool:
+        """Whether the fused schedule applies to this composition and attention."""
+        return (self.relation_factor is not None
+                and self.attention_name in FUSED_ATTENTIONS)
+
+    def _use_fused(self, x: Tensor, rel_all: Tensor) -> bool:
+        if self.impl == "fused":
+            if not native_supported(x, rel_all):
+                raise RuntimeError(f"impl='fused' cannot run on {x.dtype} {x.device} tensors "
+                                   f"(native kernels: {native.unavailable_reason() or 'ok'})")
+            return True
+        return self.impl == "auto" and self.fusable and native_supported(x, rel_all)
+
+    def _graph(self, edge_index: Tensor, edge_type: Tensor, ei: Tensor, et: Tensor,
+               N: int) -> EdgeGraph:
+        """CSR orders of the edges with self loops, cached for an unchanged graph."""
+        key = (edge_index.data_ptr(), edge_type.data_ptr(), edge_index._version,
+               edge_type._version, tuple(edge_index.shape), N)
+        if self._graph_cache is None or self._graph_cache[0] != key:
+            self._graph_cache = (key, EdgeGraph.build(ei, et, N, 2 * self.num_relations + 1))
+        return self._graph_cache[1]
+
+    def _finish(self, out: Tensor, rel: Tensor, alpha: Tensor, return_attention: bool):
+        """Bias, batch norm and activation of the aggregated ``(N, K, F)`` output."""
+        N, K, F = out.shape
         out = out.reshape(N, K * F)
         if self.bias is not None:
             out = out + self.bias

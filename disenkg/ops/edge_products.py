@@ -1,0 +1,231 @@
+r"""Relation-weighted edge products without ``(E, K, F)`` tensors.
+
+For a graph of edges :math:`e = (j \to i)` with relation :math:`r_e`, node tensors
+:math:`x \in \mathbb R^{N \times K \times F}`, a relation table
+:math:`T \in \mathbb R^{R \times K \times F}` and edge weights :math:`w \in \mathbb R^{E \times K}`:
+
+.. math::
+    \mathrm{edge\_dot}(x, T)_{e,k} = \sum_f x_{i,k,f}\, x_{j,k,f}\, T_{r_e,k,f}
+    \qquad
+    \mathrm{edge\_aggregate}(x, T, w)_{i,k,:} = \sum_{e = (j \to i)} w_{e,k}\,
+        x_{j,k,:} \odot T_{r_e,k,:}
+
+These are the attention logits (``dot_weight``: :math:`T = W^2`, ``dot_emb``:
+:math:`T = r^2`) and the aggregation of ``mult`` / ``cross`` messages
+(:math:`T = u_r`) of :class:`~disenkg.nn.conv.DisenConv`. Their gradients are the same
+three primitives (an SDDMM over edges, an SpMM over one side's CSR, and a per-relation
+reduction):
+
+.. math::
+    \partial x_{i} \mathrel{+}= \sum_{e \to i} g_{e}\, x_j \odot T_r,\quad
+    \partial x_{j} \mathrel{+}= \sum_{e \leftarrow j} g_{e}\, x_i \odot T_r,\quad
+    \partial T_r = \sum_{e \in r} g_e\, x_i \odot x_j \qquad(\mathrm{edge\_dot})
+
+    \partial w_{e} = \langle g_i, x_j \odot T_r\rangle,\quad
+    \partial x_j \mathrel{+}= \sum_{e \leftarrow j} w_e\, g_i \odot T_r,\quad
+    \partial T_r = \sum_{e \in r} w_e\, g_i \odot x_j \qquad(\mathrm{edge\_aggregate})
+
+``impl="native"`` runs the C/OpenMP kernels of :mod:`disenkg.ops.native` (CPU, float32 /
+float64; an edge weight of exactly 0 is skipped, so ``0 * inf`` terms count as 0);
+``impl="torch"`` is the plain gather / scatter reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from disenkg.ops import native
+
+__all__ = ["EdgeGraph", "edge_aggregate", "edge_dot", "native_supported"]
+
+
+@dataclass(frozen=True)
+class EdgeGraph:
+    """Edges ``src -> dst`` with relation ``rel`` plus both CSR orders (built once)."""
+
+    src: Tensor
+    dst: Tensor
+    rel: Tensor
+    num_nodes: int
+    num_relations: int
+    dst_ptr: Tensor  # (N + 1,) edges order_dst[dst_ptr[i]:dst_ptr[i+1]] end at i
+    dst_order: Tensor
+    src_ptr: Tensor
+    src_order: Tensor
+
+    @classmethod
+    def build(cls, edge_index: Tensor, edge_type: Tensor, num_nodes: int,
+              num_relations: int) -> EdgeGraph:
+        """``edge_index`` ``(2, E)`` (row 0 source, row 1 target), ``edge_type`` ``(E,)``."""
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+        if edge_type.shape != (edge_index.shape[1],):
+            raise ValueError(f"edge_type must have shape ({edge_index.shape[1]},), got "
+                             f"{tuple(edge_type.shape)}")
+        src, dst = (t.contiguous().long() for t in edge_index)
+        rel = edge_type.contiguous().long()
+        if src.numel():
+            for name, t, hi in (("edge_index", edge_index, num_nodes),
+                                ("edge_type", rel, num_relations)):
+                lo_v, hi_v = int(t.min()), int(t.max())
+                if lo_v < 0 or hi_v >= hi:
+                    raise ValueError(f"{name} values must lie in [0, {hi}), got "
+                                     f"[{lo_v}, {hi_v}]")
+
+        def csr(key: Tensor) -> tuple[Tensor, Tensor]:
+            order = torch.argsort(key, stable=True)
+            counts = torch.bincount(key, minlength=num_nodes)
+            ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=key.device)
+            torch.cumsum(counts, 0, out=ptr[1:])
+            return ptr, order
+
+        dst_ptr, dst_order = csr(dst)
+        src_ptr, src_order = csr(src)
+        return cls(src, dst, rel, num_nodes, num_relations, dst_ptr, dst_order, src_ptr,
+                   src_order)
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.numel()
+
+
+def native_supported(*tensors: Tensor) -> bool:
+    """Whether the native kernels can run on these tensors (CPU, float32/64, built)."""
+    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+                for t in tensors) and native.available())
+
+
+# ---------------------------------------------------------------------- native calls
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _fn(name: str, dtype: torch.dtype):
+    return getattr(native.load(), f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+
+
+def _sddmm(a: Tensor, b: Tensor, table: Tensor | None, g: EdgeGraph) -> Tensor:
+    _, K, F = a.shape
+    out = a.new_empty(g.num_edges, K)
+    _fn("edge_sddmm", a.dtype)(a.data_ptr(), b.data_ptr(), _ptr(table), g.dst.data_ptr(),
+                               g.src.data_ptr(), g.rel.data_ptr(), g.num_edges, K, F,
+                               out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool) -> Tensor:
+    _, K, F = b.shape
+    out = b.new_empty(g.num_nodes, K, F)
+    ptr, order, other = ((g.dst_ptr, g.dst_order, g.src) if to_dst
+                         else (g.src_ptr, g.src_order, g.dst))
+    _fn("edge_spmm", b.dtype)(b.data_ptr(), _ptr(table), w.data_ptr(), ptr.data_ptr(),
+                              order.data_ptr(), other.data_ptr(), g.rel.data_ptr(),
+                              g.num_nodes, K, F, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def _rel_reduce(a: Tensor, b: Tensor, w: Tensor, g: EdgeGraph) -> Tensor:
+    _, K, F = a.shape
+    out = a.new_empty(g.num_relations, K, F)
+    _fn("edge_rel_reduce", a.dtype)(a.data_ptr(), b.data_ptr(), w.data_ptr(),
+                                    g.dst.data_ptr(), g.src.data_ptr(), g.rel.data_ptr(),
+                                    g.num_edges, K, F, g.num_relations, out.data_ptr(),
+                                    torch.get_num_threads())
+    return out
+
+
+class _EdgeDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, table, graph):
+        ctx.save_for_backward(x, table)
+        ctx.graph = graph
+        return _sddmm(x, x, table, graph)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, table = ctx.saved_tensors
+        g: EdgeGraph = ctx.graph
+        grad = grad.contiguous()
+        gx = gt = None
+        if ctx.needs_input_grad[0]:
+            gx = _spmm(x, table, grad, g, to_dst=True).add_(_spmm(x, table, grad, g, False))
+        if ctx.needs_input_grad[1]:
+            gt = _rel_reduce(x, x, grad, g)
+        return gx, gt, None
+
+
+class _EdgeAggregate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, table, weight, graph):
+        ctx.save_for_backward(x, table, weight)
+        ctx.graph = graph
+        return _spmm(x, table, weight, graph, to_dst=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, table, weight = ctx.saved_tensors
+        g: EdgeGraph = ctx.graph
+        grad = grad.contiguous()
+        gx = gt = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = _spmm(grad, table, weight, g, to_dst=False)
+        if ctx.needs_input_grad[1]:
+            gt = _rel_reduce(grad, x, weight, g)
+        if ctx.needs_input_grad[2]:
+            gw = _sddmm(grad, x, table, g)
+        return gx, gt, gw, None
+
+
+# ---------------------------------------------------------------------- public ops
+def _check(x: Tensor, table: Tensor, graph: EdgeGraph, weight: Tensor | None = None) -> None:
+    if x.dim() != 3 or x.shape[0] != graph.num_nodes:
+        raise ValueError(f"x must have shape ({graph.num_nodes}, K, F), got {tuple(x.shape)}")
+    expected = (graph.num_relations, *x.shape[1:])
+    if table.shape != expected:
+        raise ValueError(f"table must have shape {expected}, got {tuple(table.shape)}")
+    if weight is not None and weight.shape != (graph.num_edges, x.shape[1]):
+        raise ValueError(f"weight must have shape ({graph.num_edges}, {x.shape[1]}), got "
+                         f"{tuple(weight.shape)}")
+    if len({t.dtype for t in (x, table) + ((weight,) if weight is not None else ())}) != 1:
+        raise TypeError("x, table and weight must share one dtype")
+
+
+def _resolve(impl: str, *tensors: Tensor) -> str:
+    if impl == "auto":
+        return "native" if native_supported(*tensors) else "torch"
+    if impl == "native":
+        bad = [t for t in tensors if t.device.type != "cpu"
+               or t.dtype not in (torch.float32, torch.float64)]
+        if bad:
+            raise ValueError(f"impl='native' needs CPU float32/float64 tensors, got "
+                             f"{bad[0].dtype} on {bad[0].device}")
+        native.load()  # raises with the reason
+        return impl
+    if impl != "torch":
+        raise ValueError(f"unknown impl {impl!r}; choose one of ['auto', 'native', 'torch']")
+    return impl
+
+
+def edge_dot(x: Tensor, table: Tensor, graph: EdgeGraph, impl: str = "auto") -> Tensor:
+    """``(E, K)``: :math:`\\sum_f x_{dst} x_{src} T_{rel}` (see module docstring)."""
+    _check(x, table, graph)
+    if _resolve(impl, x, table) == "native":
+        return _EdgeDot.apply(x.contiguous(), table.contiguous(), graph)
+    return (x.index_select(0, graph.dst) * x.index_select(0, graph.src)
+            * table.index_select(0, graph.rel)).sum(-1)
+
+
+def edge_aggregate(x: Tensor, table: Tensor, weight: Tensor, graph: EdgeGraph,
+                   impl: str = "auto") -> Tensor:
+    """``(N, K, F)``: :math:`\\sum_{e \\to i} w_e\\, x_{src} \\odot T_{rel}` (see module
+    docstring)."""
+    _check(x, table, graph, weight)
+    if _resolve(impl, x, table, weight) == "native":
+        return _EdgeAggregate.apply(x.contiguous(), table.contiguous(), weight.contiguous(),
+                                    graph)
+    msg = x.index_select(0, graph.src) * table.index_select(0, graph.rel)
+    out = torch.zeros_like(x)
+    return out.index_add_(0, graph.dst, msg * weight.unsqueeze(-1))
