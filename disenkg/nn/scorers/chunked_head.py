@@ -24,10 +24,14 @@ chunk's input (and dropout mask) for backward, with **exact** batch-norm semanti
       dW = sum dy cols^T,  db = sum dy,  dcols = W^T dy -> fold -> dx
 
   with BN and the conv bias folded into one per-channel ``scale * y + shift`` (one pass),
+  feature maps laid out ``(n, G, L, C)`` (position-major, channel last) so that the
+  convolution, its two gradients and the fc are plain GEMMs without layout copies,
   ``sum dz * zhat`` taken as ``inv * (sum dz * y - (mu - b) * sum dz)`` (no ``zhat``
   tensor), and ``a > 0`` standing for ``[z > 0] * [kept by dropout]``.
 
-Evaluation mode, ``chunk=None`` or small inputs use ``F.conv2d`` and the plain modules.
+Evaluation mode (with ``chunk``) runs the same GEMM layout with the running statistics
+folded into the conv epilogue; ``chunk=None`` or small training inputs use ``F.conv2d`` and
+the plain modules.
 """
 
 from __future__ import annotations
@@ -40,13 +44,25 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["conv_bn_head"]
 
 
-def _cols(x: Tensor, k: int, groups: int) -> Tensor:
-    """im2col: ``(n, G, H, W)`` -> ``(n * G, k * k, L)``."""
-    n = x.shape[0]
-    return F.unfold(x, k).view(n, groups, k * k, -1).reshape(n * groups, k * k, -1)
+def _patches(x: Tensor, k: int) -> Tensor:
+    """im2col in "channels last" order: ``(n, G, H, W)`` -> ``(n * G * L, k * k)``, one
+    row per output position, so the convolution is a single GEMM with no layout copies."""
+    n, G, H, W = x.shape
+    return x.unfold(2, k, 1).unfold(3, k, 1).reshape(n * G * (H - k + 1) * (W - k + 1), k * k)
+
+
+def _fold(g_cols: Tensor, shape: torch.Size, k: int) -> Tensor:
+    """Adjoint of :func:`_patches`: ``(n * G * L, k * k)`` -> ``(n, G, H, W)``."""
+    n, G, H, W = shape
+    L = (H - k + 1) * (W - k + 1)
+    g = g_cols.view(n, G, L, k * k).transpose(2, 3).reshape(n, G * k * k, L)
+    return F.fold(g, (H, W), k)
 
 
 class _HeadChunk(torch.autograd.Function):
+    """One chunk of the head. Feature maps live as ``(n, G, L, C)`` (position-major, channel
+    last); ``fc_w`` arrives with its columns in that order (see :func:`conv_bn_head`)."""
+
     @staticmethod
     def _affine(w, b, mean, var, gamma, beta, groups, eps):
         """BN (+ conv bias) folded into one per-channel ``scale`` and ``shift``."""
@@ -58,14 +74,22 @@ class _HeadChunk(torch.autograd.Function):
         return inv, scale, shift
 
     @staticmethod
-    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
+    def _features(x, w, scale, shift, mask, k, groups):
+        """``(cols, y, a)``: patches, conv output without bias and
+        ``drop(relu(scale * y + shift))``."""
         n, C = x.shape[0], w.shape[0]
-        _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        y = torch.matmul(w.view(C, -1), _cols(x, k, groups)).view(n, groups * C, -1)
-        a = torch.addcmul(shift.view(1, -1, 1), y, scale.view(1, -1, 1), out=y).relu_()
+        cols = _patches(x, k)
+        y = (cols @ w.view(C, -1).t()).view(n, groups, -1, C)
+        a = torch.addcmul(shift.view(1, groups, 1, C), y, scale.view(1, groups, 1, C)).relu_()
         if mask is not None:
-            a = a.mul_(mask.unsqueeze(-1))
-        out = torch.addmm(fc_b, a.view(n, -1), fc_w.t())
+            a = a.mul_(mask.view(n, groups, 1, C))
+        return cols, y, a
+
+    @staticmethod
+    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
+        _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
+        a = _HeadChunk._features(x, w, scale, shift, mask, k, groups)[2]
+        out = torch.addmm(fc_b, a.view(x.shape[0], -1), fc_w.t())
         ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask)
         ctx.k, ctx.groups, ctx.eps = k, groups, eps
         return out
@@ -76,42 +100,69 @@ class _HeadChunk(torch.autograd.Function):
         k, groups, eps = ctx.k, ctx.groups, ctx.eps
         n, C = x.shape[0], w.shape[0]
         inv, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        cols = _cols(x, k, groups)
-        y = torch.matmul(w.view(C, -1), cols).view(n, groups * C, -1)  # conv without bias
-        a = torch.addcmul(shift.view(1, -1, 1), y, scale.view(1, -1, 1)).relu_()
-        if mask is not None:
-            a = a.mul_(mask.unsqueeze(-1))
+        cols, y, a = _HeadChunk._features(x, w, scale, shift, mask, k, groups)
         g_fc_w = g.t() @ a.view(n, -1)
         g_fc_b = g.sum(0)
-        dz = (g @ fc_w).view_as(a).mul_(a > 0)  # a > 0 <=> z > 0 and kept by dropout
-        del a
+        # a >= 0, and a > 0 <=> z > 0 and kept by dropout: sign(a) is that indicator
+        # (in place, no bool tensor to promote).
+        gate = a.sign_()
         if mask is not None:
-            dz = dz.mul_(mask.unsqueeze(-1))
-        g_beta = dz.sum((0, 2))
+            gate = gate.mul_(mask.view(n, groups, 1, C))
+        dz = (g @ fc_w).view_as(gate).mul_(gate)
+        del a, gate
+        g_beta = dz.sum((0, 2)).reshape(-1)
         # zhat = (y + b - mean) * inv, so sum(dz * zhat) needs only sum(dz * y).
-        dz_y = torch.einsum("ncl,ncl->c", dz, y)
+        dz_y = y.mul_(dz).sum((0, 2)).reshape(-1)
+        del y
         centre = mean - (b.repeat(groups) if b is not None else 0)
         g_gamma = inv * (dz_y - centre * g_beta)
-        del y
         g_mean = -g_beta * scale
         g_var = -0.5 * g_gamma * gamma / (var + eps)
-        dyg = dz.mul_(scale.view(1, -1, 1)).view(n * groups, C, -1)  # d loss / d y
-        g_w = torch.matmul(dyg, cols.transpose(1, 2)).sum(0).view_as(w)
-        g_b = dyg.sum((0, 2)) if b is not None else None
-        g_cols = torch.matmul(w.view(C, -1).t(), dyg).view(n, groups * k * k, -1)
-        g_x = F.fold(g_cols, x.shape[-2:], k)
+        # d loss / d y, one row per output position (filters are shared by the groups)
+        dy = dz.mul_(scale.view(1, groups, 1, C)).view(-1, C)
+        g_w = (dy.t() @ cols).view_as(w)
+        g_b = dy.sum(0) if b is not None else None
+        g_x = _fold(dy @ w.view(C, -1), x.shape, k)
         return (g_x, g_w, g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
                 None, None, None, None)
 
 
 def _moments(x: Tensor, k: int, groups: int) -> Tensor:
     """Per group: ``[sum cols | sum cols cols^T]`` as ``(G, k*k, 1 + k*k)``."""
-    n = x.shape[0]
-    cols = _cols(x, k, groups).view(n, groups, k * k, -1).transpose(0, 1)
-    cols = cols.transpose(1, 2).reshape(groups, k * k, -1)  # (G, k*k, n*L)
-    s1 = cols.sum(-1, keepdim=True)
-    s2 = torch.matmul(cols, cols.transpose(1, 2))
-    return torch.cat([s1, s2], dim=-1)
+    cols = _patches(x, k)
+    if groups == 1:
+        return torch.cat([cols.sum(0).unsqueeze(-1), cols.t() @ cols], dim=-1).unsqueeze(0)
+    cols = cols.view(x.shape[0], groups, -1, k * k)
+    out = []
+    for g in range(groups):
+        c = cols[:, g].reshape(-1, k * k)
+        out.append(torch.cat([c.sum(0).unsqueeze(-1), c.t() @ c], dim=-1))
+    return torch.stack(out)
+
+
+def _fc_weight(fc: nn.Linear, groups: int, C: int, L: int) -> Tensor:
+    """fc columns reordered from ``(G, C, L)`` to the ``(G, L, C)`` feature layout."""
+    D = fc.weight.shape[0]
+    return fc.weight.view(D, groups, C, L).transpose(2, 3).reshape(D, -1)
+
+
+def _eval_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
+               bn: nn.BatchNorm2d, fc: nn.Linear, chunk: int) -> Tensor:
+    """Evaluation mode: running-statistics BN folded into the conv GEMM's epilogue,
+    ``(n, G, L, C)`` feature maps in chunks (no dropout)."""
+    C, k = weight.shape[0], weight.shape[-1]
+    L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
+    _, scale, shift = _HeadChunk._affine(weight, bias, bn.running_mean, bn.running_var,
+                                         bn.weight, bn.bias, groups, bn.eps)
+    scale, shift = scale.view(1, groups, 1, C), shift.view(1, groups, 1, C)
+    fc_w = _fc_weight(fc, groups, C, L)
+    wv = weight.view(C, -1)
+    outs = []
+    for xc in x.split(chunk):
+        y = (_patches(xc, k) @ wv.t()).view(xc.shape[0], groups, L, C)
+        a = torch.addcmul(shift, y, scale).relu_()
+        outs.append(torch.addmm(fc.bias, a.view(xc.shape[0], -1), fc_w.t()))
+    return torch.cat(outs)
 
 
 def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
@@ -123,6 +174,8 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``.
     """
     k = weight.shape[-1]
+    if chunk and not bn.training and not drop.training:
+        return _eval_head(x, weight, bias, groups, bn, fc, chunk)
     if not (bn.training and chunk and x.shape[0] > chunk and torch.is_grad_enabled()):
         w = weight.repeat(groups, 1, 1, 1) if groups > 1 else weight
         y = F.conv2d(x, w, bias, groups=groups)
@@ -151,6 +204,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         bn.running_mean.mul_(1 - mom_).add_(mean.detach(), alpha=mom_)
         bn.running_var.mul_(1 - mom_).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom_)
     p = drop.p if drop.training else 0.0
+    fc_w = _fc_weight(fc, groups, C, L)  # autograd maps its gradient back to fc.weight
     outs = []
     for xc in chunks:
         mask = None
@@ -158,5 +212,5 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
             keep = torch.empty(xc.shape[0], groups * C, dtype=x.dtype, device=x.device)
             mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
         outs.append(_HeadChunk.apply(xc, weight, bias, mean, var, bn.weight, bn.bias,
-                                     fc.weight, fc.bias, mask, k, groups, bn.eps))
+                                     fc_w, fc.bias, mask, k, groups, bn.eps))
     return torch.cat(outs)
