@@ -74,21 +74,11 @@ class _HeadChunk(torch.autograd.Function):
         return inv, scale, shift
 
     @staticmethod
-    def _features(x, w, scale, shift, mask, k, groups):
-        """``(cols, y, a)``: patches, conv output without bias and
-        ``drop(relu(scale * y + shift))``."""
-        n, C = x.shape[0], w.shape[0]
-        cols = _patches(x, k)
-        y = (cols @ w.view(C, -1).t()).view(n, groups, -1, C)
-        a = torch.addcmul(shift.view(1, groups, 1, C), y, scale.view(1, groups, 1, C)).relu_()
-        if mask is not None:
-            a = a.mul_(mask.view(n, groups, 1, C))
-        return cols, y, a
-
-    @staticmethod
     def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
         _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        a = _HeadChunk._features(x, w, scale, shift, mask, k, groups)[2]
+        a = _conv_affine_relu(x, w, scale, shift, k, groups)[1]
+        if mask is not None:
+            a = a.mul_(mask.view(x.shape[0], groups, 1, -1))
         out = torch.addmm(fc_b, a.view(x.shape[0], -1), fc_w.t())
         ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask)
         ctx.k, ctx.groups, ctx.eps = k, groups, eps
@@ -99,8 +89,11 @@ class _HeadChunk(torch.autograd.Function):
         x, w, b, mean, var, gamma, beta, fc_w, mask = ctx.saved_tensors
         k, groups, eps = ctx.k, ctx.groups, ctx.eps
         n, C = x.shape[0], w.shape[0]
+        wv = w.view(C, -1)
         inv, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        cols, y, a = _HeadChunk._features(x, w, scale, shift, mask, k, groups)
+        cols, a = _conv_affine_relu(x, w, scale, shift, k, groups)
+        if mask is not None:
+            a = a.mul_(mask.view(n, groups, 1, C))
         g_fc_w = g.t() @ a.view(n, -1)
         g_fc_b = g.sum(0)
         # a >= 0, and a > 0 <=> z > 0 and kept by dropout: sign(a) is that indicator
@@ -110,21 +103,54 @@ class _HeadChunk(torch.autograd.Function):
             gate = gate.mul_(mask.view(n, groups, 1, C))
         dz = (g @ fc_w).view_as(gate).mul_(gate)
         del a, gate
-        g_beta = dz.sum((0, 2)).reshape(-1)
-        # zhat = (y + b - mean) * inv, so sum(dz * zhat) needs only sum(dz * y).
-        dz_y = y.mul_(dz).sum((0, 2)).reshape(-1)
-        del y
+        g_beta = dz.sum((0, 2))  # (G, C)
+        dz_y = torch.empty_like(g_beta)
+        sc = scale.view(groups, C)
+        g_w = torch.zeros_like(wv)
+        g_x = torch.empty_like(x) if groups > 1 else None
+        for grp in range(groups):
+            dzg = dz[:, grp].reshape(-1, C)  # a view when groups == 1
+            gm = dzg.t() @ cols[grp]  # sum over positions of dz c^T, (C, k*k)
+            # y = cols W^T, so sum(dz * y) = rowsum(W * gm): no y tensor needed
+            dz_y[grp] = (gm * wv).sum(1)
+            g_w += gm * sc[grp].unsqueeze(1)  # dy = scale * dz
+            g_xg = _fold(dzg @ (wv * sc[grp].unsqueeze(1)), (n, 1, *x.shape[2:]), k)
+            if groups == 1:
+                g_x = g_xg
+            else:
+                g_x[:, grp:grp + 1] = g_xg
+        g_beta, dz_y = g_beta.reshape(-1), dz_y.reshape(-1)
+        # zhat = (y + b - mean) * inv, so sum(dz * zhat) = inv * (sum(dz * y) - (mean - b)
+        # * sum(dz)).
         centre = mean - (b.repeat(groups) if b is not None else 0)
         g_gamma = inv * (dz_y - centre * g_beta)
         g_mean = -g_beta * scale
         g_var = -0.5 * g_gamma * gamma / (var + eps)
-        # d loss / d y, one row per output position (filters are shared by the groups)
-        dy = dz.mul_(scale.view(1, groups, 1, C)).view(-1, C)
-        g_w = (dy.t() @ cols).view_as(w)
-        g_b = dy.sum(0) if b is not None else None
-        g_x = _fold(dy @ w.view(C, -1), x.shape, k)
-        return (g_x, g_w, g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
+        g_b = g_beta * scale if b is not None else None  # bias needs groups == 1
+        return (g_x, g_w.view_as(w), g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
                 None, None, None, None)
+
+
+def _conv_affine_relu(x: Tensor, w: Tensor, scale: Tensor, shift: Tensor, k: int,
+                      groups: int) -> tuple[list[Tensor], Tensor]:
+    """``relu(scale * conv(x) + shift)`` as ``(n, G, L, C)`` with the per-channel scale
+    folded into the filters and the shift as the GEMM bias (one pass, no ``y`` tensor);
+    also returns each group's patches ``(n * L, k * k)``."""
+    n, C = x.shape[0], w.shape[0]
+    wv = w.view(C, -1)
+    sc, sh = scale.view(groups, C), shift.view(groups, C)
+    cols, out = [], None
+    for grp in range(groups):
+        c = _patches(x if groups == 1 else x[:, grp:grp + 1], k)
+        z = torch.addmm(sh[grp], c, (wv * sc[grp].unsqueeze(1)).t()).view(n, -1, C)
+        cols.append(c)
+        if groups == 1:
+            out = z.unsqueeze(1)
+        else:
+            if out is None:
+                out = z.new_empty(n, groups, z.shape[1], C)
+            out[:, grp] = z
+    return cols, out.relu_()
 
 
 def _moments(x: Tensor, k: int, groups: int) -> Tensor:
@@ -154,13 +180,10 @@ def _eval_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     _, scale, shift = _HeadChunk._affine(weight, bias, bn.running_mean, bn.running_var,
                                          bn.weight, bn.bias, groups, bn.eps)
-    scale, shift = scale.view(1, groups, 1, C), shift.view(1, groups, 1, C)
     fc_w = _fc_weight(fc, groups, C, L)
-    wv = weight.view(C, -1)
     outs = []
     for xc in x.split(chunk):
-        y = (_patches(xc, k) @ wv.t()).view(xc.shape[0], groups, L, C)
-        a = torch.addcmul(shift, y, scale).relu_()
+        a = _conv_affine_relu(xc, weight, scale, shift, k, groups)[1]
         outs.append(torch.addmm(fc.bias, a.view(xc.shape[0], -1), fc_w.t()))
     return torch.cat(outs)
 
