@@ -7,7 +7,8 @@ with one JSON line ``{"step_seconds": <median>, "peak_rss_mb": ..., "eval_second
 ``--impl naive`` is the plain materialising baseline of the same model, as the original
 code runs it: all edges at once (``(E, K, F)`` tensors), un-chunked scorer feature maps,
 the materialising loss (``impl="torch"``), the encoder re-run for the estimator step, and
-(with ``--eval``) the encoder re-run for every evaluation batch of 2048 queries.
+(with ``--eval``) the encoder re-run for every evaluation batch of 2048 queries, one row
+per test triple (the default scores each distinct query once).
 ``--impl default`` is the package default (fused native edge kernels where they apply,
 channels-last GEMM conv head, fused loss); ``--impl chunked`` the same with the pure-PyTorch
 checkpointed edge chunks instead of the native kernels. ``--compare`` runs naive and default
@@ -97,6 +98,7 @@ def run(args) -> dict:
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     if args.eval:
         ev = trainer.evaluator
+        ev.distinct_queries = not naive  # the original scores one row per test triple
         target = PerBatchEncoding(model) if naive else model
         t0 = time.perf_counter()
         metrics = ev.evaluate(target, ds.test, desc="test")

@@ -2,7 +2,10 @@
 
 Tail prediction ranks ``t`` for the query ``(h, r)``; head prediction ranks ``h`` for
 ``(t, r + R)``. Entity representations are computed once per evaluation
-(``model.encode()``), then queries are scored in batches against all entities.
+(``model.encode()``), then each *distinct* query is scored once, in batches, against all
+entities, and every triple sharing it is ranked from that row (FB15k-237 test: 40 932
+directed queries, 22 850 distinct), which requires ``score`` to be deterministic in
+evaluation mode.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ class LinkEvaluator:
             pessimistic), ``"optimistic"`` or ``"pessimistic"``. (default: ``"realistic"``)
         ks (tuple[int, ...]): Hits@k cut-offs. (default: ``(1, 3, 10)``)
         progress (bool): show a tqdm bar. (default: ``True``)
+        distinct_queries (bool): score each distinct ``(head, relation)`` query once
+            (``False`` scores one row per triple, as the original code). (default: ``True``)
     """
 
     def __init__(self, *, filter_index: QueryIndex, batch_size: int = 256,
                  rank_type: str = "realistic", ks: tuple[int, ...] = KS,
-                 progress: bool = True) -> None:
+                 progress: bool = True, distinct_queries: bool = True) -> None:
         if rank_type not in RANK_TYPES:
             raise ValueError(f"unknown rank type {rank_type!r}; choose one of {list(RANK_TYPES)}")
         if batch_size <= 0:
@@ -59,6 +64,7 @@ class LinkEvaluator:
         self.rank_type = rank_type
         self.ks = ks
         self.progress = progress
+        self.distinct_queries = distinct_queries
 
     @torch.no_grad()
     def ranks(self, model: LinkPredictor, triples: Tensor, desc: str = "eval"
@@ -75,18 +81,8 @@ class LinkEvaluator:
             for direction, (qh, qr, ans) in {
                 "tail": (h, r, t), "head": (t, r + R, h)
             }.items():
-                opt, pes = [], []
-                for s in tqdm(range(0, len(qh), self.batch_size), disable=not self.progress,
-                              desc=f"{desc} {direction}", leave=False):
-                    bh, br, bt = (x[s:s + self.batch_size] for x in (qh, qr, ans))
-                    device = _device_of(model)
-                    scores = model.score(reps, bh.to(device), br.to(device)).float()
-                    known = self.filter_index.lookup(bh, br)
-                    rk = filtered_ranks(scores, bt.to(device),
-                                        tuple(k.to(device) for k in known))
-                    opt.append(rk.optimistic.cpu())
-                    pes.append(rk.pessimistic.cpu())
-                out[direction] = Ranks(torch.cat(opt), torch.cat(pes))
+                out[direction] = self._direction_ranks(model, reps, qh, qr, ans,
+                                                       f"{desc} {direction}")
             return out
         finally:
             if was_training and hasattr(model, "train"):
@@ -117,6 +113,40 @@ class LinkEvaluator:
             if kind != self.rank_type:
                 out[kind] = block(kind)
         return out
+
+
+    def _direction_ranks(self, model: LinkPredictor, reps: Any, qh: Tensor, qr: Tensor,
+                         ans: Tensor, desc: str) -> Ranks:
+        """Ranks of ``ans`` for the queries ``(qh, qr)``, scoring each distinct query once."""
+        device = _device_of(model)
+        q = torch.stack([qh, qr], 1)
+        if self.distinct_queries:
+            uq, inv = torch.unique(q, dim=0, return_inverse=True)
+        else:
+            uq, inv = q, torch.arange(len(q))
+        order = torch.argsort(inv, stable=True)  # triples grouped by distinct query
+        ends = torch.bincount(inv, minlength=len(uq)).cumsum(0)
+        idx, opt, pes = [], [], []
+        for s in tqdm(range(0, len(uq), self.batch_size), disable=not self.progress,
+                      desc=desc, leave=False):
+            e = min(s + self.batch_size, len(uq))
+            scores = model.score(reps, uq[s:e, 0].to(device), uq[s:e, 1].to(device)).float()
+            tri = order[int(ends[s - 1]) if s else 0:int(ends[e - 1])]
+            rows = scores.index_select(0, (inv[tri] - s).to(device))
+            known = self.filter_index.lookup(qh[tri], qr[tri])
+            rk = filtered_ranks(rows, ans[tri].to(device), tuple(k.to(device) for k in known))
+            idx.append(tri)
+            opt.append(rk.optimistic.cpu())
+            pes.append(rk.pessimistic.cpu())
+        if not idx:
+            return Ranks(torch.empty(0), torch.empty(0))
+        idx = torch.cat(idx)
+
+        def unsort(parts: list[Tensor]) -> Tensor:
+            flat = torch.cat(parts)
+            return torch.empty_like(flat).index_copy_(0, idx, flat)
+
+        return Ranks(unsort(opt), unsort(pes))
 
 
 def _device_of(model: Any) -> torch.device:

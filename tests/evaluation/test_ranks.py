@@ -131,3 +131,43 @@ def test_evaluator_both_directions_and_one_encode():
     assert m["tail"]["mrr"] == pytest.approx(0.75) and m["head"]["mrr"] == pytest.approx(0.75)
     assert m["mrr"] == pytest.approx(0.75) and m["hits@1"] == pytest.approx(0.5)
     assert m["rank_type"] == "realistic" and "optimistic" in m
+
+
+class CountingModel(TableModel):
+    """Random scores with ties; counts the queries scored."""
+
+    def __init__(self, table):
+        super().__init__(table)
+        self.scored = 0
+
+    def score(self, reps, heads, rels):
+        self.scored += len(heads)
+        return reps[heads, rels]
+
+
+@pytest.mark.parametrize("distinct", [True, False])
+def test_evaluator_scores_each_distinct_query_once_and_keeps_triple_order(distinct):
+    """Repeated (h, r) queries: same ranks as a per-triple loop, in the input order."""
+    g = torch.Generator().manual_seed(0)
+    N, R = 7, 2
+    triples = torch.stack([torch.randint(0, 3, (40,), generator=g),
+                           torch.randint(0, R, (40,), generator=g),
+                           torch.randint(0, N, (40,), generator=g)], 1)
+    fidx = QueryIndex(triples, N, R)
+    table = torch.randint(0, 4, (N, 2 * R, N), generator=g).float()  # many ties
+    model = CountingModel(table)
+    ranks = LinkEvaluator(filter_index=fidx, batch_size=3, progress=False,
+                          distinct_queries=distinct).ranks(model, triples)
+    for direction, (qh, qr, ans) in {"tail": triples[:, [0, 1, 2]].T,
+                                     "head": triples[:, [2, 1, 0]].T}.items():
+        if direction == "head":
+            qr = qr + R
+        for i in range(len(triples)):
+            known = fidx.lookup(qh[i:i + 1], qr[i:i + 1])
+            ref = filtered_ranks(table[qh[i], qr[i]][None], ans[i:i + 1], known)
+            assert ranks[direction].optimistic[i] == ref.optimistic[0]
+            assert ranks[direction].pessimistic[i] == ref.pessimistic[0]
+    n_distinct = (len(torch.unique(triples[:, :2], dim=0))
+                  + len(torch.unique(triples[:, [2, 1]], dim=0)))
+    assert model.scored == (n_distinct if distinct else 2 * len(triples))
+    assert n_distinct < 2 * len(triples)
