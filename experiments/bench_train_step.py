@@ -76,7 +76,8 @@ def run(args) -> dict:
     model = DisenKGAT(
         num_entities=ds.num_entities, num_relations=ds.num_relations,
         edge_index=ei.flip(0), edge_type=et,
-        scorer=InteractEScorer(dim=200, image_chunk=None if naive else args.image_chunk),
+        scorer=InteractEScorer(dim=200, image_chunk=None if naive else args.image_chunk,
+                               precision="fp32" if naive else args.head_precision),
         conv_impl={"naive": "naive", "chunked": "chunked", "default": "auto"}[args.impl],
         mi_recompute=naive)
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
@@ -94,7 +95,8 @@ def run(args) -> dict:
               file=sys.stderr, flush=True)
         if s > 0:
             times.append(dt)
-    out = {"impl": args.impl, "step_seconds": statistics.median(times),
+    out = {"impl": args.impl, "head_precision": "fp32" if naive else args.head_precision,
+           "step_seconds": statistics.median(times),
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     if args.eval:
         ev = trainer.evaluator
@@ -122,6 +124,8 @@ def main() -> None:
     p.add_argument("--eval-batch-size", type=int, default=256, help="queries per eval batch")
     p.add_argument("--image-chunk", type=int, default=256,
                    help="scorer images per checkpointed chunk")
+    p.add_argument("--head-precision", default="fp32", choices=["fp32", "bf16"],
+                   help="compute dtype of the InteractE GEMMs (not for --impl naive)")
     p.add_argument("--compare", action="store_true",
                    help="run naive and default in subprocesses and print ratios")
     args = p.parse_args()

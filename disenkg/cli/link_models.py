@@ -21,6 +21,7 @@ from disenkg.nn.conv.disen_conv import IMPLS as CONV_IMPLS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, Scorer
+from disenkg.nn.scorers.chunked_head import PRECISIONS
 from disenkg.utils import Registry
 
 __all__ = ["MODELS", "ModelEntry", "add_model_arguments", "fill_defaults"]
@@ -73,6 +74,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-chunk", type=int, default=256,
                    help="scorer feature-map images per checkpointed chunk in training (exact "
                         "batch norm; 0 = all at once)")
+    g.add_argument("--head-precision", default="fp32", choices=list(PRECISIONS),
+                   help="compute dtype of the conv scorers' GEMMs and feature maps: fp32, or "
+                        "bf16 (faster on CPUs with AMX / AVX512-BF16 and on GPUs; batch-norm "
+                        "statistics, outputs and gradients stay fp32; needs --image-chunk)")
     d = parser.add_argument_group("DisenKGAT")
     d.add_argument("--num-components", type=int, default=3, help="K, disentangled components")
     d.add_argument("--init-dim", type=int, default=100, help="base entity embedding size")
@@ -128,7 +133,7 @@ def _build_conve(ds: KGDataset, a: argparse.Namespace) -> ConvE:
                  embedding_dim=a.embed_dim, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                  kernel_size=a.kernel_size, input_dropout=a.input_dropout,
                  feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                 image_chunk=a.image_chunk or None)
+                 image_chunk=a.image_chunk or None, precision=a.head_precision)
 
 
 def build_scorer(a: argparse.Namespace) -> Scorer:
@@ -138,12 +143,13 @@ def build_scorer(a: argparse.Namespace) -> Scorer:
         return cls(dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                    kernel_size=a.kernel_size, num_perm=a.num_perm,
                    feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                   seed=a.seed, image_chunk=a.image_chunk or None)
+                   seed=a.seed, image_chunk=a.image_chunk or None,
+                   precision=a.head_precision)
     if a.scorer == "conve":
         return cls(embedding_dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                    kernel_size=a.kernel_size, input_dropout=a.input_dropout,
                    feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                   image_chunk=a.image_chunk or None)
+                   image_chunk=a.image_chunk or None, precision=a.head_precision)
     if a.scorer.startswith("transe"):
         return cls(gamma=a.gamma)
     return cls()

@@ -65,7 +65,57 @@ def test_head_chunk_gradcheck_with_dropout_mask(groups, with_bias):
 
     def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         return _HeadChunk.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
-                                fc_b, mask, k, groups, 1e-5)
+                                fc_b, mask, k, groups, 1e-5, None)
 
     args = (x, w, mean, var, gamma, beta, fc_w, fc_b) + ((b,) if b is not None else ())
     assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("cls", ["conve", "interacte"])
+def test_bf16_head_close_to_fp32(cls):
+    """bfloat16 GEMMs / feature maps: outputs and gradients within bf16 tolerance of fp32,
+    batch-norm running statistics identical (they come from fp32 moments)."""
+    torch.manual_seed(0)
+    if cls == "conve":
+        a = ConvEInteraction(embedding_dim=200, num_filters=32, kernel_size=3,
+                             input_dropout=0.0, feature_dropout=0.0, hidden_dropout=0.0,
+                             image_chunk=16)
+    else:
+        a = InteractEInteraction(dim=200, num_filters=24, kernel_size=9, num_perm=2,
+                                 feature_dropout=0.0, hidden_dropout=0.0, image_chunk=16)
+    b = copy.deepcopy(a)
+    b.precision = "bf16"
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(40, 200, generator=g, requires_grad=True)
+    r = torch.randn(40, 200, generator=g)
+    oa, ob = a(h, r), b(h, r)
+    assert ob.dtype == torch.float32
+    torch.testing.assert_close(ob, oa, atol=0.05, rtol=0.05)
+    w = torch.randn_like(oa)
+    # Excluded: parameters followed by a batch norm that removes their effect (bn0 before
+    # bn1, the conv and fc biases before bn1 / bn2), whose exact gradient is ~0, so only
+    # rounding noise would be compared.
+    cancel = ("bn0.weight", "bn0.bias", "conv.bias", "fc.bias")
+    pa = [h] + [p for n, p in a.named_parameters() if n not in cancel]
+    pb = [h] + [p for n, p in b.named_parameters() if n not in cancel]
+    ga = torch.autograd.grad((oa * w).sum(), pa)
+    gb = torch.autograd.grad((ob * w).sum(), pb)
+    for u, v in zip(ga, gb):
+        assert v.dtype == u.dtype
+        # bf16 rounding of the fc output, amplified by bn2's centring
+        assert (u - v).norm() <= 0.1 * u.norm(), ((u - v).norm(), u.norm())
+    torch.testing.assert_close(b.bn1.running_mean, a.bn1.running_mean)
+    a.eval()
+    b.eval()
+    torch.testing.assert_close(b(h, r), a(h, r), atol=0.05, rtol=0.05)
+
+
+def test_bf16_needs_a_chunk():
+    m = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+                             image_chunk=None)
+    m.precision = "bf16"
+    with pytest.raises(ValueError, match="needs an image chunk"):
+        m(torch.randn(3, 12), torch.randn(3, 12))
+    m.precision = "fp16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        m(torch.randn(3, 12), torch.randn(3, 12))

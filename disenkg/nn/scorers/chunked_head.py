@@ -41,7 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["conv_bn_head"]
+__all__ = ["PRECISIONS", "conv_bn_head"]
+
+#: compute dtypes of the head's GEMMs and feature maps (``None``: the input's dtype)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def _patches(x: Tensor, k: int) -> Tensor:
@@ -74,47 +77,56 @@ class _HeadChunk(torch.autograd.Function):
         return inv, scale, shift
 
     @staticmethod
-    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps):
+    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps,
+                fc_w_low):
+        # fc_w_low: None (compute in x.dtype) or a bfloat16 copy of fc_w, whose dtype the
+        # GEMMs and feature maps then use (fp32 statistics, outputs and gradients).
+        low = fc_w_low.dtype if fc_w_low is not None else x.dtype
         _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        a = _conv_affine_relu(x, w, scale, shift, k, groups)[1]
+        a = _conv_affine_relu(x, w, scale, shift, k, groups, low)[1]
         if mask is not None:
-            a = a.mul_(mask.view(x.shape[0], groups, 1, -1))
-        out = torch.addmm(fc_b, a.view(x.shape[0], -1), fc_w.t())
-        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask)
+            a = a.mul_(mask.to(low).view(x.shape[0], groups, 1, -1))
+        out = torch.addmm(fc_b.to(low), a.view(x.shape[0], -1),
+                          (fc_w if fc_w_low is None else fc_w_low).t()).to(x.dtype)
+        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask, fc_w_low)
         ctx.k, ctx.groups, ctx.eps = k, groups, eps
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, w, b, mean, var, gamma, beta, fc_w, mask = ctx.saved_tensors
+        x, w, b, mean, var, gamma, beta, fc_w, mask, fc_w_low = ctx.saved_tensors
         k, groups, eps = ctx.k, ctx.groups, ctx.eps
         n, C = x.shape[0], w.shape[0]
+        low = fc_w_low.dtype if fc_w_low is not None else x.dtype
         wv = w.view(C, -1)
         inv, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        cols, a = _conv_affine_relu(x, w, scale, shift, k, groups)
+        cols, a = _conv_affine_relu(x, w, scale, shift, k, groups, low)
+        mask = mask.to(low).view(n, groups, 1, C) if mask is not None else None
         if mask is not None:
-            a = a.mul_(mask.view(n, groups, 1, C))
-        g_fc_w = g.t() @ a.view(n, -1)
+            a = a.mul_(mask)
+        g_low = g.to(low)
+        g_fc_w = (g_low.t() @ a.view(n, -1)).to(x.dtype)
         g_fc_b = g.sum(0)
         # a >= 0, and a > 0 <=> z > 0 and kept by dropout: sign(a) is that indicator
         # (in place, no bool tensor to promote).
         gate = a.sign_()
         if mask is not None:
-            gate = gate.mul_(mask.view(n, groups, 1, C))
-        dz = (g @ fc_w).view_as(gate).mul_(gate)
+            gate = gate.mul_(mask)
+        dz = (g_low @ (fc_w if fc_w_low is None else fc_w_low)).view_as(gate).mul_(gate)
         del a, gate
-        g_beta = dz.sum((0, 2))  # (G, C)
+        g_beta = dz.sum((0, 2), dtype=x.dtype)  # (G, C)
         dz_y = torch.empty_like(g_beta)
         sc = scale.view(groups, C)
         g_w = torch.zeros_like(wv)
         g_x = torch.empty_like(x) if groups > 1 else None
         for grp in range(groups):
             dzg = dz[:, grp].reshape(-1, C)  # a view when groups == 1
-            gm = dzg.t() @ cols[grp]  # sum over positions of dz c^T, (C, k*k)
+            gm = (dzg.t() @ cols[grp]).to(x.dtype)  # sum over positions of dz c^T, (C, k*k)
             # y = cols W^T, so sum(dz * y) = rowsum(W * gm): no y tensor needed
             dz_y[grp] = (gm * wv).sum(1)
             g_w += gm * sc[grp].unsqueeze(1)  # dy = scale * dz
-            g_xg = _fold(dzg @ (wv * sc[grp].unsqueeze(1)), (n, 1, *x.shape[2:]), k)
+            g_cols = (dzg @ (wv * sc[grp].unsqueeze(1)).to(low)).to(x.dtype)
+            g_xg = _fold(g_cols, (n, 1, *x.shape[2:]), k)
             if groups == 1:
                 g_x = g_xg
             else:
@@ -128,21 +140,26 @@ class _HeadChunk(torch.autograd.Function):
         g_var = -0.5 * g_gamma * gamma / (var + eps)
         g_b = g_beta * scale if b is not None else None  # bias needs groups == 1
         return (g_x, g_w.view_as(w), g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def _conv_affine_relu(x: Tensor, w: Tensor, scale: Tensor, shift: Tensor, k: int,
-                      groups: int) -> tuple[list[Tensor], Tensor]:
+                      groups: int, dtype: torch.dtype | None = None
+                      ) -> tuple[list[Tensor], Tensor]:
     """``relu(scale * conv(x) + shift)`` as ``(n, G, L, C)`` with the per-channel scale
     folded into the filters and the shift as the GEMM bias (one pass, no ``y`` tensor);
-    also returns each group's patches ``(n * L, k * k)``."""
+    also returns each group's patches ``(n * L, k * k)``. ``dtype`` is the compute dtype
+    of the GEMM and the outputs (default: ``x.dtype``)."""
     n, C = x.shape[0], w.shape[0]
+    dtype = dtype or x.dtype
+    x = x.to(dtype)
     wv = w.view(C, -1)
     sc, sh = scale.view(groups, C), shift.view(groups, C)
     cols, out = [], None
     for grp in range(groups):
         c = _patches(x if groups == 1 else x[:, grp:grp + 1], k)
-        z = torch.addmm(sh[grp], c, (wv * sc[grp].unsqueeze(1)).t()).view(n, -1, C)
+        z = torch.addmm(sh[grp].to(dtype), c,
+                        (wv * sc[grp].unsqueeze(1)).to(dtype).t()).view(n, -1, C)
         cols.append(c)
         if groups == 1:
             out = z.unsqueeze(1)
@@ -173,33 +190,45 @@ def _fc_weight(fc: nn.Linear, groups: int, C: int, L: int) -> Tensor:
 
 
 def _eval_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
-               bn: nn.BatchNorm2d, fc: nn.Linear, chunk: int) -> Tensor:
+               bn: nn.BatchNorm2d, fc: nn.Linear, chunk: int, low: torch.dtype) -> Tensor:
     """Evaluation mode: running-statistics BN folded into the conv GEMM's epilogue,
     ``(n, G, L, C)`` feature maps in chunks (no dropout)."""
     C, k = weight.shape[0], weight.shape[-1]
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     _, scale, shift = _HeadChunk._affine(weight, bias, bn.running_mean, bn.running_var,
                                          bn.weight, bn.bias, groups, bn.eps)
-    fc_w = _fc_weight(fc, groups, C, L)
+    fc_w, fc_b = _fc_weight(fc, groups, C, L).to(low), fc.bias.to(low)
     outs = []
     for xc in x.split(chunk):
-        a = _conv_affine_relu(xc, weight, scale, shift, k, groups)[1]
-        outs.append(torch.addmm(fc.bias, a.view(xc.shape[0], -1), fc_w.t()))
+        a = _conv_affine_relu(xc, weight, scale, shift, k, groups, low)[1]
+        outs.append(torch.addmm(fc_b, a.view(xc.shape[0], -1), fc_w.t()).to(x.dtype))
     return torch.cat(outs)
 
 
 def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
                  bn: nn.BatchNorm2d, drop: nn.Dropout2d, fc: nn.Linear,
-                 chunk: int | None) -> Tensor:
+                 chunk: int | None, precision: str = "fp32") -> Tensor:
     """``fc(drop(relu(bn(conv2d(x, weight.repeat(groups), bias, groups))))).flatten(1)``.
 
     ``weight`` is ``(C, 1, k, k)``, shared by the ``groups`` input channels of ``x``
-    ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``.
+    ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``. ``precision``
+    ``"bf16"`` runs the conv and fc GEMMs and the feature maps in bfloat16 (batch-norm
+    statistics, outputs and parameter gradients stay in ``x.dtype``); it needs ``chunk``.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    low = PRECISIONS[precision] or x.dtype
+    if low != x.dtype and not chunk:
+        raise ValueError("precision='bf16' needs an image chunk (image_chunk=None is the "
+                         "plain full-precision path)")
     k = weight.shape[-1]
     if chunk and not bn.training and not drop.training:
-        return _eval_head(x, weight, bias, groups, bn, fc, chunk)
-    if not (bn.training and chunk and x.shape[0] > chunk and torch.is_grad_enabled()):
+        return _eval_head(x, weight, bias, groups, bn, fc, chunk, low)
+    if not (bn.training and chunk and (x.shape[0] > chunk or low != x.dtype)
+            and torch.is_grad_enabled()):
+        if low != x.dtype:
+            raise ValueError("precision='bf16' is for training with gradients or evaluation "
+                             "mode")
         w = weight.repeat(groups, 1, 1, 1) if groups > 1 else weight
         y = F.conv2d(x, w, bias, groups=groups)
         return fc(drop(torch.relu(bn(y))).flatten(1))
@@ -228,6 +257,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         bn.running_var.mul_(1 - mom_).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom_)
     p = drop.p if drop.training else 0.0
     fc_w = _fc_weight(fc, groups, C, L)  # autograd maps its gradient back to fc.weight
+    fc_w_low = fc_w.detach().to(low) if low != x.dtype else None
     outs = []
     for xc in chunks:
         mask = None
@@ -235,5 +265,5 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
             keep = torch.empty(xc.shape[0], groups * C, dtype=x.dtype, device=x.device)
             mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
         outs.append(_HeadChunk.apply(xc, weight, bias, mean, var, bn.weight, bn.bias,
-                                     fc_w, fc.bias, mask, k, groups, bn.eps))
+                                     fc_w, fc.bias, mask, k, groups, bn.eps, fc_w_low))
     return torch.cat(outs)

@@ -33,6 +33,9 @@ class ConvEInteraction(nn.Module):
         hidden_dropout (float): after the projection. (default: ``0.3``)
         image_chunk (int, optional): images per checkpointed chunk in training (exact
             batch norm); ``None`` processes all at once. (default: ``256``)
+        precision (str): ``fp32`` (the input's dtype) or ``bf16``: the conv / fc GEMMs and
+            feature maps in bfloat16 (fast on CPUs with AMX / AVX512-BF16 and on GPUs;
+            batch-norm statistics, outputs and gradients stay fp32). (default: ``"fp32"``)
 
     Shapes:
         head ``(B, D)``, relation ``(B, D)`` -> ``(B, D)``.
@@ -41,7 +44,8 @@ class ConvEInteraction(nn.Module):
     def __init__(self, *, embedding_dim: int, k_h: int = 20, k_w: int = 10,
                  num_filters: int = 32, kernel_size: int = 3, input_dropout: float = 0.2,
                  feature_dropout: float = 0.2, hidden_dropout: float = 0.3,
-                 image_chunk: int | None = 256) -> None:
+                 image_chunk: int | None = 256,
+                 precision: str = "fp32") -> None:
         super().__init__()
         if k_h * k_w != embedding_dim:
             raise ValueError(
@@ -52,6 +56,7 @@ class ConvEInteraction(nn.Module):
         self.embedding_dim, self.k_h, self.k_w = embedding_dim, k_h, k_w
         self.num_filters, self.kernel_size = num_filters, kernel_size
         self.image_chunk = image_chunk
+        self.precision = precision
         self.bn0 = nn.BatchNorm2d(1)
         self.conv = nn.Conv2d(1, num_filters, kernel_size)
         self.bn1 = nn.BatchNorm2d(num_filters)
@@ -73,7 +78,7 @@ class ConvEInteraction(nn.Module):
                        relation.view(B, 1, self.k_h, self.k_w)], dim=2)
         x = self.input_drop(self.bn0(x))
         x = conv_bn_head(x, self.conv.weight, self.conv.bias, 1, self.bn1, self.feature_drop,
-                         self.fc, self.image_chunk)
+                         self.fc, self.image_chunk, self.precision)
         return torch.relu(self.bn2(self.hidden_drop(x)))
 
     def __repr__(self) -> str:
