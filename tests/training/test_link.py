@@ -86,7 +86,7 @@ def test_cli_writes_metrics_schema(umls_path, tmp_path):
     assert (out / "best.pt").exists() and (out / "last.pt").exists()
 
 
-def test_cli_on_user_tsv_directory(tmp_path):
+def write_user_kg(tmp_path):
     """A KG the package does not ship: a random graph with a learnable relation pattern."""
     g = torch.Generator().manual_seed(0)
     lines = []
@@ -100,10 +100,33 @@ def test_cli_on_user_tsv_directory(tmp_path):
     (d / "train.txt").write_text("\n".join(lines[:150]) + "\n")
     (d / "valid.txt").write_text("\n".join(lines[150:165]) + "\n")
     (d / "test.txt").write_text("\n".join(lines[165:]) + "\n")
+    return d
+
+
+def test_cli_on_user_tsv_directory(tmp_path):
+    d = write_user_kg(tmp_path)
     m = link_main(["--dataset", str(d), "--epochs", "2", "--output-dir", str(tmp_path / "o"),
                    "--no-progress", "--channels", "20", "--k-h", "5", "--k-w", "4",
                    "--num-filters", "4", "--kernel-size", "3", "--batch-size", "64"])
     assert m["dataset"] == "mykg" and m["model"] == "disenkgat" and 0 < m["test"]["mrr"] <= 1
+
+
+@pytest.mark.parametrize("conv_impl,precision", [("fused", "bf16"), ("chunked", "fp32"),
+                                                  ("naive", "fp32")])
+def test_cli_layer_schedule_and_head_precision(tmp_path, conv_impl, precision):
+    from disenkg.ops import native
+
+    if conv_impl == "fused" and not native.available():
+        pytest.skip(f"native kernels: {native.unavailable_reason()}")
+    d = write_user_kg(tmp_path)
+    m = link_main(["--dataset", str(d), "--epochs", "2", "--output-dir", str(tmp_path / "o"),
+                   "--no-progress", "--channels", "20", "--k-h", "5", "--k-w", "4",
+                   "--num-filters", "4", "--kernel-size", "3", "--batch-size", "64",
+                   "--image-chunk", "32", "--conv-impl", conv_impl,
+                   "--head-precision", precision])
+    assert m["config"]["conv_impl"] == conv_impl
+    assert m["config"]["head_precision"] == precision
+    assert 0 < m["test"]["mrr"] <= 1
 
 
 def test_config_unknown_key_is_an_error(tmp_path, capsys):
