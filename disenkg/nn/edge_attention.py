@@ -71,22 +71,30 @@ class _Learned(EdgeAttention):
         nn.init.xavier_normal_(self.att)
 
 
-@EDGE_ATTENTIONS.register("cat_weight")
-class CatWeightAttention(_Learned):
+class _Concat(_Learned):
+    """``<a_k, [x_i * s || x_j * s]>`` with the scaling ``s`` chosen by :meth:`scaling`."""
+
     width = 2
+
+    def scaling(self, r: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
         F = self.channels
-        return ((x_i * w) * self.att[:, :F]).sum(-1) + ((x_j * w) * self.att[:, F:]).sum(-1)
+        s = self.scaling(r, w)
+        return ((x_i * s) * self.att[:, :F]).sum(-1) + ((x_j * s) * self.att[:, F:]).sum(-1)
+
+
+@EDGE_ATTENTIONS.register("cat_weight")
+class CatWeightAttention(_Concat):
+    def scaling(self, r: Tensor, w: Tensor) -> Tensor:
+        return w
 
 
 @EDGE_ATTENTIONS.register("cat_emb")
-class CatEmbAttention(_Learned):
-    width = 2
-
-    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
-        F = self.channels
-        return ((x_i * r) * self.att[:, :F]).sum(-1) + ((x_j * r) * self.att[:, F:]).sum(-1)
+class CatEmbAttention(_Concat):
+    def scaling(self, r: Tensor, w: Tensor) -> Tensor:
+        return r
 
 
 @EDGE_ATTENTIONS.register("learn")
