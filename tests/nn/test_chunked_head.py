@@ -119,3 +119,11 @@ def test_bf16_needs_a_chunk():
     m.precision = "fp16"
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         m(torch.randn(3, 12), torch.randn(3, 12))
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_moments_gradcheck(groups):
+    from disenkg.nn.scorers.chunked_head import _Moments
+
+    x = torch.randn(2, groups, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: _Moments.apply(x, 2, groups), (x,))

@@ -13,7 +13,7 @@ chunk's input (and dropout mask) for backward, with **exact** batch-norm semanti
   :math:`\mu_{gc} = w_c^\top m_g + b_c`,
   :math:`\sigma^2_{gc} = w_c^\top S_g w_c + 2 b_c w_c^\top m_g + b_c^2 - \mu_{gc}^2`;
   they are differentiable, so gradients flow through the statistics as in
-  ``nn.BatchNorm2d`` (the moments are checkpointed per chunk);
+  ``nn.BatchNorm2d`` (per chunk, the moments' backward is one GEMM on recomputed patches);
 * each chunk runs in :class:`_HeadChunk`, whose backward recomputes the chunk's feature
   maps once (the fc forward is not repeated) and applies the chain rule by hand::
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 __all__ = ["PRECISIONS", "conv_bn_head"]
 
@@ -183,6 +182,31 @@ def _moments(x: Tensor, k: int, groups: int) -> Tensor:
     return torch.stack(out)
 
 
+class _Moments(torch.autograd.Function):
+    """:func:`_moments` with a direct backward: for ``M = [s1 | S]``,
+    ``d cols = 1 ds1^T + cols (dS + dS^T)``, folded back onto ``x`` (one GEMM; nothing of
+    the forward is re-run)."""
+
+    @staticmethod
+    def forward(ctx, x, k, groups):
+        ctx.save_for_backward(x)
+        ctx.k, ctx.groups = k, groups
+        return _moments(x, k, groups)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        k, groups = ctx.k, ctx.groups
+        shape = (x.shape[0], 1, *x.shape[2:])
+        parts = []
+        for grp in range(groups):
+            cols = _patches(x if groups == 1 else x[:, grp:grp + 1], k)
+            dS = g[grp, :, 1:]
+            dcols = torch.addmm(g[grp, :, 0].unsqueeze(0), cols, dS + dS.t())
+            parts.append(_fold(dcols, shape, k))
+        return (parts[0] if groups == 1 else torch.cat(parts, dim=1)), None, None
+
+
 def _fc_weight(fc: nn.Linear, groups: int, C: int, L: int) -> Tensor:
     """fc columns reordered from ``(G, C, L)`` to the ``(G, L, C)`` feature layout."""
     D = fc.weight.shape[0]
@@ -235,7 +259,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     n = x.shape[0]
     C = weight.shape[0]
     chunks = x.split(chunk)
-    mom = sum(checkpoint(_moments, xc, k, groups, use_reentrant=False) for xc in chunks)
+    mom = sum(_Moments.apply(xc, k, groups) for xc in chunks)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     M = n * L
     m = mom[..., 0] / M  # (G, k*k)
