@@ -65,7 +65,7 @@ def test_head_chunk_gradcheck_with_dropout_mask(groups, with_bias):
 
     def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         return _HeadChunk.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
-                                fc_b, mask, k, groups, 1e-5, None)
+                                fc_b, mask, k, groups, 1e-5, fc_w.detach())
 
     args = (x, w, mean, var, gamma, beta, fc_w, fc_b) + ((b,) if b is not None else ())
     assert torch.autograd.gradcheck(fn, args)

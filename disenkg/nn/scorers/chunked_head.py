@@ -53,6 +53,11 @@ def _patches(x: Tensor, k: int) -> Tensor:
     return x.unfold(2, k, 1).unfold(3, k, 1).reshape(n * G * (H - k + 1) * (W - k + 1), k * k)
 
 
+def _group_patches(x: Tensor, k: int, grp: int, groups: int) -> Tensor:
+    """:func:`_patches` of input channel ``grp``: ``(n * L, k * k)``."""
+    return _patches(x if groups == 1 else x[:, grp:grp + 1], k)
+
+
 def _fold(g_cols: Tensor, shape: torch.Size, k: int) -> Tensor:
     """Adjoint of :func:`_patches`: ``(n * G * L, k * k)`` -> ``(n, G, H, W)``."""
     n, G, H, W = shape
@@ -77,26 +82,25 @@ class _HeadChunk(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps,
-                fc_w_low):
-        # fc_w_low: None (compute in x.dtype) or a bfloat16 copy of fc_w, whose dtype the
-        # GEMMs and feature maps then use (fp32 statistics, outputs and gradients).
-        low = fc_w_low.dtype if fc_w_low is not None else x.dtype
+                fc_w_c):
+        # fc_w receives the gradient; fc_w_c is the copy the GEMMs use (fc_w itself, or
+        # bfloat16), whose dtype the feature maps share (fp32 statistics, outputs, grads).
+        low = fc_w_c.dtype
         _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
         a = _conv_affine_relu(x, w, scale, shift, k, groups, low)[1]
         if mask is not None:
             a = a.mul_(mask.to(low).view(x.shape[0], groups, 1, -1))
-        out = torch.addmm(fc_b.to(low), a.view(x.shape[0], -1),
-                          (fc_w if fc_w_low is None else fc_w_low).t()).to(x.dtype)
-        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, fc_w, mask, fc_w_low)
+        out = torch.addmm(fc_b.to(low), a.view(x.shape[0], -1), fc_w_c.t()).to(x.dtype)
+        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, mask, fc_w_c)
         ctx.k, ctx.groups, ctx.eps = k, groups, eps
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, w, b, mean, var, gamma, beta, fc_w, mask, fc_w_low = ctx.saved_tensors
+        x, w, b, mean, var, gamma, beta, mask, fc_w_c = ctx.saved_tensors
         k, groups, eps = ctx.k, ctx.groups, ctx.eps
         n, C = x.shape[0], w.shape[0]
-        low = fc_w_low.dtype if fc_w_low is not None else x.dtype
+        low = fc_w_c.dtype
         wv = w.view(C, -1)
         inv, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
         cols, a = _conv_affine_relu(x, w, scale, shift, k, groups, low)
@@ -111,7 +115,7 @@ class _HeadChunk(torch.autograd.Function):
         gate = a.sign_()
         if mask is not None:
             gate = gate.mul_(mask)
-        dz = (g_low @ (fc_w if fc_w_low is None else fc_w_low)).view_as(gate).mul_(gate)
+        dz = (g_low @ fc_w_c).view_as(gate).mul_(gate)
         del a, gate
         g_beta = dz.sum((0, 2), dtype=x.dtype)  # (G, C)
         dz_y = torch.empty_like(g_beta)
@@ -156,7 +160,7 @@ def _conv_affine_relu(x: Tensor, w: Tensor, scale: Tensor, shift: Tensor, k: int
     sc, sh = scale.view(groups, C), shift.view(groups, C)
     cols, out = [], None
     for grp in range(groups):
-        c = _patches(x if groups == 1 else x[:, grp:grp + 1], k)
+        c = _group_patches(x, k, grp, groups)
         z = torch.addmm(sh[grp].to(dtype), c,
                         (wv * sc[grp].unsqueeze(1)).to(dtype).t()).view(n, -1, C)
         cols.append(c)
@@ -171,13 +175,9 @@ def _conv_affine_relu(x: Tensor, w: Tensor, scale: Tensor, shift: Tensor, k: int
 
 def _moments(x: Tensor, k: int, groups: int) -> Tensor:
     """Per group: ``[sum cols | sum cols cols^T]`` as ``(G, k*k, 1 + k*k)``."""
-    cols = _patches(x, k)
-    if groups == 1:
-        return torch.cat([cols.sum(0).unsqueeze(-1), cols.t() @ cols], dim=-1).unsqueeze(0)
-    cols = cols.view(x.shape[0], groups, -1, k * k)
     out = []
-    for g in range(groups):
-        c = cols[:, g].reshape(-1, k * k)
+    for grp in range(groups):
+        c = _group_patches(x, k, grp, groups)
         out.append(torch.cat([c.sum(0).unsqueeze(-1), c.t() @ c], dim=-1))
     return torch.stack(out)
 
@@ -200,7 +200,7 @@ class _Moments(torch.autograd.Function):
         shape = (x.shape[0], 1, *x.shape[2:])
         parts = []
         for grp in range(groups):
-            cols = _patches(x if groups == 1 else x[:, grp:grp + 1], k)
+            cols = _group_patches(x, k, grp, groups)
             dS = g[grp, :, 1:]
             dcols = torch.addmm(g[grp, :, 0].unsqueeze(0), cols, dS + dS.t())
             parts.append(_fold(dcols, shape, k))
@@ -281,7 +281,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         bn.running_var.mul_(1 - mom_).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom_)
     p = drop.p if drop.training else 0.0
     fc_w = _fc_weight(fc, groups, C, L)  # autograd maps its gradient back to fc.weight
-    fc_w_low = fc_w.detach().to(low) if low != x.dtype else None
+    fc_w_c = fc_w.detach().to(low)  # the compute copy (no copy when low == x.dtype)
     outs = []
     for xc in chunks:
         mask = None
@@ -289,5 +289,5 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
             keep = torch.empty(xc.shape[0], groups * C, dtype=x.dtype, device=x.device)
             mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
         outs.append(_HeadChunk.apply(xc, weight, bias, mean, var, bn.weight, bn.bias,
-                                     fc_w, fc.bias, mask, k, groups, bn.eps, fc_w_low))
+                                     fc_w, fc.bias, mask, k, groups, bn.eps, fc_w_c))
     return torch.cat(outs)
