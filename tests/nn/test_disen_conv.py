@@ -159,3 +159,20 @@ def test_errors_and_repr():
         DisenConv(num_entities=N, num_relations=R, attention="x")
     assert repr(conv) == ("DisenConv(K=3, F=5, composition='cross', attention='dot_weight', "
                           "impl='chunked')")
+
+
+def test_fused_graph_cache_follows_the_graph():
+    """A different (or edited) edge_index must not reuse the cached CSR orders."""
+    conv = make(impl="fused").eval()
+    x = torch.randn(N, K, Fd, dtype=torch.float64)
+    rel = torch.randn(2 * R, Fd, dtype=torch.float64)
+    ei, et = graph()
+    ref = make(impl="naive").eval()
+    ref.load_state_dict(conv.state_dict())
+    for edges in (ei, ei.flip(0).clone(), ei[:, :4].clone()):
+        types = et[:edges.shape[1]].clone()
+        torch.testing.assert_close(conv(x, rel, edges, types)[0], ref(x, rel, edges, types)[0])
+    edges = ei.clone()
+    conv(x, rel, edges, et)
+    edges[0, 0] = 5  # in place: the version changes
+    torch.testing.assert_close(conv(x, rel, edges, et)[0], ref(x, rel, edges, et)[0])

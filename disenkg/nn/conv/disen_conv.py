@@ -102,7 +102,7 @@ class DisenConv(MessagePassing):
                              f"and attention in {list(FUSED_ATTENTIONS)}, got "
                              f"{composition!r} and {attention!r}")
         self.impl = impl
-        self._graph_cache: tuple[tuple, EdgeGraph] | None = None
+        self._graph_cache: tuple[Tensor, Tensor, tuple, EdgeGraph] | None = None
         self.edge_chunk = edge_chunk or max(1024, (256 * 2**20) // (8 * num_components
                                                                   * channels * 4))
         self.rel_weight = nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
@@ -135,17 +135,13 @@ class DisenConv(MessagePassing):
                 edge_type.shape != (edge_index.shape[1],):
             raise ValueError(f"edge_index must be (2, E) and edge_type (E,), got "
                              f"{tuple(edge_index.shape)} and {tuple(edge_type.shape)}")
-        loops = torch.arange(N, device=x.device)
-        ei = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
-        et = torch.cat([edge_type, torch.full((N,), 2 * self.num_relations,
-                                              dtype=edge_type.dtype, device=x.device)])
         rel_all = torch.cat([rel, self.loop_rel], dim=0)
         # Per-relation tables (tiny) instead of per-edge products where the math allows.
         factor = (self.relation_factor(rel_all.unsqueeze(1), self.rel_weight)
                   if self.relation_factor is not None else None)
         w_sq = self.rel_weight * self.rel_weight if self.attention_name == "dot_weight" else None
         if self._use_fused(x, rel_all):
-            graph = self._graph(edge_index, edge_type, ei, et, N)
+            graph = self._graph(edge_index, edge_type, N)
             table = (w_sq if w_sq is not None else
                      (rel_all * rel_all).unsqueeze(1).expand(-1, K, -1))
             logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl="native"),
@@ -153,6 +149,7 @@ class DisenConv(MessagePassing):
             alpha = softmax(logits, graph.dst, num_nodes=N)
             out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl="native")
             return self._finish(out, rel, alpha, return_attention)
+        ei, et = self._with_loops(edge_index, edge_type, N)
         tables = (factor, w_sq)
         logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, tables, reduce=False)
         alpha = softmax(logits, ei[1], num_nodes=N)  # over i's incoming edges, per k
@@ -174,14 +171,26 @@ class DisenConv(MessagePassing):
             return True
         return self.impl == "auto" and self.fusable and native_supported(x, rel_all)
 
-    def _graph(self, edge_index: Tensor, edge_type: Tensor, ei: Tensor, et: Tensor,
-               N: int) -> EdgeGraph:
+    def _with_loops(self, edge_index: Tensor, edge_type: Tensor, N: int
+                    ) -> tuple[Tensor, Tensor]:
+        """Appends one self loop per node, with relation ``2R``."""
+        loops = torch.arange(N, device=edge_index.device)
+        ei = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
+        et = torch.cat([edge_type, torch.full((N,), 2 * self.num_relations,
+                                              dtype=edge_type.dtype, device=edge_type.device)])
+        return ei, et
+
+    def _graph(self, edge_index: Tensor, edge_type: Tensor, N: int) -> EdgeGraph:
         """CSR orders of the edges with self loops, cached for an unchanged graph."""
-        key = (edge_index.data_ptr(), edge_type.data_ptr(), edge_index._version,
-               edge_type._version, tuple(edge_index.shape), N)
-        if self._graph_cache is None or self._graph_cache[0] != key:
-            self._graph_cache = (key, EdgeGraph.build(ei, et, N, 2 * self.num_relations + 1))
-        return self._graph_cache[1]
+        # The cache holds the tensors themselves (identity + version), so a new graph can
+        # never be mistaken for the cached one.
+        key = (edge_index._version, edge_type._version, N)
+        c = self._graph_cache
+        if c is None or c[0] is not edge_index or c[1] is not edge_type or c[2] != key:
+            ei, et = self._with_loops(edge_index, edge_type, N)
+            self._graph_cache = (edge_index, edge_type, key,
+                                 EdgeGraph.build(ei, et, N, 2 * self.num_relations + 1))
+        return self._graph_cache[3]
 
     def _finish(self, out: Tensor, rel: Tensor, alpha: Tensor, return_attention: bool):
         """Bias, batch norm and activation of the aggregated ``(N, K, F)`` output."""
