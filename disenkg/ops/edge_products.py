@@ -92,10 +92,15 @@ class EdgeGraph:
         return self.src.numel()
 
 
+def _native_inputs(tensors: tuple[Tensor, ...]) -> Tensor | None:
+    """The first tensor the kernels cannot take (not CPU float32/64), else ``None``."""
+    return next((t for t in tensors if t.device.type != "cpu"
+                 or t.dtype not in (torch.float32, torch.float64)), None)
+
+
 def native_supported(*tensors: Tensor) -> bool:
     """Whether the native kernels can run on these tensors (CPU, float32/64, built)."""
-    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-                for t in tensors) and native.available())
+    return _native_inputs(tensors) is None and native.available()
 
 
 # ---------------------------------------------------------------------- native calls
@@ -197,11 +202,10 @@ def _resolve(impl: str, *tensors: Tensor) -> str:
     if impl == "auto":
         return "native" if native_supported(*tensors) else "torch"
     if impl == "native":
-        bad = [t for t in tensors if t.device.type != "cpu"
-               or t.dtype not in (torch.float32, torch.float64)]
-        if bad:
+        bad = _native_inputs(tensors)
+        if bad is not None:
             raise ValueError(f"impl='native' needs CPU float32/float64 tensors, got "
-                             f"{bad[0].dtype} on {bad[0].device}")
+                             f"{bad.dtype} on {bad.device}")
         native.load()  # raises with the reason
         return impl
     if impl != "torch":
