@@ -40,19 +40,22 @@ def test_chunked_equals_plain(cls):
         torch.testing.assert_close(getattr(chunked.bn1, name), getattr(plain.bn1, name))
     plain.eval()
     chunked.eval()
-    torch.testing.assert_close(chunked(h, r), plain(h, r))
+    torch.testing.assert_close(chunked(h, r), plain(h, r))  # with grad: the plain path
+    with torch.no_grad():  # the chunked GEMM path
+        torch.testing.assert_close(chunked(h, r), plain(h, r))
 
 
+@pytest.mark.parametrize("impl", ["native", "torch"])
 @pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
-def test_head_chunk_gradcheck_with_dropout_mask(groups, with_bias):
-    from disenkg.nn.scorers.chunked_head import _HeadChunk
+def test_head_gradcheck_with_dropout_mask(groups, with_bias, impl):
+    from disenkg.nn.scorers.chunked_head import _Head
 
     g = torch.Generator().manual_seed(0)
 
     def r(*s):
         return torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
 
-    C, k, n = 3, 2, 2
+    C, k, n = 3, 2, 3
     x = r(n, groups, 4, 3)
     w = r(C, 1, k, k)
     b = r(C) if with_bias else None
@@ -61,11 +64,12 @@ def test_head_chunk_gradcheck_with_dropout_mask(groups, with_bias):
     var.requires_grad_()
     gamma, beta = r(groups * C), r(groups * C)
     fc_w, fc_b = r(5, groups * C * L), r(5)
-    mask = (torch.rand(n, groups * C, generator=g) > 0.3).double() / 0.7
+    mask = (torch.rand(groups, n, C, generator=g) > 0.3).double() / 0.7
 
     def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
-        return _HeadChunk.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
-                                fc_b, mask, k, groups, 1e-5, fc_w.detach())
+        # chunks of 2 images: 2 + 1
+        return _Head.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
+                           fc_b, mask, k, groups, 1e-5, fc_w.detach(), 2, impl)
 
     args = (x, w, mean, var, gamma, beta, fc_w, fc_b) + ((b,) if b is not None else ())
     assert torch.autograd.gradcheck(fn, args)
@@ -107,7 +111,10 @@ def test_bf16_head_close_to_fp32(cls):
     torch.testing.assert_close(b.bn1.running_mean, a.bn1.running_mean)
     a.eval()
     b.eval()
-    torch.testing.assert_close(b(h, r), a(h, r), atol=0.05, rtol=0.05)
+    with torch.no_grad():
+        torch.testing.assert_close(b(h, r), a(h, r), atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="evaluation mode without gradients"):
+        b(h, r)
 
 
 def test_bf16_needs_a_chunk():
@@ -121,9 +128,26 @@ def test_bf16_needs_a_chunk():
         m(torch.randn(3, 12), torch.randn(3, 12))
 
 
+@pytest.mark.parametrize("impl", ["native", "torch"])
 @pytest.mark.parametrize("groups", [1, 3])
-def test_moments_gradcheck(groups):
+def test_moments_gradcheck(groups, impl):
     from disenkg.nn.scorers.chunked_head import _Moments
 
-    x = torch.randn(2, groups, 5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: _Moments.apply(x, 2, groups), (x,))
+    x = torch.randn(3, groups, 5, 4, dtype=torch.float64, requires_grad=True)
+    # chunks of 2 images: 2 + 1
+    assert torch.autograd.gradcheck(lambda x: _Moments.apply(x, 2, groups, 2, impl), (x,))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_moments_equal_patch_statistics(groups):
+    """The Gram matrix of the augmented patches holds the count, patch sums and second
+    moments, computed here from ``F.unfold``."""
+    from disenkg.nn.scorers.chunked_head import _Moments
+
+    x = torch.randn(5, groups, 6, 7, dtype=torch.float64)
+    gram = _Moments.apply(x, 3, groups, 2, "auto")
+    for grp in range(groups):
+        cols = torch.nn.functional.unfold(x[:, grp:grp + 1], 3).transpose(1, 2).reshape(-1, 9)
+        assert gram[grp, 9, 9] == cols.shape[0]
+        torch.testing.assert_close(gram[grp, :9, 9], cols.sum(0))
+        torch.testing.assert_close(gram[grp, :9, :9], cols.t() @ cols)

@@ -2,20 +2,21 @@ r"""Memory-bounded ``fc(dropout2d(relu(BN(conv(x)))))`` for the convolutional sc
 
 The feature maps of ConvE / InteractE are the largest activations of DisenKGAT training
 (FB15k-237 default: 6144 images x 200 filters x 20 x 20 = 2 GB per tensor, several alive).
-In training mode :func:`conv_bn_head` processes the images in chunks and keeps only each
-chunk's input (and dropout mask) for backward, with **exact** batch-norm semantics:
+In training mode :func:`conv_bn_head` processes the images in chunks and keeps only the
+input (and the dropout mask) for backward, with **exact** batch-norm semantics:
 
-* the convolution is an im2col GEMM, :math:`y_{g} = W\,\mathrm{cols}_g + b` per group
-  ``g`` (filters shared by the groups, as InteractE's repeated filter bank);
+* the convolution is a GEMM on channels-last patches (:func:`disenkg.ops.patches`) with a
+  ones column, :math:`y_g = [W \,|\, b]\,[\mathrm{cols}_g \,|\, 1]^\top` per group ``g``
+  (filters shared by the groups, as InteractE's repeated filter bank);
 * batch-norm statistics over *all* images follow from the patch moments
   :math:`m_g = \overline{\mathrm{cols}_g}` and :math:`S_g = \overline{\mathrm{cols}_g
-  \mathrm{cols}_g^\top}` (``k^2 x k^2``):
-  :math:`\mu_{gc} = w_c^\top m_g + b_c`,
+  \mathrm{cols}_g^\top}` (``k^2 x k^2``), both read off one Gram matrix of the augmented
+  patches: :math:`\mu_{gc} = w_c^\top m_g + b_c`,
   :math:`\sigma^2_{gc} = w_c^\top S_g w_c + 2 b_c w_c^\top m_g + b_c^2 - \mu_{gc}^2`;
   they are differentiable, so gradients flow through the statistics as in
-  ``nn.BatchNorm2d`` (per chunk, the moments' backward is one GEMM on recomputed patches);
-* each chunk runs in :class:`_HeadChunk`, whose backward recomputes the chunk's feature
-  maps once (the fc forward is not repeated) and applies the chain rule by hand::
+  ``nn.BatchNorm2d`` (:class:`_Moments` has a direct backward, one GEMM per chunk);
+* :class:`_Head` runs all chunks; its backward recomputes each chunk's feature maps once
+  (the fc forward is not repeated) and applies the chain rule by hand::
 
       a = drop(relu(z)),  z = gamma * zhat + beta,  zhat = (y - mu) / sqrt(var + eps)
       dW_fc = g^T a,  da = g W_fc,  dz = da * mask * [z > 0]
@@ -23,15 +24,21 @@ chunk's input (and dropout mask) for backward, with **exact** batch-norm semanti
       dmu = -sum dy,  dvar = -1/2 sum dz * gamma * zhat / (var + eps)
       dW = sum dy cols^T,  db = sum dy,  dcols = W^T dy -> fold -> dx
 
-  with BN and the conv bias folded into one per-channel ``scale * y + shift`` (one pass),
-  feature maps laid out ``(n, G, L, C)`` (position-major, channel last) so that the
-  convolution, its two gradients and the fc are plain GEMMs without layout copies,
-  ``sum dz * zhat`` taken as ``inv * (sum dz * y - (mu - b) * sum dz)`` (no ``zhat``
-  tensor), and ``a > 0`` standing for ``[z > 0] * [kept by dropout]``.
+  with BN and the conv bias folded into one per-channel ``scale * y + shift`` (the shift
+  rides on the ones column, so the conv GEMM writes ``z`` directly), feature maps laid out
+  ``(G, n, L, C)`` (group-major, position-major, channel last) so that the convolution,
+  its two gradients and the fc are plain GEMMs without layout copies, ``[sum dz cols^T |
+  sum dz]`` as one GEMM with the augmented patches, ``sum dz * zhat`` taken as
+  ``inv * (sum dz * y - (mu - b) * sum dz)`` (no ``zhat`` tensor), and ``a > 0``
+  standing for ``[z > 0] * [kept by dropout]``.
 
-Evaluation mode (with ``chunk``) runs the same GEMM layout with the running statistics
-folded into the conv epilogue; ``chunk=None`` or small training inputs use ``F.conv2d`` and
-the plain modules.
+Every per-chunk buffer (patches, feature maps and their gradients) is allocated once per
+call and reused across chunks: fresh multi-megabyte allocations cost page faults that
+here took as long as the GEMMs filling them.
+
+Evaluation mode without gradients (with ``chunk``) runs the same GEMM layout with the
+running statistics folded into the conv weights; ``chunk=None``, small training inputs
+and evaluation mode with gradients use ``F.conv2d`` and the plain modules.
 """
 
 from __future__ import annotations
@@ -40,101 +47,153 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from disenkg.ops.patches import fold_patches, patches, relu_mask_, relu_mask_backward_
+
 __all__ = ["PRECISIONS", "conv_bn_head"]
 
 #: compute dtypes of the head's GEMMs and feature maps (``None``: the input's dtype)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def _patches(x: Tensor, k: int) -> Tensor:
-    """im2col in "channels last" order: ``(n, G, H, W)`` -> ``(n * G * L, k * k)``, one
-    row per output position, so the convolution is a single GEMM with no layout copies."""
-    n, G, H, W = x.shape
-    return x.unfold(2, k, 1).unfold(3, k, 1).reshape(n * G * (H - k + 1) * (W - k + 1), k * k)
+def _affine(w: Tensor, b: Tensor | None, mean: Tensor, var: Tensor, gamma: Tensor,
+            beta: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """BN (+ conv bias) folded into one per-channel ``scale`` and ``shift``."""
+    inv = torch.rsqrt(var + eps)
+    scale = gamma * inv
+    shift = beta - mean * scale
+    if b is not None:
+        shift = shift + b.repeat(groups) * scale
+    return inv, scale, shift
 
 
-def _group_patches(x: Tensor, k: int, grp: int, groups: int) -> Tensor:
-    """:func:`_patches` of input channel ``grp``: ``(n * L, k * k)``."""
-    return _patches(x if groups == 1 else x[:, grp:grp + 1], k)
+def _augmented_filters(w: Tensor, scale: Tensor, shift: Tensor, groups: int,
+                       dtype: torch.dtype) -> Tensor:
+    """Per group ``[W * scale | shift]``: ``(G, C, k*k + 1)`` in ``dtype``."""
+    C = w.shape[0]
+    wv = w.reshape(1, C, -1) * scale.view(groups, C, 1)
+    return torch.cat([wv, shift.view(groups, C, 1)], dim=-1).to(dtype)
 
 
-def _fold(g_cols: Tensor, shape: torch.Size, k: int) -> Tensor:
-    """Adjoint of :func:`_patches`: ``(n * G * L, k * k)`` -> ``(n, G, H, W)``."""
-    n, G, H, W = shape
-    L = (H - k + 1) * (W - k + 1)
-    g = g_cols.view(n, G, L, k * k).transpose(2, 3).reshape(n, G * k * k, L)
-    return F.fold(g, (H, W), k)
+class _Workspace:
+    """Per-call buffers, reused across chunks (views of the first rows for the last)."""
+
+    def __init__(self, rows: int, L: int, kk: int, C: int, G: int, dtype: torch.dtype,
+                 device: torch.device, grads: bool = False):
+        self.cols = [torch.empty(rows * L, kk + 1, dtype=dtype, device=device)
+                     for _ in range(G)]
+        self.feat = torch.empty(G, rows, L, C, dtype=dtype, device=device)
+        self.dfeat = torch.empty(rows, L * C, dtype=dtype, device=device) if grads else None
+        self.dcols = torch.empty(rows * L, kk, dtype=dtype, device=device) if grads else None
+
+    def features(self, x: Tensor, filters: Tensor, k: int, mask: Tensor | None,
+                 impl: str) -> Tensor:
+        """``relu_mask(cols_g @ filters_g^T)`` for the chunk ``x`` ``(n, G, H, W)`` (already
+        in the compute dtype): ``(G, n, L, C)``, a view of the buffer; fills ``cols``."""
+        n, G = x.shape[:2]
+        L, C = self.feat.shape[2], self.feat.shape[3]
+        feat = self.feat[:, :n]
+        for grp in range(G):
+            cols = patches(x[:, grp], k, out=self.cols[grp][:n * L], impl=impl)
+            torch.mm(cols, filters[grp].t(), out=feat[grp].view(n * L, C))
+            relu_mask_(feat[grp], None if mask is None else mask[grp], impl=impl)
+        return feat
 
 
-class _HeadChunk(torch.autograd.Function):
-    """One chunk of the head. Feature maps live as ``(n, G, L, C)`` (position-major, channel
-    last); ``fc_w`` arrives with its columns in that order (see :func:`conv_bn_head`)."""
+def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
-    @staticmethod
-    def _affine(w, b, mean, var, gamma, beta, groups, eps):
-        """BN (+ conv bias) folded into one per-channel ``scale`` and ``shift``."""
-        inv = torch.rsqrt(var + eps)
-        scale = gamma * inv
-        shift = beta - mean * scale
-        if b is not None:
-            shift = shift + b.repeat(groups) * scale
-        return inv, scale, shift
+
+class _Head(torch.autograd.Function):
+    """All chunks of the head given the batch statistics ``mean`` / ``var``. ``fc_w``
+    arrives with its columns in the ``(G, L, C)`` feature order (see :func:`_fc_weight`);
+    ``mask`` is ``(G, n, C)`` (or ``None``)."""
 
     @staticmethod
     def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps,
-                fc_w_c):
+                fc_w_c, chunk, impl):
         # fc_w receives the gradient; fc_w_c is the copy the GEMMs use (fc_w itself, or
         # bfloat16), whose dtype the feature maps share (fp32 statistics, outputs, grads).
         low = fc_w_c.dtype
-        _, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        a = _conv_affine_relu(x, w, scale, shift, k, groups, low)[1]
-        if mask is not None:
-            a = a.mul_(mask.to(low).view(x.shape[0], groups, 1, -1))
-        out = torch.addmm(fc_b.to(low), a.view(x.shape[0], -1), fc_w_c.t()).to(x.dtype)
+        n, C, D = x.shape[0], w.shape[0], fc_w.shape[0]
+        k2 = k * k
+        L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
+        _, scale, shift = _affine(w, b, mean, var, gamma, beta, groups, eps)
+        filters = _augmented_filters(w, scale, shift, groups, low)
+        xl = x.to(low)
+        ws = _Workspace(min(chunk, n), L, k2, C, groups, low, x.device)
+        fc_parts = fc_w_c.view(D, groups, L * C)
+        out = x.new_empty(n, D)
+        for s, e in _chunks(n, chunk):
+            feat = ws.features(xl[s:e], filters, k, None if mask is None else mask[:, s:e],
+                               impl)
+            o = out[s:e]
+            for grp in range(groups):
+                part = feat[grp].view(e - s, -1)
+                if low == x.dtype:
+                    if grp == 0:
+                        torch.addmm(fc_b, part, fc_parts[:, grp].t(), out=o)
+                    else:
+                        o.addmm_(part, fc_parts[:, grp].t())
+                else:
+                    y = part @ fc_parts[:, grp].t()
+                    if grp == 0:
+                        o.copy_(y).add_(fc_b)
+                    else:
+                        o.add_(y)
         ctx.save_for_backward(x, w, b, mean, var, gamma, beta, mask, fc_w_c)
-        ctx.k, ctx.groups, ctx.eps = k, groups, eps
+        ctx.k, ctx.groups, ctx.eps, ctx.chunk, ctx.impl = k, groups, eps, chunk, impl
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, w, b, mean, var, gamma, beta, mask, fc_w_c = ctx.saved_tensors
-        k, groups, eps = ctx.k, ctx.groups, ctx.eps
-        n, C = x.shape[0], w.shape[0]
-        low = fc_w_c.dtype
+        k, groups, eps, chunk, impl = ctx.k, ctx.groups, ctx.eps, ctx.chunk, ctx.impl
+        n, C, D = x.shape[0], w.shape[0], fc_w_c.shape[0]
+        low, k2 = fc_w_c.dtype, k * k
+        H, W = x.shape[2], x.shape[3]
+        L = (H - k + 1) * (W - k + 1)
         wv = w.view(C, -1)
-        inv, scale, shift = _HeadChunk._affine(w, b, mean, var, gamma, beta, groups, eps)
-        cols, a = _conv_affine_relu(x, w, scale, shift, k, groups, low)
-        mask = mask.to(low).view(n, groups, 1, C) if mask is not None else None
-        if mask is not None:
-            a = a.mul_(mask)
-        g_low = g.to(low)
-        g_fc_w = (g_low.t() @ a.view(n, -1)).to(x.dtype)
-        g_fc_b = g.sum(0)
-        # a >= 0, and a > 0 <=> z > 0 and kept by dropout: sign(a) is that indicator
-        # (in place, no bool tensor to promote).
-        gate = a.sign_()
-        if mask is not None:
-            gate = gate.mul_(mask)
-        dz = (g_low @ fc_w_c).view_as(gate).mul_(gate)
-        del a, gate
-        g_beta = dz.sum((0, 2), dtype=x.dtype)  # (G, C)
-        dz_y = torch.empty_like(g_beta)
-        sc = scale.view(groups, C)
-        g_w = torch.zeros_like(wv)
-        g_x = torch.empty_like(x) if groups > 1 else None
-        for grp in range(groups):
-            dzg = dz[:, grp].reshape(-1, C)  # a view when groups == 1
-            gm = (dzg.t() @ cols[grp]).to(x.dtype)  # sum over positions of dz c^T, (C, k*k)
-            # y = cols W^T, so sum(dz * y) = rowsum(W * gm): no y tensor needed
-            dz_y[grp] = (gm * wv).sum(1)
-            g_w += gm * sc[grp].unsqueeze(1)  # dy = scale * dz
-            g_cols = (dzg @ (wv * sc[grp].unsqueeze(1)).to(low)).to(x.dtype)
-            g_xg = _fold(g_cols, (n, 1, *x.shape[2:]), k)
-            if groups == 1:
-                g_x = g_xg
-            else:
-                g_x[:, grp:grp + 1] = g_xg
-        g_beta, dz_y = g_beta.reshape(-1), dz_y.reshape(-1)
+        inv, scale, shift = _affine(w, b, mean, var, gamma, beta, groups, eps)
+        filters = _augmented_filters(w, scale, shift, groups, low)
+        sc_filters = filters[..., :k2]  # dy = scale * dz, so dcols = dz (W * scale)
+        xl = x.to(low)
+        ws = _Workspace(min(chunk, n), L, k2, C, groups, low, x.device, grads=True)
+        fc_parts = fc_w_c.view(D, groups, L * C)
+        g_fc = torch.zeros(groups, D, L * C, dtype=x.dtype, device=x.device)
+        gm = torch.zeros(groups, C, k2 + 1, dtype=x.dtype, device=x.device)
+        g_x = torch.empty_like(x)
+        g = g.contiguous()
+        for s, e in _chunks(n, chunk):
+            m = e - s
+            feat = ws.features(xl[s:e], filters, k, None if mask is None else mask[:, s:e],
+                               impl)
+            g_c = g[s:e].to(low)
+            for grp in range(groups):
+                a = feat[grp]
+                da = ws.dfeat[:m]
+                torch.mm(g_c, fc_parts[:, grp], out=da)
+                cols = ws.cols[grp][:m * L]
+                dcols = ws.dcols[:m * L]
+                if low == x.dtype:
+                    g_fc[grp].addmm_(g_c.t(), a.view(m, -1))
+                    dz = relu_mask_backward_(a, da.view(m, L, C),
+                                             None if mask is None else mask[grp, s:e],
+                                             impl=impl).view(m * L, C)
+                    gm[grp].addmm_(dz.t(), cols)
+                else:
+                    g_fc[grp].add_(g_c.t() @ a.view(m, -1))
+                    dz = relu_mask_backward_(a, da.view(m, L, C),
+                                             None if mask is None else mask[grp, s:e],
+                                             impl=impl).view(m * L, C)
+                    gm[grp].add_(dz.t() @ cols)
+                torch.mm(dz, sc_filters[grp], out=dcols)
+                g_x[s:e, grp] = fold_patches(dcols, (m, H, W), k, impl=impl)
+        g_beta = gm[..., k2]  # sum dz, (G, C)
+        gm = gm[..., :k2]  # sum dz cols^T, (G, C, k*k)
+        # y = cols W^T, so sum(dz * y) = rowsum(W * gm): no y tensor needed
+        dz_y = (gm * wv).sum(-1).reshape(-1)
+        g_w = (gm * scale.view(groups, C, 1)).sum(0)  # dy = scale * dz
+        g_beta = g_beta.reshape(-1)
         # zhat = (y + b - mean) * inv, so sum(dz * zhat) = inv * (sum(dz * y) - (mean - b)
         # * sum(dz)).
         centre = mean - (b.repeat(groups) if b is not None else 0)
@@ -142,69 +201,47 @@ class _HeadChunk(torch.autograd.Function):
         g_mean = -g_beta * scale
         g_var = -0.5 * g_gamma * gamma / (var + eps)
         g_b = g_beta * scale if b is not None else None  # bias needs groups == 1
-        return (g_x, g_w.view_as(w), g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g_fc_b,
-                None, None, None, None, None)
-
-
-def _conv_affine_relu(x: Tensor, w: Tensor, scale: Tensor, shift: Tensor, k: int,
-                      groups: int, dtype: torch.dtype | None = None
-                      ) -> tuple[list[Tensor], Tensor]:
-    """``relu(scale * conv(x) + shift)`` as ``(n, G, L, C)`` with the per-channel scale
-    folded into the filters and the shift as the GEMM bias (one pass, no ``y`` tensor);
-    also returns each group's patches ``(n * L, k * k)``. ``dtype`` is the compute dtype
-    of the GEMM and the outputs (default: ``x.dtype``)."""
-    n, C = x.shape[0], w.shape[0]
-    dtype = dtype or x.dtype
-    x = x.to(dtype)
-    wv = w.view(C, -1)
-    sc, sh = scale.view(groups, C), shift.view(groups, C)
-    cols, out = [], None
-    for grp in range(groups):
-        c = _group_patches(x, k, grp, groups)
-        z = torch.addmm(sh[grp].to(dtype), c,
-                        (wv * sc[grp].unsqueeze(1)).to(dtype).t()).view(n, -1, C)
-        cols.append(c)
-        if groups == 1:
-            out = z.unsqueeze(1)
-        else:
-            if out is None:
-                out = z.new_empty(n, groups, z.shape[1], C)
-            out[:, grp] = z
-    return cols, out.relu_()
-
-
-def _moments(x: Tensor, k: int, groups: int) -> Tensor:
-    """Per group: ``[sum cols | sum cols cols^T]`` as ``(G, k*k, 1 + k*k)``."""
-    out = []
-    for grp in range(groups):
-        c = _group_patches(x, k, grp, groups)
-        out.append(torch.cat([c.sum(0).unsqueeze(-1), c.t() @ c], dim=-1))
-    return torch.stack(out)
+        g_fc_w = g_fc[0] if groups == 1 else g_fc.transpose(0, 1).reshape(D, -1)
+        return (g_x, g_w.view_as(w), g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g.sum(0),
+                None, None, None, None, None, None, None)
 
 
 class _Moments(torch.autograd.Function):
-    """:func:`_moments` with a direct backward: for ``M = [s1 | S]``,
-    ``d cols = 1 ds1^T + cols (dS + dS^T)``, folded back onto ``x`` (one GEMM; nothing of
-    the forward is re-run)."""
+    """Per group, the Gram matrix of the augmented patches of all images,
+    ``G_g = [cols_g | 1]^T [cols_g | 1]`` ``(k*k + 1, k*k + 1)``: the second moments, the
+    patch sums (last column) and the count. Backward: ``d cols = [cols | 1] (dG + dG^T)``
+    folded back onto ``x`` (one GEMM per chunk; nothing of the forward is re-run)."""
 
     @staticmethod
-    def forward(ctx, x, k, groups):
+    def forward(ctx, x, k, groups, chunk, impl):
+        n = x.shape[0]
+        k2 = k * k
+        gram = torch.zeros(groups, k2 + 1, k2 + 1, dtype=x.dtype, device=x.device)
+        buf = None
+        for s, e in _chunks(n, chunk):
+            for grp in range(groups):
+                c = patches(x[s:e, grp], k, out=buf, impl=impl)
+                buf = c if buf is None else buf
+                gram[grp].addmm_(c.t(), c)
         ctx.save_for_backward(x)
-        ctx.k, ctx.groups = k, groups
-        return _moments(x, k, groups)
+        ctx.k, ctx.groups, ctx.chunk, ctx.impl = k, groups, chunk, impl
+        return gram
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, dgram):
         (x,) = ctx.saved_tensors
-        k, groups = ctx.k, ctx.groups
-        shape = (x.shape[0], 1, *x.shape[2:])
-        parts = []
-        for grp in range(groups):
-            cols = _group_patches(x, k, grp, groups)
-            dS = g[grp, :, 1:]
-            dcols = torch.addmm(g[grp, :, 0].unsqueeze(0), cols, dS + dS.t())
-            parts.append(_fold(dcols, shape, k))
-        return (parts[0] if groups == 1 else torch.cat(parts, dim=1)), None, None
+        k, groups, chunk, impl = ctx.k, ctx.groups, ctx.chunk, ctx.impl
+        n, H, W = x.shape[0], x.shape[2], x.shape[3]
+        sym = dgram + dgram.transpose(1, 2)
+        g_x = torch.empty_like(x)
+        buf = dbuf = None
+        for s, e in _chunks(n, chunk):
+            for grp in range(groups):
+                c = patches(x[s:e, grp], k, out=buf, impl=impl)
+                buf = c if buf is None else buf
+                dbuf = torch.mm(c, sym[grp], out=None if dbuf is None else dbuf[:c.shape[0]])
+                g_x[s:e, grp] = fold_patches(dbuf, (e - s, H, W), k, impl=impl)
+        return g_x, None, None, None, None
 
 
 def _fc_weight(fc: nn.Linear, groups: int, C: int, L: int) -> Tensor:
@@ -214,30 +251,38 @@ def _fc_weight(fc: nn.Linear, groups: int, C: int, L: int) -> Tensor:
 
 
 def _eval_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
-               bn: nn.BatchNorm2d, fc: nn.Linear, chunk: int, low: torch.dtype) -> Tensor:
-    """Evaluation mode: running-statistics BN folded into the conv GEMM's epilogue,
-    ``(n, G, L, C)`` feature maps in chunks (no dropout)."""
+               bn: nn.BatchNorm2d, fc: nn.Linear, chunk: int, low: torch.dtype,
+               impl: str) -> Tensor:
+    """Evaluation mode: running-statistics BN folded into the conv GEMM, ``(G, n, L, C)``
+    feature maps in chunks (no dropout)."""
     C, k = weight.shape[0], weight.shape[-1]
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
-    _, scale, shift = _HeadChunk._affine(weight, bias, bn.running_mean, bn.running_var,
-                                         bn.weight, bn.bias, groups, bn.eps)
-    fc_w, fc_b = _fc_weight(fc, groups, C, L).to(low), fc.bias.to(low)
-    outs = []
-    for xc in x.split(chunk):
-        a = _conv_affine_relu(xc, weight, scale, shift, k, groups, low)[1]
-        outs.append(torch.addmm(fc_b, a.view(xc.shape[0], -1), fc_w.t()).to(x.dtype))
-    return torch.cat(outs)
+    _, scale, shift = _affine(weight, bias, bn.running_mean, bn.running_var, bn.weight,
+                              bn.bias, groups, bn.eps)
+    filters = _augmented_filters(weight, scale, shift, groups, low)
+    fc_w = _fc_weight(fc, groups, C, L).to(low).view(-1, groups, L * C)
+    ws = _Workspace(min(chunk, x.shape[0]), L, k * k, C, groups, low, x.device)
+    xl = x.to(low)
+    out = x.new_empty(x.shape[0], fc_w.shape[0])
+    for s, e in _chunks(x.shape[0], chunk):
+        feat = ws.features(xl[s:e], filters, k, None, impl)
+        o = out[s:e]
+        o.copy_(fc.bias)
+        for grp in range(groups):
+            o.add_(feat[grp].view(e - s, -1) @ fc_w[:, grp].t())
+    return out
 
 
 def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
                  bn: nn.BatchNorm2d, drop: nn.Dropout2d, fc: nn.Linear,
-                 chunk: int | None, precision: str = "fp32") -> Tensor:
+                 chunk: int | None, precision: str = "fp32", impl: str = "auto") -> Tensor:
     """``fc(drop(relu(bn(conv2d(x, weight.repeat(groups), bias, groups))))).flatten(1)``.
 
     ``weight`` is ``(C, 1, k, k)``, shared by the ``groups`` input channels of ``x``
     ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``. ``precision``
     ``"bf16"`` runs the conv and fc GEMMs and the feature maps in bfloat16 (batch-norm
     statistics, outputs and parameter gradients stay in ``x.dtype``); it needs ``chunk``.
+    ``impl`` selects the patch kernels (:mod:`disenkg.ops.patches`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
@@ -246,24 +291,27 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         raise ValueError("precision='bf16' needs an image chunk (image_chunk=None is the "
                          "plain full-precision path)")
     k = weight.shape[-1]
-    if chunk and not bn.training and not drop.training:
-        return _eval_head(x, weight, bias, groups, bn, fc, chunk, low)
+    params = (x, weight, bias, bn.weight, bn.bias, fc.weight, fc.bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                 for t in params)
+    if chunk and not bn.training and not drop.training and not needs_grad:
+        return _eval_head(x, weight, bias, groups, bn, fc, chunk, low, impl)
     if not (bn.training and chunk and (x.shape[0] > chunk or low != x.dtype)
             and torch.is_grad_enabled()):
         if low != x.dtype:
             raise ValueError("precision='bf16' is for training with gradients or evaluation "
-                             "mode")
+                             "mode without gradients")
         w = weight.repeat(groups, 1, 1, 1) if groups > 1 else weight
         y = F.conv2d(x, w, bias, groups=groups)
         return fc(drop(torch.relu(bn(y))).flatten(1))
     n = x.shape[0]
     C = weight.shape[0]
-    chunks = x.split(chunk)
-    mom = sum(_Moments.apply(xc, k, groups) for xc in chunks)
+    k2 = k * k
+    gram = _Moments.apply(x, k, groups, chunk, impl)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     M = n * L
-    m = mom[..., 0] / M  # (G, k*k)
-    S = mom[..., 1:] / M  # (G, k*k, k*k)
+    m = gram[:, :k2, k2] / M  # (G, k*k)
+    S = gram[:, :k2, :k2] / M  # (G, k*k, k*k)
     wv = weight.view(C, -1)
     wm = m @ wv.t()  # (G, C): w_c . m_g
     ey2 = torch.einsum("ck,gkl,cl->gc", wv, S, wv)
@@ -281,13 +329,11 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         bn.running_var.mul_(1 - mom_).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom_)
     p = drop.p if drop.training else 0.0
     fc_w = _fc_weight(fc, groups, C, L)  # autograd maps its gradient back to fc.weight
-    fc_w_c = fc_w.detach().to(low)  # the compute copy (no copy when low == x.dtype)
-    outs = []
-    for xc in chunks:
-        mask = None
-        if p > 0:
-            keep = torch.empty(xc.shape[0], groups * C, dtype=x.dtype, device=x.device)
-            mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
-        outs.append(_HeadChunk.apply(xc, weight, bias, mean, var, bn.weight, bn.bias,
-                                     fc_w, fc.bias, mask, k, groups, bn.eps, fc_w_c))
-    return torch.cat(outs)
+    fc_w_c = fc_w.detach().to(low).contiguous()  # the compute copy
+    mask = None
+    if p > 0:
+        acc = torch.float64 if low == torch.float64 else torch.float32
+        keep = torch.empty(groups, n, C, dtype=acc, device=x.device)
+        mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
+    return _Head.apply(x, weight, bias, mean, var, bn.weight, bn.bias, fc_w, fc.bias, mask,
+                       k, groups, bn.eps, fc_w_c, chunk, impl)

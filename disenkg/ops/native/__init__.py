@@ -1,6 +1,8 @@
-"""Native (C + OpenMP) edge kernels, compiled on first use and loaded with :mod:`ctypes`.
+"""Native (C + OpenMP) kernels, compiled on first use and loaded with :mod:`ctypes`.
 
-The sources (``edge_kernels.c`` / ``edge_kernels.h``) ship with the package. The first call
+The sources ship with the package: ``edge_kernels.{c,h}`` (the DisenKGAT layer's edge
+products, :mod:`disenkg.ops.edge_products`) and ``patch_kernels.{c,h}`` (the convolutional
+scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patches`). The first call
 to :func:`load` compiles them with the system C compiler (``$CC``, else ``cc``) into the
 cache (``$DISENKG_CACHE/native``, default ``~/.cache/disenkg/native``) under a name hashed
 from the sources, the flags and the CPU, written atomically so concurrent processes are
@@ -29,9 +31,9 @@ __all__ = ["NativeUnavailableError", "available", "load", "unavailable_reason"]
 logger = logging.getLogger(__name__)
 
 _SOURCE_DIR = Path(__file__).resolve().parent
-_SOURCES = ("edge_kernels.c", "edge_kernels.h")
+_SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernels.h")
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
@@ -62,12 +64,13 @@ def _build(compiler: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
     os.close(fd)
-    cmd = [compiler, *_FLAGS, "-o", tmp, str(_SOURCE_DIR / _SOURCES[0])]
+    cmd = [compiler, *_FLAGS, "-o", tmp,
+           *(str(_SOURCE_DIR / n) for n in _SOURCES if n.endswith(".c"))]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise NativeUnavailableError(
-                f"building the native edge kernels failed ({' '.join(cmd)}):\n{res.stderr}")
+                f"building the native kernels failed ({' '.join(cmd)}):\n{res.stderr}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -91,9 +94,9 @@ def load() -> ctypes.CDLL:
         for name in _SOURCES:
             h.update((_SOURCE_DIR / name).read_bytes())
         h.update(" ".join((compiler, *_FLAGS, platform.machine(), _cpu_signature())).encode())
-        target = _cache_dir() / f"edge_kernels-{h.hexdigest()[:16]}.so"
+        target = _cache_dir() / f"disenkg_kernels-{h.hexdigest()[:16]}.so"
         if not target.exists():
-            logger.info("building native edge kernels into %s", target)
+            logger.info("building native kernels into %s", target)
             _build(compiler, target)
         lib = ctypes.CDLL(str(target))
         if lib.disenkg_abi_version() != _ABI_VERSION:
@@ -114,6 +117,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         getattr(lib, f"edge_rel_reduce_{suffix}").argtypes = [p] * 6 + [i64] * 4 + [p, c_int]
         for name in ("edge_sddmm", "edge_spmm", "edge_rel_reduce"):
             getattr(lib, f"{name}_{suffix}").restype = None
+    for suffix in ("f32", "f64", "bf16"):
+        getattr(lib, f"im2col_cl_{suffix}").argtypes = [p] + [i64] * 7 + [p, c_int]
+        getattr(lib, f"col2im_cl_{suffix}").argtypes = [p] + [i64] * 5 + [p, c_int]
+        getattr(lib, f"relu_mask_{suffix}").argtypes = [p, p] + [i64] * 3 + [c_int]
+        getattr(lib, f"relu_mask_backward_{suffix}").argtypes = [p] * 3 + [i64] * 3 + [c_int]
+        for name in ("im2col_cl", "col2im_cl", "relu_mask", "relu_mask_backward"):
+            getattr(lib, f"{name}_{suffix}").restype = None
 
 
 def available() -> bool:
@@ -122,7 +132,7 @@ def available() -> bool:
         load()
     except NativeUnavailableError as exc:
         if not getattr(available, "_logged", False):
-            logger.info("native edge kernels unavailable, using PyTorch: %s", exc)
+            logger.info("native kernels unavailable, using PyTorch: %s", exc)
             available._logged = True  # type: ignore[attr-defined]
         return False
     return True

@@ -1,0 +1,56 @@
+/* Kernels of the convolutional scorer head (see disenkg/nn/scorers/chunked_head.py):
+ * channels-last im2col / col2im and the fused ReLU-dropout epilogue and its gradient.
+ * Compiled together with edge_kernels.c (see disenkg/ops/native/__init__.py). */
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float bf16_load(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* round to nearest even, as torch's float -> bfloat16 conversion (NaN stays NaN) */
+static inline uint16_t bf16_store(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+#define IDENT(v) (v)
+
+#define T float
+#define ACC float
+#define LOAD IDENT
+#define STORE IDENT
+#define SUFFIX f32
+#include "patch_kernels.h"
+#undef T
+#undef ACC
+#undef SUFFIX
+
+#define T double
+#define ACC double
+#define SUFFIX f64
+#include "patch_kernels.h"
+#undef T
+#undef ACC
+#undef LOAD
+#undef STORE
+#undef SUFFIX
+
+#define T uint16_t
+#define ACC float
+#define LOAD bf16_load
+#define STORE bf16_store
+#define SUFFIX bf16
+#include "patch_kernels.h"
+#undef T
+#undef ACC
+#undef LOAD
+#undef STORE
+#undef SUFFIX

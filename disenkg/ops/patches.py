@@ -1,0 +1,154 @@
+r"""Channels-last patch (im2col) primitives of the convolutional scorer head.
+
+For an image stack ``x`` of shape ``(n, H, W)`` and a ``k x k`` kernel the patch matrix has
+one row per output position :math:`p = (m H_o + i) W_o + j` (:math:`H_o = H - k + 1`,
+:math:`W_o = W - k + 1`, :math:`L = H_o W_o`):
+
+.. math::
+    \mathrm{cols}[p, a k + b] = x[m, i + a, j + b], \qquad
+    \mathrm{cols}[p, k^2] = 1 \ (\text{with } \texttt{bias\_column}),
+
+so a convolution with filters :math:`W \in \mathbb{R}^{C \times k^2}` and bias :math:`s` is
+the single GEMM :math:`\mathrm{cols}\,[W \,|\, s]^\top`, whose output ``(n, L, C)`` is the
+feature map in channels-last order, and the Gram matrix
+:math:`\mathrm{cols}^\top \mathrm{cols}` holds the patch sums, second moments and count.
+:func:`fold_patches` is the adjoint (col2im) of the first :math:`k^2` columns.
+:func:`relu_mask_` and :func:`relu_mask_backward_` are the head's epilogue
+:math:`a = \mathrm{relu}(z) \odot m` (``m`` a per-image channel mask, as ``Dropout2d``)
+and its gradient :math:`\partial z = \partial a \odot m \odot [a > 0]`, in place.
+
+``impl="native"`` runs the C/OpenMP kernels of :mod:`disenkg.ops.native` (CPU float32,
+float64, bfloat16), ``"torch"`` the pure-PyTorch reference, ``"auto"`` the former when
+it applies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from disenkg.ops import native
+
+__all__ = ["fold_patches", "patches", "relu_mask_", "relu_mask_backward_"]
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+IMPLS = ("auto", "native", "torch")
+
+
+def _use_native(impl: str, *tensors: Tensor) -> bool:
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+    ok = all(t.device.type == "cpu" and t.dtype in _SUFFIX for t in tensors)
+    if impl == "native":
+        if not ok:
+            bad = next(t for t in tensors if t.device.type != "cpu" or t.dtype not in _SUFFIX)
+            raise ValueError("impl='native' needs CPU float32/float64/bfloat16 tensors, got "
+                             f"{bad.dtype} on {bad.device}")
+        native.load()  # raises with the reason
+        return True
+    return impl == "auto" and ok and native.available()
+
+
+def _fn(name: str, dtype: torch.dtype):
+    return getattr(native.load(), f"{name}_{_SUFFIX[dtype]}")
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def patches(x: Tensor, k: int, bias_column: bool = True, out: Tensor | None = None,
+            impl: str = "auto") -> Tensor:
+    """``(n, H, W)`` -> ``(n * L, k * k [+ 1])`` in ``x``'s dtype (see the module doc).
+
+    ``x`` may be a strided view (e.g. one channel of ``(n, G, H, W)``). ``out``, a
+    contiguous buffer of at least ``n * L`` rows (e.g. kept across chunks), receives the
+    patches in its first rows, which are returned.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"expected (n, H, W) images, got shape {tuple(x.shape)}")
+    n, H, W = x.shape
+    if not 1 <= k <= min(H, W):
+        raise ValueError(f"kernel size {k} does not fit {H} x {W} images")
+    Ho, Wo, kk = H - k + 1, W - k + 1, k * k
+    ld = kk + int(bias_column)
+    rows = n * Ho * Wo
+    if out is None:
+        out = x.new_empty(rows, ld)
+    elif (out.dim() != 2 or out.shape[0] < rows or out.shape[1] != ld
+          or out.dtype != x.dtype or not out.is_contiguous()):
+        raise ValueError(f"patch buffer {tuple(out.shape)} {out.dtype} cannot hold "
+                         f"({rows}, {ld}) {x.dtype} patches")
+    out = out[:rows]
+    if _use_native(impl, x):
+        if x.stride(2) != 1:
+            x = x.contiguous()
+        _fn("im2col_cl", x.dtype)(x.data_ptr(), n, x.stride(0), x.stride(1), H, W, k, ld,
+                                  out.data_ptr(), torch.get_num_threads())
+        return out
+    out[:, :kk].view(n, Ho, Wo, k, k).copy_(x.unfold(1, k, 1).unfold(2, k, 1))
+    if bias_column:
+        out[:, kk] = 1
+    return out
+
+
+def fold_patches(cols: Tensor, shape: tuple[int, int, int], k: int,
+                 impl: str = "auto") -> Tensor:
+    """Adjoint of :func:`patches` on the first ``k * k`` columns of ``cols``
+    ``(n * L, ld)``: returns ``(n, H, W)`` (float32 for bfloat16 ``cols``)."""
+    n, H, W = shape
+    Ho, Wo, kk = H - k + 1, W - k + 1, k * k
+    if cols.dim() != 2 or cols.shape[0] != n * Ho * Wo or cols.shape[1] < kk:
+        raise ValueError(f"patch gradient of shape {tuple(cols.shape)} does not match "
+                         f"images {tuple(shape)} with kernel {k}: expected "
+                         f"({n * Ho * Wo}, >= {kk})")
+    acc = _acc_dtype(cols.dtype) if cols.dtype in _SUFFIX else cols.dtype
+    if _use_native(impl, cols):
+        if cols.stride(1) != 1 or cols.stride(0) != cols.shape[1]:
+            cols = cols.contiguous()
+        out = torch.empty(n, H, W, dtype=acc, device=cols.device)
+        _fn("col2im_cl", cols.dtype)(cols.data_ptr(), n, H, W, k, cols.shape[1],
+                                     out.data_ptr(), torch.get_num_threads())
+        return out
+    g = cols[:, :kk].to(acc).reshape(n, Ho * Wo, kk).transpose(1, 2)
+    return F.fold(g, (H, W), k).view(n, H, W)
+
+
+def _check_epilogue(z: Tensor, mask: Tensor | None) -> None:
+    if z.dim() != 3 or not z.is_contiguous():
+        raise ValueError(f"expected contiguous (n, L, C) feature maps, got shape "
+                         f"{tuple(z.shape)}")
+    if mask is not None and (mask.shape != (z.shape[0], z.shape[2])
+                             or mask.dtype != _acc_dtype(z.dtype) or not mask.is_contiguous()):
+        raise ValueError(f"mask must be contiguous ({z.shape[0]}, {z.shape[2]}) "
+                         f"{_acc_dtype(z.dtype)}, got {tuple(mask.shape)} {mask.dtype}")
+
+
+def relu_mask_(z: Tensor, mask: Tensor | None = None, impl: str = "auto") -> Tensor:
+    """``z <- relu(z) * mask[:, None, :]`` in place for ``(n, L, C)`` feature maps and an
+    ``(n, C)`` mask in the accumulation dtype (float32, float64 for float64 maps)."""
+    _check_epilogue(z, mask)
+    if _use_native(impl, z):
+        _fn("relu_mask", z.dtype)(z.data_ptr(), None if mask is None else mask.data_ptr(),
+                                  *z.shape, torch.get_num_threads())
+        return z
+    z.relu_()
+    return z if mask is None else z.mul_(mask.to(z.dtype).unsqueeze(1))
+
+
+def relu_mask_backward_(a: Tensor, da: Tensor, mask: Tensor | None = None,
+                        impl: str = "auto") -> Tensor:
+    """``da <- da * mask[:, None, :] * [a > 0]`` in place, where ``a`` is the output of
+    :func:`relu_mask_` (so ``a > 0`` iff ``z > 0`` and the channel is kept)."""
+    _check_epilogue(a, mask)
+    if da.shape != a.shape or da.dtype != a.dtype or not da.is_contiguous():
+        raise ValueError(f"gradient {tuple(da.shape)} {da.dtype} does not match feature maps "
+                         f"{tuple(a.shape)} {a.dtype}")
+    if _use_native(impl, a):
+        _fn("relu_mask_backward", a.dtype)(a.data_ptr(), da.data_ptr(),
+                                           None if mask is None else mask.data_ptr(),
+                                           *a.shape, torch.get_num_threads())
+        return da
+    da.mul_((a > 0).to(da.dtype))
+    return da if mask is None else da.mul_(mask.to(da.dtype).unsqueeze(1))

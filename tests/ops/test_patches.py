@@ -1,0 +1,104 @@
+"""Channels-last patch primitives: native kernels and the PyTorch path against loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from disenkg.ops import native
+from disenkg.ops.patches import fold_patches, patches, relu_mask_, relu_mask_backward_
+
+IMPLS = ["torch", pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason=f"native kernels: {native.unavailable_reason()}"))]
+DTYPES = [torch.float64, torch.float32, torch.bfloat16]
+
+
+def loop_patches(x, k):
+    n, H, W = x.shape
+    rows = []
+    for m in range(n):
+        for i in range(H - k + 1):
+            for j in range(W - k + 1):
+                rows.append(torch.cat([x[m, i:i + k, j:j + k].reshape(-1), x.new_ones(1)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,k", [((3, 5, 4), 2), ((1, 3, 3), 3), ((2, 4, 6), 1)])
+def test_patches_against_loop(impl, dtype, shape, k):
+    x = torch.randn(2, *shape, dtype=torch.float64)[1].to(dtype)
+    ref = loop_patches(x, k)
+    torch.testing.assert_close(patches(x, k, impl=impl), ref, rtol=0, atol=0)
+    torch.testing.assert_close(patches(x, k, bias_column=False, impl=impl), ref[:, :-1],
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_patches_of_a_strided_channel_into_a_buffer(impl):
+    x = torch.randn(3, 2, 6, 5, dtype=torch.float64)
+    buf = torch.full((100, 10), float("nan"), dtype=torch.float64)
+    out = patches(x[:, 1], 3, out=buf, impl=impl)
+    assert out.data_ptr() == buf.data_ptr() and out.shape == (3 * 4 * 3, 10)
+    torch.testing.assert_close(out, loop_patches(x[:, 1], 3), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"cannot hold \(36, 10\)"):
+        patches(x[:, 1], 3, out=buf[:20], impl=impl)
+    with pytest.raises(ValueError, match="kernel size 7 does not fit 6 x 5"):
+        patches(x[:, 1], 7, impl=impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fold_is_the_adjoint_of_patches(impl, dtype):
+    """<patches(x), g> == <x, fold(g)> for the first k*k columns (float64 accumulation for
+    the check; bfloat16 inputs fold into float32)."""
+    g = torch.Generator().manual_seed(0)
+    n, H, W, k = 3, 7, 5, 3
+    x = torch.randn(n, H, W, generator=g, dtype=torch.float64)
+    cols = torch.randn(n * 5 * 3, k * k + 1, generator=g, dtype=torch.float64).to(dtype)
+    out = fold_patches(cols, (n, H, W), k, impl=impl)
+    assert out.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+    lhs = (loop_patches(x, k)[:, :-1] * cols[:, :-1].double()).sum()
+    rhs = (x * out.double()).sum()
+    torch.testing.assert_close(rhs, lhs, rtol=1e-5 if dtype != torch.float64 else 1e-12,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected \(45, >= 9\)"):
+        fold_patches(cols[:10], (n, H, W), k, impl=impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_relu_mask_and_backward(impl, dtype, with_mask):
+    g = torch.Generator().manual_seed(0)
+    n, L, C = 3, 5, 7
+    z = torch.randn(n, L, C, generator=g).to(dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    mask = ((torch.rand(n, C, generator=g) > 0.4).to(acc) / 0.6) if with_mask else None
+    m = mask if with_mask else torch.ones(n, C, dtype=acc)
+    ref = (torch.relu(z.to(acc)) * m[:, None, :]).to(dtype)
+    a = relu_mask_(z.clone(), mask, impl=impl)
+    torch.testing.assert_close(a, ref)
+    da = torch.randn(n, L, C, generator=g).to(dtype)
+    ref_d = (da.to(acc) * m[:, None, :] * (ref.to(acc) > 0)).to(dtype)
+    torch.testing.assert_close(relu_mask_backward_(a, da.clone(), mask, impl=impl), ref_d)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_epilogue_shape_errors(impl):
+    z = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"mask must be contiguous \(2, 4\) torch.float32"):
+        relu_mask_(z, torch.ones(2, 3), impl=impl)
+    with pytest.raises(ValueError, match=r"mask must be contiguous"):
+        relu_mask_(z, torch.ones(2, 4, dtype=torch.float64), impl=impl)
+    with pytest.raises(ValueError, match="contiguous \\(n, L, C\\) feature maps"):
+        relu_mask_(z.transpose(1, 2), None, impl=impl)
+    with pytest.raises(ValueError, match="does not match feature maps"):
+        relu_mask_backward_(z, torch.randn(2, 3, 5), None, impl=impl)
+
+
+def test_native_impl_rejects_unsupported_dtypes():
+    with pytest.raises(ValueError, match="impl='native' needs CPU float32/float64/bfloat16"):
+        patches(torch.randn(2, 4, 4).half(), 2, impl="native")
+    with pytest.raises(ValueError, match="unknown impl 'gpu'"):
+        patches(torch.randn(2, 4, 4), 2, impl="gpu")
