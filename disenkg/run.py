@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import sys
 
+from disenkg.hugepages import enable_huge_pages
+
 __all__ = ["main"]
+
+enable_huge_pages()  # before anything imports torch; THP_MEM_ALLOC_ENABLE=0 opts out
 
 TASKS = ("link", "node")
 

@@ -12,17 +12,19 @@ Prints one line per schedule and a final JSON line with medians and ratios to ``
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
+from disenkg.hugepages import enable_huge_pages
+
+enable_huge_pages()  # before torch is imported (see disenkg/hugepages.py)
+
+from benchlib import dataset_parser  # noqa: E402
+
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="FB15k-237", help="dataset name or path")
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset")
+    p = dataset_parser(__doc__)
     p.add_argument("--impls", default="fused,chunked",
                    help="comma-separated schedules among fused, chunked, naive")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after a warm-up")

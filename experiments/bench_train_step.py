@@ -11,20 +11,29 @@ the materialising loss (``impl="torch"``), the encoder re-run for the estimator 
 per test triple (the default scores each distinct query once).
 ``--impl default`` is the package default (fused native edge kernels where they apply,
 channels-last GEMM conv head, fused loss); ``--impl chunked`` the same with the pure-PyTorch
-checkpointed edge chunks instead of the native kernels. ``--compare`` runs naive and default
-in subprocesses and prints the ratios.
+checkpointed edge chunks instead of the native kernels. ``--head-precision`` is the
+command line's (``auto``: bfloat16 head GEMMs on CPUs with AMX / AVX512-BF16, else fp32;
+the naive baseline is always fp32). ``--compare`` runs naive, default with an fp32 head and
+default at ``--head-precision`` in subprocesses and prints the ratios. Like the command
+line, the script enables transparent huge pages for PyTorch (``THP_MEM_ALLOC_ENABLE=1``,
+inherited by the subprocesses, so the baseline gets them too).
 
     python experiments/bench_train_step.py --dataset FB15k-237 --steps 3 [--impl naive] [--eval]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 import time
+
+from disenkg.hugepages import enable_huge_pages
+
+enable_huge_pages()  # before torch is imported (see disenkg/hugepages.py)
+
+from benchlib import dataset_parser  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -61,7 +70,9 @@ class PerBatchEncoding:
         return self.model.training
 
 
-def run(args) -> dict:
+def build_trainer(args, precision: str):
+    """The default model and its trainer (``args``: dataset, data_dir, impl, batch_size,
+    image_chunk, eval_batch_size), seeded, with the head at ``precision``."""
     import torch
 
     from disenkg.datasets import KGDataset
@@ -77,13 +88,26 @@ def run(args) -> dict:
         num_entities=ds.num_entities, num_relations=ds.num_relations,
         edge_index=ei.flip(0), edge_type=et,
         scorer=InteractEScorer(dim=200, image_chunk=None if naive else args.image_chunk,
-                               precision="fp32" if naive else args.head_precision),
+                               precision=precision),
         conv_impl={"naive": "naive", "chunked": "chunked", "default": "auto"}[args.impl],
         mi_recompute=naive)
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
                       impl="torch" if naive else "auto", progress=False,
                       eval_batch_size=2048 if naive else args.eval_batch_size)
-    trainer = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/bench-unused")
+    return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/bench-unused")
+
+
+def run(args) -> dict:
+    import torch
+
+    from disenkg.nn.scorers.chunked_head import compute_dtype
+
+    naive = args.impl == "naive"
+    precision = "fp32" if naive else args.head_precision
+    trainer = build_trainer(args, precision)
+    ds, model = trainer.dataset, trainer.model
+    chunk = None if naive else args.image_chunk
+    dtype = compute_dtype(precision, torch.empty(0), chunk)
     order = torch.randperm(len(trainer.train_index), generator=torch.Generator().manual_seed(0))
     times = []
     for s in range(args.steps + 1):  # the first step is a warm-up
@@ -95,7 +119,7 @@ def run(args) -> dict:
               file=sys.stderr, flush=True)
         if s > 0:
             times.append(dt)
-    out = {"impl": args.impl, "head_precision": "fp32" if naive else args.head_precision,
+    out = {"impl": args.impl, "head_precision": precision, "head_dtype": str(dtype)[6:],
            "step_seconds": statistics.median(times),
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     if args.eval:
@@ -111,10 +135,7 @@ def run(args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="FB15k-237", help="dataset name or path")
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset")
+    p = dataset_parser(__doc__)
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--batch-size", type=int, default=2048, help="queries per step")
     p.add_argument("--impl", default="default", choices=["default", "chunked", "naive"],
@@ -124,28 +145,37 @@ def main() -> None:
     p.add_argument("--eval-batch-size", type=int, default=256, help="queries per eval batch")
     p.add_argument("--image-chunk", type=int, default=256,
                    help="scorer images per checkpointed chunk")
-    p.add_argument("--head-precision", default="fp32", choices=["fp32", "bf16"],
-                   help="compute dtype of the InteractE GEMMs (not for --impl naive)")
+    p.add_argument("--head-precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="compute dtype of the InteractE GEMMs (not for --impl naive; auto = "
+                        "bf16 on CPUs with AMX / AVX512-BF16, as the command line)")
     p.add_argument("--compare", action="store_true",
-                   help="run naive and default in subprocesses and print ratios")
+                   help="run naive, default with an fp32 head and (unless "
+                        "--head-precision fp32) default at --head-precision in subprocesses "
+                        "and print the ratios")
     args = p.parse_args()
     if args.compare:
-        res = {}
-        for impl in ("naive", "default"):
+        runs = [("naive", "fp32"), ("default", "fp32")]
+        if args.head_precision != "fp32":
+            runs.append(("default", args.head_precision))
+        res = []
+        for impl, precision in runs:
             cmd = [sys.executable, __file__, "--dataset", args.dataset, "--steps",
-                   str(args.steps), "--batch-size", str(args.batch_size), "--impl", impl]
+                   str(args.steps), "--batch-size", str(args.batch_size), "--impl", impl,
+                   "--head-precision", precision]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]
             if args.eval:
                 cmd.append("--eval")
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps(res[impl]))
-        n, c = res["naive"], res["default"]
-        print(f"step speed-up {n['step_seconds'] / c['step_seconds']:.2f}x, peak RSS "
-              f"{n['peak_rss_mb']:.0f} -> {c['peak_rss_mb']:.0f} MB"
-              + (f", eval speed-up {n['eval_seconds'] / c['eval_seconds']:.2f}x"
-                 if args.eval else ""))
+            res.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(res[-1]), flush=True)
+        n = res[0]
+        for c in res[1:]:
+            print(f"default, head {c['head_dtype']}: step speed-up "
+                  f"{n['step_seconds'] / c['step_seconds']:.2f}x, peak RSS "
+                  f"{n['peak_rss_mb']:.0f} -> {c['peak_rss_mb']:.0f} MB"
+                  + (f", eval speed-up {n['eval_seconds'] / c['eval_seconds']:.2f}x"
+                     if args.eval else ""))
         return
     print(json.dumps(run(args)))
 

@@ -74,10 +74,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-chunk", type=int, default=256,
                    help="scorer feature-map images per checkpointed chunk in training (exact "
                         "batch norm; 0 = all at once)")
-    g.add_argument("--head-precision", default="fp32", choices=list(PRECISIONS),
-                   help="compute dtype of the conv scorers' GEMMs and feature maps: fp32, or "
-                        "bf16 (faster on CPUs with AMX / AVX512-BF16 and on GPUs; batch-norm "
-                        "statistics, outputs and gradients stay fp32; needs --image-chunk)")
+    g.add_argument("--head-precision", default="auto", choices=list(PRECISIONS),
+                   help="compute dtype of the conv scorers' GEMMs and feature maps: fp32; "
+                        "bf16 (batch-norm statistics, outputs and gradients stay fp32; needs "
+                        "--image-chunk); auto (default) = bf16 on CPUs with AMX / "
+                        "AVX512-BF16 matrix hardware, else fp32 (see README, 'Precision')")
     d = parser.add_argument_group("DisenKGAT")
     d.add_argument("--num-components", type=int, default=3, help="K, disentangled components")
     d.add_argument("--init-dim", type=int, default=100, help="base entity embedding size")

@@ -13,9 +13,11 @@ the single GEMM :math:`\mathrm{cols}\,[W \,|\, s]^\top`, whose output ``(n, L, C
 feature map in channels-last order, and the Gram matrix
 :math:`\mathrm{cols}^\top \mathrm{cols}` holds the patch sums, second moments and count.
 :func:`fold_patches` is the adjoint (col2im) of the first :math:`k^2` columns.
+:func:`accumulate_` adds a low-precision GEMM result into a float32 accumulator;
 :func:`relu_mask_` and :func:`relu_mask_backward_` are the head's epilogue
-:math:`a = \mathrm{relu}(z) \odot m` (``m`` a per-image channel mask, as ``Dropout2d``)
-and its gradient :math:`\partial z = \partial a \odot m \odot [a > 0]`, in place.
+:math:`a = \mathrm{relu}(z) \odot m` (``m`` a per-image 0/1 channel mask, as
+``Dropout2d`` without its rescaling) and its gradient
+:math:`\partial z = \partial a \odot [a > 0]`, in place.
 
 ``impl="native"`` runs the C/OpenMP kernels of :mod:`disenkg.ops.native` (CPU float32,
 float64, bfloat16), ``"torch"`` the pure-PyTorch reference, ``"auto"`` the former when
@@ -30,7 +32,7 @@ from torch import Tensor
 
 from disenkg.ops import native
 
-__all__ = ["fold_patches", "patches", "relu_mask_", "relu_mask_backward_"]
+__all__ = ["accumulate_", "fold_patches", "patches", "relu_mask_", "relu_mask_backward_"]
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 IMPLS = ("auto", "native", "torch")
@@ -115,40 +117,51 @@ def fold_patches(cols: Tensor, shape: tuple[int, int, int], k: int,
     return F.fold(g, (H, W), k).view(n, H, W)
 
 
-def _check_epilogue(z: Tensor, mask: Tensor | None) -> None:
+def _check_epilogue(z: Tensor, keep: Tensor | None) -> None:
     if z.dim() != 3 or not z.is_contiguous():
         raise ValueError(f"expected contiguous (n, L, C) feature maps, got shape "
                          f"{tuple(z.shape)}")
-    if mask is not None and (mask.shape != (z.shape[0], z.shape[2])
-                             or mask.dtype != _acc_dtype(z.dtype) or not mask.is_contiguous()):
-        raise ValueError(f"mask must be contiguous ({z.shape[0]}, {z.shape[2]}) "
-                         f"{_acc_dtype(z.dtype)}, got {tuple(mask.shape)} {mask.dtype}")
+    if keep is not None and (keep.shape != (z.shape[0], z.shape[2])
+                             or keep.dtype != torch.bool or not keep.is_contiguous()):
+        raise ValueError(f"keep mask must be contiguous ({z.shape[0]}, {z.shape[2]}) "
+                         f"torch.bool, got {tuple(keep.shape)} {keep.dtype}")
 
 
-def relu_mask_(z: Tensor, mask: Tensor | None = None, impl: str = "auto") -> Tensor:
-    """``z <- relu(z) * mask[:, None, :]`` in place for ``(n, L, C)`` feature maps and an
-    ``(n, C)`` mask in the accumulation dtype (float32, float64 for float64 maps)."""
-    _check_epilogue(z, mask)
+def relu_mask_(z: Tensor, keep: Tensor | None = None, impl: str = "auto") -> Tensor:
+    """``z <- relu(z) * keep[:, None, :]`` in place for ``(n, L, C)`` feature maps and an
+    ``(n, C)`` boolean channel mask (dropout's ``1 / (1 - p)`` is the caller's, e.g.
+    folded into the next layer's weights)."""
+    _check_epilogue(z, keep)
     if _use_native(impl, z):
-        _fn("relu_mask", z.dtype)(z.data_ptr(), None if mask is None else mask.data_ptr(),
+        _fn("relu_mask", z.dtype)(z.data_ptr(), None if keep is None else keep.data_ptr(),
                                   *z.shape, torch.get_num_threads())
         return z
     z.relu_()
-    return z if mask is None else z.mul_(mask.to(z.dtype).unsqueeze(1))
+    return z if keep is None else z.mul_(keep.unsqueeze(1))
 
 
-def relu_mask_backward_(a: Tensor, da: Tensor, mask: Tensor | None = None,
-                        impl: str = "auto") -> Tensor:
-    """``da <- da * mask[:, None, :] * [a > 0]`` in place, where ``a`` is the output of
-    :func:`relu_mask_` (so ``a > 0`` iff ``z > 0`` and the channel is kept)."""
-    _check_epilogue(a, mask)
+def relu_mask_backward_(a: Tensor, da: Tensor, impl: str = "auto") -> Tensor:
+    """``da <- da * [a > 0]`` in place, where ``a`` is the output of :func:`relu_mask_`
+    (``a > 0`` iff ``z > 0`` and the channel is kept, so no mask is needed)."""
+    _check_epilogue(a, None)
     if da.shape != a.shape or da.dtype != a.dtype or not da.is_contiguous():
         raise ValueError(f"gradient {tuple(da.shape)} {da.dtype} does not match feature maps "
                          f"{tuple(a.shape)} {a.dtype}")
     if _use_native(impl, a):
-        _fn("relu_mask_backward", a.dtype)(a.data_ptr(), da.data_ptr(),
-                                           None if mask is None else mask.data_ptr(),
-                                           *a.shape, torch.get_num_threads())
+        _fn("relu_mask_backward", a.dtype)(a.data_ptr(), da.data_ptr(), a.numel(),
+                                           torch.get_num_threads())
         return da
-    da.mul_((a > 0).to(da.dtype))
-    return da if mask is None else da.mul_(mask.to(da.dtype).unsqueeze(1))
+    return da.mul_(a > 0)
+
+
+def accumulate_(acc: Tensor, x: Tensor, impl: str = "auto") -> Tensor:
+    """``acc += x`` in place, with a one-pass kernel for a float32 ``acc`` and bfloat16
+    ``x`` (PyTorch's mixed-dtype ``add_`` converts through a temporary)."""
+    if acc.shape != x.shape:
+        raise ValueError(f"cannot accumulate {tuple(x.shape)} into {tuple(acc.shape)}")
+    if (acc.dtype == torch.float32 and x.dtype == torch.bfloat16 and acc.is_contiguous()
+            and x.is_contiguous() and _use_native(impl, acc, x)):
+        native.load().accumulate_bf16(acc.data_ptr(), x.data_ptr(), acc.numel(),
+                                      torch.get_num_threads())
+        return acc
+    return acc.add_(x)

@@ -27,3 +27,23 @@ def test_bench_train_step(umls_path, tmp_path):
                      "--batch-size", "64", "--eval")
     assert res["impl"] == "default" and res["step_seconds"] > 0 and res["eval_seconds"] > 0
     assert 0 < res["eval_mrr_untrained"] <= 1
+
+
+def test_bench_train_step_compare_precisions(umls_path):
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_train_step.py"),
+                          "--dataset", str(umls_path), "--steps", "1", "--batch-size", "32",
+                          "--compare", "--head-precision", "bf16"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    lines = out.strip().splitlines()
+    runs = [json.loads(line) for line in lines[:3]]
+    assert [(r["impl"], r["head_dtype"]) for r in runs] == [
+        ("naive", "float32"), ("default", "float32"), ("default", "bfloat16")]
+    assert lines[3].startswith("default, head float32: step speed-up")
+    assert lines[4].startswith("default, head bfloat16: step speed-up")
+
+
+def test_precision_study(umls_path):
+    res = run_script("precision_study.py", "--dataset", str(umls_path), "--steps", "2",
+                     "--batch-size", "32", "--valid", "50")
+    assert res["steps"] == 2 and 0 <= res["max_rel_loss_diff"] < 0.05
+    assert set(res["valid_mrr"]) == {"fp32", "bf16"}

@@ -64,14 +64,32 @@ def test_head_gradcheck_with_dropout_mask(groups, with_bias, impl):
     var.requires_grad_()
     gamma, beta = r(groups * C), r(groups * C)
     fc_w, fc_b = r(5, groups * C * L), r(5)
-    mask = (torch.rand(groups, n, C, generator=g) > 0.3).double() / 0.7
+    keep = torch.rand(groups, n, C, generator=g) > 0.3
+    mask = keep.double() / 0.7  # Dropout2d(p=0.3)
 
     def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         # chunks of 2 images: 2 + 1
         return _Head.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
-                           fc_b, mask, k, groups, 1e-5, fc_w.detach(), 2, impl)
+                           fc_b, keep, 1 / 0.7, k, groups, 1e-5, fc_w.detach() / 0.7, 2, impl)
+
+    def plain(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
+        """conv -> BN with the given statistics -> ReLU -> dropout mask -> fc."""
+        y = torch.nn.functional.conv2d(x, w.repeat(groups, 1, 1, 1), bb[0] if bb else None,
+                                       groups=groups)
+        z = (y - mean.view(1, -1, 1, 1)) * torch.rsqrt(var + 1e-5).view(1, -1, 1, 1)
+        a = torch.relu(z * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1))
+        a = a * mask.transpose(0, 1).reshape(n, groups * C, 1, 1)
+        # fc columns in (G, L, C) order
+        return a.view(n, groups, C, L).transpose(2, 3).reshape(n, -1) @ fc_w.t() + fc_b
 
     args = (x, w, mean, var, gamma, beta, fc_w, fc_b) + ((b,) if b is not None else ())
+    out = fn(*args)
+    ref = plain(*args)
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for u, v in zip(torch.autograd.grad((out * up).sum(), args),
+                    torch.autograd.grad((ref * up).sum(), args)):
+        torch.testing.assert_close(u, v)
     assert torch.autograd.gradcheck(fn, args)
 
 
@@ -151,3 +169,31 @@ def test_moments_equal_patch_statistics(groups):
         assert gram[grp, 9, 9] == cols.shape[0]
         torch.testing.assert_close(gram[grp, :9, 9], cols.sum(0))
         torch.testing.assert_close(gram[grp, :9, :9], cols.t() @ cols)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_follows_the_hardware(monkeypatch, fast):
+    """``auto`` is bf16 exactly when the CPU has bf16 matrix hardware, float32 inputs and
+    the chunked path; float64 stays float64 and ``image_chunk=None`` stays plain."""
+    from disenkg.nn.scorers import chunked_head
+
+    monkeypatch.setattr(chunked_head, "fast_bf16_cpu", lambda: fast)
+    x32 = torch.randn(2, 3)
+    assert chunked_head.compute_dtype("auto", x32, 8) == (torch.bfloat16 if fast
+                                                           else torch.float32)
+    assert chunked_head.compute_dtype("auto", x32, None) == torch.float32
+    assert chunked_head.compute_dtype("auto", x32.double(), 8) == torch.float64
+    torch.manual_seed(0)
+    a = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+                             image_chunk=4, precision="auto")
+    b = copy.deepcopy(a)
+    b.precision = "bf16" if fast else "fp32"
+    h, r = torch.randn(9, 12), torch.randn(9, 12)
+    torch.manual_seed(1)
+    oa = a(h, r)
+    torch.manual_seed(1)
+    torch.testing.assert_close(oa, b(h, r), rtol=0, atol=0)
+    a.eval()
+    with torch.no_grad():
+        a(h, r)
+    a(h, r)  # evaluation mode with gradients: the plain float32 path, no error

@@ -73,28 +73,30 @@ def test_relu_mask_and_backward(impl, dtype, with_mask):
     g = torch.Generator().manual_seed(0)
     n, L, C = 3, 5, 7
     z = torch.randn(n, L, C, generator=g).to(dtype)
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    mask = ((torch.rand(n, C, generator=g) > 0.4).to(acc) / 0.6) if with_mask else None
-    m = mask if with_mask else torch.ones(n, C, dtype=acc)
-    ref = (torch.relu(z.to(acc)) * m[:, None, :]).to(dtype)
-    a = relu_mask_(z.clone(), mask, impl=impl)
-    torch.testing.assert_close(a, ref)
+    z[0, 0, :3] = torch.tensor([0.0, -0.0, float("nan")], dtype=dtype)
+    keep = (torch.rand(n, C, generator=g) > 0.4) if with_mask else None
+    k = keep if with_mask else torch.ones(n, C, dtype=torch.bool)
+    ref = torch.where(k[:, None, :], torch.relu(z), torch.zeros((), dtype=dtype))
+    a = relu_mask_(z.clone(), keep, impl=impl)
+    torch.testing.assert_close(a, ref, equal_nan=True, rtol=0, atol=0)
     da = torch.randn(n, L, C, generator=g).to(dtype)
-    ref_d = (da.to(acc) * m[:, None, :] * (ref.to(acc) > 0)).to(dtype)
-    torch.testing.assert_close(relu_mask_backward_(a, da.clone(), mask, impl=impl), ref_d)
+    a0 = torch.nan_to_num(a, nan=0.0)  # the gradient gate of a NaN is left unspecified
+    ref_d = torch.where(a0 > 0, da, torch.zeros((), dtype=dtype))
+    torch.testing.assert_close(relu_mask_backward_(a0, da.clone(), impl=impl), ref_d,
+                               rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_epilogue_shape_errors(impl):
     z = torch.randn(2, 3, 4)
-    with pytest.raises(ValueError, match=r"mask must be contiguous \(2, 4\) torch.float32"):
-        relu_mask_(z, torch.ones(2, 3), impl=impl)
-    with pytest.raises(ValueError, match=r"mask must be contiguous"):
-        relu_mask_(z, torch.ones(2, 4, dtype=torch.float64), impl=impl)
+    with pytest.raises(ValueError, match=r"keep mask must be contiguous \(2, 4\) torch.bool"):
+        relu_mask_(z, torch.ones(2, 3, dtype=torch.bool), impl=impl)
+    with pytest.raises(ValueError, match=r"keep mask must be contiguous"):
+        relu_mask_(z, torch.ones(2, 4), impl=impl)
     with pytest.raises(ValueError, match="contiguous \\(n, L, C\\) feature maps"):
         relu_mask_(z.transpose(1, 2), None, impl=impl)
     with pytest.raises(ValueError, match="does not match feature maps"):
-        relu_mask_backward_(z, torch.randn(2, 3, 5), None, impl=impl)
+        relu_mask_backward_(z, torch.randn(2, 3, 5), impl=impl)
 
 
 def test_native_impl_rejects_unsupported_dtypes():
@@ -102,3 +104,16 @@ def test_native_impl_rejects_unsupported_dtypes():
         patches(torch.randn(2, 4, 4).half(), 2, impl="native")
     with pytest.raises(ValueError, match="unknown impl 'gpu'"):
         patches(torch.randn(2, 4, 4), 2, impl="gpu")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_accumulate_bf16_into_fp32(impl):
+    from disenkg.ops.patches import accumulate_
+
+    g = torch.Generator().manual_seed(0)
+    acc = torch.randn(37, 11, generator=g)
+    x = torch.randn(37, 11, generator=g).bfloat16()
+    ref = acc + x.float()
+    torch.testing.assert_close(accumulate_(acc, x, impl=impl), ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"cannot accumulate \(3,\) into \(37, 11\)"):
+        accumulate_(acc, torch.ones(3), impl=impl)

@@ -19,7 +19,7 @@ input (and the dropout mask) for backward, with **exact** batch-norm semantics:
   (the fc forward is not repeated) and applies the chain rule by hand::
 
       a = drop(relu(z)),  z = gamma * zhat + beta,  zhat = (y - mu) / sqrt(var + eps)
-      dW_fc = g^T a,  da = g W_fc,  dz = da * mask * [z > 0]
+      dW_fc = g^T a,  da = g W_fc,  dz = da * mask * [z > 0]   (mask: 0 or 1 / (1 - p))
       dgamma = sum dz * zhat,  dbeta = sum dz,  dy = dz * gamma / sqrt(var + eps)
       dmu = -sum dy,  dvar = -1/2 sum dz * gamma * zhat / (var + eps)
       dW = sum dy cols^T,  db = sum dy,  dcols = W^T dy -> fold -> dx
@@ -29,8 +29,9 @@ input (and the dropout mask) for backward, with **exact** batch-norm semantics:
   ``(G, n, L, C)`` (group-major, position-major, channel last) so that the convolution,
   its two gradients and the fc are plain GEMMs without layout copies, ``[sum dz cols^T |
   sum dz]`` as one GEMM with the augmented patches, ``sum dz * zhat`` taken as
-  ``inv * (sum dz * y - (mu - b) * sum dz)`` (no ``zhat`` tensor), and ``a > 0``
-  standing for ``[z > 0] * [kept by dropout]``.
+  ``inv * (sum dz * y - (mu - b) * sum dz)`` (no ``zhat`` tensor), dropout as a 0/1
+  channel mask with its ``1 / (1 - p)`` folded into the fc weights' compute copy, and
+  ``a > 0`` standing for ``mask * [z > 0]``.
 
 Every per-chunk buffer (patches, feature maps and their gradients) is allocated once per
 call and reused across chunks: fresh multi-megabyte allocations cost page faults that
@@ -47,12 +48,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from disenkg.ops.patches import fold_patches, patches, relu_mask_, relu_mask_backward_
+from disenkg.ops.patches import (
+    accumulate_,
+    fold_patches,
+    patches,
+    relu_mask_,
+    relu_mask_backward_,
+)
 
-__all__ = ["PRECISIONS", "conv_bn_head"]
+__all__ = ["PRECISIONS", "compute_dtype", "conv_bn_head", "fast_bf16_cpu"]
 
-#: compute dtypes of the head's GEMMs and feature maps (``None``: the input's dtype)
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+#: compute dtypes of the head's GEMMs and feature maps (``None``: the input's dtype;
+#: ``auto`` is resolved by :func:`compute_dtype`)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16,
+                                             "auto": None}
+
+
+def fast_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16)."""
+    caps = getattr(torch._C._cpu, "_get_cpu_capability", None)
+    if caps is None:
+        return False
+    found = caps()
+    return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
+
+
+def compute_dtype(precision: str, x: Tensor, chunk: int | None) -> torch.dtype:
+    """The head's compute dtype: ``fp32`` is ``x.dtype``, ``bf16`` bfloat16, and ``auto``
+    bfloat16 for float32 CPU inputs on a CPU with bfloat16 matrix hardware when the
+    chunked path runs (``chunk``), else ``x.dtype``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        fast = (chunk and x.dtype == torch.float32 and x.device.type == "cpu"
+                and fast_bf16_cpu())
+        return torch.bfloat16 if fast else x.dtype
+    return PRECISIONS[precision] or x.dtype
 
 
 def _affine(w: Tensor, b: Tensor | None, mean: Tensor, var: Tensor, gamma: Tensor,
@@ -85,7 +116,7 @@ class _Workspace:
         self.dfeat = torch.empty(rows, L * C, dtype=dtype, device=device) if grads else None
         self.dcols = torch.empty(rows * L, kk, dtype=dtype, device=device) if grads else None
 
-    def features(self, x: Tensor, filters: Tensor, k: int, mask: Tensor | None,
+    def features(self, x: Tensor, filters: Tensor, k: int, keep: Tensor | None,
                  impl: str) -> Tensor:
         """``relu_mask(cols_g @ filters_g^T)`` for the chunk ``x`` ``(n, G, H, W)`` (already
         in the compute dtype): ``(G, n, L, C)``, a view of the buffer; fills ``cols``."""
@@ -95,7 +126,7 @@ class _Workspace:
         for grp in range(G):
             cols = patches(x[:, grp], k, out=self.cols[grp][:n * L], impl=impl)
             torch.mm(cols, filters[grp].t(), out=feat[grp].view(n * L, C))
-            relu_mask_(feat[grp], None if mask is None else mask[grp], impl=impl)
+            relu_mask_(feat[grp], None if keep is None else keep[grp], impl=impl)
         return feat
 
 
@@ -106,11 +137,14 @@ def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:
 class _Head(torch.autograd.Function):
     """All chunks of the head given the batch statistics ``mean`` / ``var``. ``fc_w``
     arrives with its columns in the ``(G, L, C)`` feature order (see :func:`_fc_weight`);
-    ``mask`` is ``(G, n, C)`` (or ``None``)."""
+    ``keep`` is dropout's boolean channel mask ``(G, n, C)`` (or ``None``) and ``fc_w_c``
+    the compute copy of ``fc_w`` times dropout's ``1 / (1 - p)``: with ``a`` the 0/1-masked
+    maps, ``fc(drop(relu(z))) = a (fc_w / (1 - p))^T``, ``dW_fc = g^T a / (1 - p)`` and
+    ``dz = (g fc_w_c) * [a > 0]``."""
 
     @staticmethod
-    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, mask, k, groups, eps,
-                fc_w_c, chunk, impl):
+    def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, keep, drop_scale, k,
+                groups, eps, fc_w_c, chunk, impl):
         # fc_w receives the gradient; fc_w_c is the copy the GEMMs use (fc_w itself, or
         # bfloat16), whose dtype the feature maps share (fp32 statistics, outputs, grads).
         low = fc_w_c.dtype
@@ -124,7 +158,7 @@ class _Head(torch.autograd.Function):
         fc_parts = fc_w_c.view(D, groups, L * C)
         out = x.new_empty(n, D)
         for s, e in _chunks(n, chunk):
-            feat = ws.features(xl[s:e], filters, k, None if mask is None else mask[:, s:e],
+            feat = ws.features(xl[s:e], filters, k, None if keep is None else keep[:, s:e],
                                impl)
             o = out[s:e]
             for grp in range(groups):
@@ -140,13 +174,14 @@ class _Head(torch.autograd.Function):
                         o.copy_(y).add_(fc_b)
                     else:
                         o.add_(y)
-        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, mask, fc_w_c)
+        ctx.save_for_backward(x, w, b, mean, var, gamma, beta, keep, fc_w_c)
         ctx.k, ctx.groups, ctx.eps, ctx.chunk, ctx.impl = k, groups, eps, chunk, impl
+        ctx.drop_scale = drop_scale
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, w, b, mean, var, gamma, beta, mask, fc_w_c = ctx.saved_tensors
+        x, w, b, mean, var, gamma, beta, keep, fc_w_c = ctx.saved_tensors
         k, groups, eps, chunk, impl = ctx.k, ctx.groups, ctx.eps, ctx.chunk, ctx.impl
         n, C, D = x.shape[0], w.shape[0], fc_w_c.shape[0]
         low, k2 = fc_w_c.dtype, k * k
@@ -165,7 +200,7 @@ class _Head(torch.autograd.Function):
         g = g.contiguous()
         for s, e in _chunks(n, chunk):
             m = e - s
-            feat = ws.features(xl[s:e], filters, k, None if mask is None else mask[:, s:e],
+            feat = ws.features(xl[s:e], filters, k, None if keep is None else keep[:, s:e],
                                impl)
             g_c = g[s:e].to(low)
             for grp in range(groups):
@@ -174,18 +209,13 @@ class _Head(torch.autograd.Function):
                 torch.mm(g_c, fc_parts[:, grp], out=da)
                 cols = ws.cols[grp][:m * L]
                 dcols = ws.dcols[:m * L]
+                dz = relu_mask_backward_(a, da.view(m, L, C), impl=impl).view(m * L, C)
                 if low == x.dtype:
                     g_fc[grp].addmm_(g_c.t(), a.view(m, -1))
-                    dz = relu_mask_backward_(a, da.view(m, L, C),
-                                             None if mask is None else mask[grp, s:e],
-                                             impl=impl).view(m * L, C)
                     gm[grp].addmm_(dz.t(), cols)
                 else:
-                    g_fc[grp].add_(g_c.t() @ a.view(m, -1))
-                    dz = relu_mask_backward_(a, da.view(m, L, C),
-                                             None if mask is None else mask[grp, s:e],
-                                             impl=impl).view(m * L, C)
-                    gm[grp].add_(dz.t() @ cols)
+                    accumulate_(g_fc[grp], g_c.t() @ a.view(m, -1), impl=impl)
+                    accumulate_(gm[grp], dz.t() @ cols, impl=impl)
                 torch.mm(dz, sc_filters[grp], out=dcols)
                 g_x[s:e, grp] = fold_patches(dcols, (m, H, W), k, impl=impl)
         g_beta = gm[..., k2]  # sum dz, (G, C)
@@ -201,9 +231,11 @@ class _Head(torch.autograd.Function):
         g_mean = -g_beta * scale
         g_var = -0.5 * g_gamma * gamma / (var + eps)
         g_b = g_beta * scale if b is not None else None  # bias needs groups == 1
+        if ctx.drop_scale != 1.0:
+            g_fc.mul_(ctx.drop_scale)
         g_fc_w = g_fc[0] if groups == 1 else g_fc.transpose(0, 1).reshape(D, -1)
         return (g_x, g_w.view_as(w), g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g.sum(0),
-                None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None)
 
 
 class _Moments(torch.autograd.Function):
@@ -282,11 +314,11 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``. ``precision``
     ``"bf16"`` runs the conv and fc GEMMs and the feature maps in bfloat16 (batch-norm
     statistics, outputs and parameter gradients stay in ``x.dtype``); it needs ``chunk``.
+    ``"auto"`` picks bfloat16 where the hardware makes it fast (:func:`compute_dtype`)
+    and the input's dtype on the plain path.
     ``impl`` selects the patch kernels (:mod:`disenkg.ops.patches`).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    low = PRECISIONS[precision] or x.dtype
+    low = compute_dtype(precision, x, chunk)
     if low != x.dtype and not chunk:
         raise ValueError("precision='bf16' needs an image chunk (image_chunk=None is the "
                          "plain full-precision path)")
@@ -298,7 +330,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         return _eval_head(x, weight, bias, groups, bn, fc, chunk, low, impl)
     if not (bn.training and chunk and (x.shape[0] > chunk or low != x.dtype)
             and torch.is_grad_enabled()):
-        if low != x.dtype:
+        if low != x.dtype and precision != "auto":
             raise ValueError("precision='bf16' is for training with gradients or evaluation "
                              "mode without gradients")
         w = weight.repeat(groups, 1, 1, 1) if groups > 1 else weight
@@ -329,11 +361,12 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         bn.running_var.mul_(1 - mom_).add_(var.detach() * (M / max(M - 1, 1)), alpha=mom_)
     p = drop.p if drop.training else 0.0
     fc_w = _fc_weight(fc, groups, C, L)  # autograd maps its gradient back to fc.weight
-    fc_w_c = fc_w.detach().to(low).contiguous()  # the compute copy
-    mask = None
-    if p > 0:
-        acc = torch.float64 if low == torch.float64 else torch.float32
-        keep = torch.empty(groups, n, C, dtype=acc, device=x.device)
-        mask = keep.bernoulli_(1 - p).div_(1 - p) if p < 1 else keep.zero_()
-    return _Head.apply(x, weight, bias, mean, var, bn.weight, bn.bias, fc_w, fc.bias, mask,
-                       k, groups, bn.eps, fc_w_c, chunk, impl)
+    keep, drop_scale = None, 1.0
+    if p > 0:  # Dropout2d: each (image, channel) kept with probability 1 - p
+        keep = torch.rand(groups, n, C, device=x.device) < (1 - p)
+        drop_scale = 1.0 / (1 - p) if p < 1 else 1.0
+    # the GEMMs' copy, with the dropout rescaling folded in
+    fc_w_c = (fc_w.detach() * drop_scale if drop_scale != 1.0 else fc_w.detach())
+    fc_w_c = fc_w_c.to(low).contiguous()
+    return _Head.apply(x, weight, bias, mean, var, bn.weight, bn.bias, fc_w, fc.bias, keep,
+                       drop_scale, k, groups, bn.eps, fc_w_c, chunk, impl)

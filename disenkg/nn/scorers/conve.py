@@ -33,9 +33,10 @@ class ConvEInteraction(nn.Module):
         hidden_dropout (float): after the projection. (default: ``0.3``)
         image_chunk (int, optional): images per checkpointed chunk in training (exact
             batch norm); ``None`` processes all at once. (default: ``256``)
-        precision (str): ``fp32`` (the input's dtype) or ``bf16``: the conv / fc GEMMs and
-            feature maps in bfloat16 (fast on CPUs with AMX / AVX512-BF16 and on GPUs;
-            batch-norm statistics, outputs and gradients stay fp32). (default: ``"fp32"``)
+        precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
+            feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
+            fp32) or ``auto`` (bf16 on CPUs with AMX / AVX512-BF16, else fp32; what the
+            command line uses). (default: ``"fp32"``, exact)
 
     Shapes:
         head ``(B, D)``, relation ``(B, D)`` -> ``(B, D)``.

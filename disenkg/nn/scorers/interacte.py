@@ -57,9 +57,10 @@ class InteractEInteraction(nn.Module):
         image_chunk (int, optional): images per checkpointed chunk in training (exact
             batch norm, see :func:`~disenkg.nn.scorers.chunked_head.conv_bn_head`);
             ``None`` processes all at once. (default: ``256``)
-        precision (str): ``fp32`` (the input's dtype) or ``bf16``: the conv / fc GEMMs and
-            feature maps in bfloat16 (fast on CPUs with AMX / AVX512-BF16 and on GPUs;
-            batch-norm statistics, outputs and gradients stay fp32). (default: ``"fp32"``)
+        precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
+            feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
+            fp32) or ``auto`` (bf16 on CPUs with AMX / AVX512-BF16, else fp32; what the
+            command line uses). (default: ``"fp32"``, exact)
     """
 
     def __init__(self, *, dim: int = 200, k_h: int = 20, k_w: int = 10,

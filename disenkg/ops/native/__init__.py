@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 _SOURCE_DIR = Path(__file__).resolve().parent
 _SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernels.h")
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
@@ -121,9 +121,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         getattr(lib, f"im2col_cl_{suffix}").argtypes = [p] + [i64] * 7 + [p, c_int]
         getattr(lib, f"col2im_cl_{suffix}").argtypes = [p] + [i64] * 5 + [p, c_int]
         getattr(lib, f"relu_mask_{suffix}").argtypes = [p, p] + [i64] * 3 + [c_int]
-        getattr(lib, f"relu_mask_backward_{suffix}").argtypes = [p] * 3 + [i64] * 3 + [c_int]
+        getattr(lib, f"relu_mask_backward_{suffix}").argtypes = [p, p, i64, c_int]
         for name in ("im2col_cl", "col2im_cl", "relu_mask", "relu_mask_backward"):
             getattr(lib, f"{name}_{suffix}").restype = None
+    lib.accumulate_bf16.argtypes = [p, p, i64, c_int]
+    lib.accumulate_bf16.restype = None
 
 
 def available() -> bool:

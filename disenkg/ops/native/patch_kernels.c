@@ -22,35 +22,55 @@ static inline uint16_t bf16_store(float f) {
 }
 
 #define IDENT(v) (v)
+#define FLOAT_POSITIVE(v) (!((v) <= 0))
+/* bfloat16 bits as a signed 16-bit integer: > 0 iff the value is > 0 (or a positive NaN) */
+#define BF16_POSITIVE(v) ((int16_t)(v) > 0)
 
 #define T float
 #define ACC float
 #define LOAD IDENT
 #define STORE IDENT
+#define ZERO 0.0f
+#define POSITIVE FLOAT_POSITIVE
 #define SUFFIX f32
 #include "patch_kernels.h"
 #undef T
 #undef ACC
+#undef ZERO
 #undef SUFFIX
 
 #define T double
 #define ACC double
+#define ZERO 0.0
 #define SUFFIX f64
 #include "patch_kernels.h"
 #undef T
 #undef ACC
 #undef LOAD
 #undef STORE
+#undef ZERO
+#undef POSITIVE
 #undef SUFFIX
 
 #define T uint16_t
 #define ACC float
 #define LOAD bf16_load
 #define STORE bf16_store
+#define ZERO 0
+#define POSITIVE BF16_POSITIVE
 #define SUFFIX bf16
 #include "patch_kernels.h"
 #undef T
 #undef ACC
 #undef LOAD
 #undef STORE
+#undef ZERO
+#undef POSITIVE
 #undef SUFFIX
+
+/* acc[i] += x[i] for a float32 accumulator and bfloat16 values (the per-chunk gradient
+ * GEMMs of the bfloat16 head). */
+void accumulate_bf16(float *acc, const uint16_t *x, int64_t n, int nthreads) {
+#pragma omp parallel for simd schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < n; ++i) acc[i] += bf16_load(x[i]);
+}

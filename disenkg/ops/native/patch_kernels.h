@@ -1,12 +1,13 @@
 /* Typed body of the convolution-head kernels; included by patch_kernels.c once per
  * storage type T (float, double, or bfloat16 held as uint16_t) with its accumulation
- * type ACC and the LOAD (T -> ACC) / STORE (ACC -> T) conversions.
+ * type ACC, the LOAD (T -> ACC) / STORE (ACC -> T) conversions, the ZERO of T and the
+ * POSITIVE(v) test (on the raw bits for bfloat16).
  *
  * Layout ("channels last"): an image stack x is (n, H, W) with strides (sn, sh, 1); its
  * patch matrix has one row per output position p = (img * Ho + i) * Wo + j and leading
  * dimension ld >= k * k: cols[p, a * k + b] = x[img, i + a, j + b], then (if ld > k * k)
  * a column of ones (the GEMM bias column) and zeros.  Feature maps are (n, L, C) with
- * L = Ho * Wo, and per-image channel masks (n, C) are ACC.
+ * L = Ho * Wo; per-image channel masks (n, C) are bytes (0 = dropped).
  */
 
 #define CAT_(a, b) a##_##b
@@ -55,37 +56,31 @@ void FN(col2im_cl)(const T *cols, int64_t n, int64_t H, int64_t W, int64_t k, in
     }
 }
 
-/* z <- relu(z) * mask[img, c] in place (mask may be NULL). */
-void FN(relu_mask)(T *z, const ACC *mask, int64_t n, int64_t L, int64_t C, int nthreads) {
+/* z <- relu(z) where keep[img, c] (a 0/1 byte mask; NULL keeps all), else 0, in place.
+ * POSITIVE is "not <= 0" so that NaN stays NaN, as torch.relu. */
+void FN(relu_mask)(T *z, const uint8_t *keep, int64_t n, int64_t L, int64_t C,
+                   int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t img = 0; img < n; ++img) {
-        const ACC *m = mask ? mask + img * C : NULL;
+        const uint8_t *k = keep ? keep + img * C : NULL;
         for (int64_t l = 0; l < L; ++l) {
             T *zr = z + (img * L + l) * C;
-            for (int64_t c = 0; c < C; ++c) {
-                const ACC v = LOAD(zr[c]);
-                zr[c] = v <= 0 ? STORE((ACC)0) : (m ? STORE(v * m[c]) : zr[c]);  /* NaN stays */
+            if (k) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) zr[c] = (k[c] && POSITIVE(zr[c])) ? zr[c] : ZERO;
+            } else {
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) zr[c] = POSITIVE(zr[c]) ? zr[c] : ZERO;
             }
         }
     }
 }
 
-/* da <- da * mask[img, c] where a > 0, else 0, in place (the gradient through
- * a = relu(z) * mask; mask may be NULL). */
-void FN(relu_mask_backward)(const T *a, T *da, const ACC *mask, int64_t n, int64_t L,
-                            int64_t C, int nthreads) {
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t img = 0; img < n; ++img) {
-        const ACC *m = mask ? mask + img * C : NULL;
-        for (int64_t l = 0; l < L; ++l) {
-            const T *ar = a + (img * L + l) * C;
-            T *dr = da + (img * L + l) * C;
-            for (int64_t c = 0; c < C; ++c) {
-                const int on = LOAD(ar[c]) > 0;
-                dr[c] = on ? (m ? STORE(LOAD(dr[c]) * m[c]) : dr[c]) : STORE((ACC)0);
-            }
-        }
-    }
+/* da <- da where a > 0, else 0, in place: the gradient through a = relu(z) * keep (a is
+ * the output of relu_mask, so a > 0 iff z > 0 and the channel is kept). */
+void FN(relu_mask_backward)(const T *a, T *da, int64_t size, int nthreads) {
+#pragma omp parallel for simd schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < size; ++i) da[i] = POSITIVE(a[i]) ? da[i] : ZERO;
 }
 
 #undef FN
