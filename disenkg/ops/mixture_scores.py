@@ -27,8 +27,14 @@ def mixture_scores(query: Tensor, entity: Tensor, att_logits: Tensor, bias: Tens
         return z if bias is None else z + bias
     if order != "after":
         raise ValueError(f"unknown order {order!r}; choose one of ['after', 'before']")
-    x = torch.einsum("bkf,nkf->bkn", query, entity)
+    # (K, B, N) logits from one batched GEMM, then log-sum-exp over K with in-place
+    # passes (the (B, N) result is all that is kept).
+    x = torch.bmm(query.transpose(0, 1), entity.permute(1, 2, 0))
     if bias is not None:
-        x = x + bias
-    loga = torch.log_softmax(att_logits, -1).unsqueeze(-1)
-    return torch.logsumexp(loga + F.logsigmoid(x), dim=1)
+        x.add_(bias)
+    l = F.logsigmoid(x)
+    del x
+    l.add_(torch.log_softmax(att_logits, -1).t().unsqueeze(-1))
+    m = l.amax(0)
+    m = torch.where(torch.isfinite(m), m, torch.zeros((), dtype=m.dtype, device=m.device))
+    return l.sub_(m).exp_().sum(0).log_().add_(m)

@@ -197,3 +197,21 @@ def test_auto_precision_follows_the_hardware(monkeypatch, fast):
     with torch.no_grad():
         a(h, r)
     a(h, r)  # evaluation mode with gradients: the plain float32 path, no error
+
+
+def test_eval_fc_copy_follows_weight_updates():
+    """The evaluation head caches its reordered fc weight; an in-place update (optimiser
+    step, load_state_dict) must invalidate it."""
+    torch.manual_seed(0)
+    plain = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+                                 image_chunk=None).eval()
+    chunked = copy.deepcopy(plain)
+    chunked.image_chunk = 4
+    h, r = torch.randn(9, 12), torch.randn(9, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(h, r), plain(h, r))
+        for m in (plain, chunked):
+            m.fc.weight.mul_(-2.0)
+        torch.testing.assert_close(chunked(h, r), plain(h, r))
+        chunked.load_state_dict(copy.deepcopy(plain).state_dict())
+        torch.testing.assert_close(chunked(h, r), plain(h, r))
