@@ -45,10 +45,14 @@ def test_chunked_equals_plain(cls):
         torch.testing.assert_close(chunked(h, r), plain(h, r))
 
 
+@pytest.mark.parametrize("fc_chunks", [1, 2])
 @pytest.mark.parametrize("impl", ["native", "torch"])
 @pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
-def test_head_gradcheck_with_dropout_mask(groups, with_bias, impl):
+def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, fc_chunks):
+    from disenkg.nn.scorers import chunked_head
     from disenkg.nn.scorers.chunked_head import _Head
+
+    monkeypatch.setattr(chunked_head, "FC_CHUNKS", fc_chunks)
 
     g = torch.Generator().manual_seed(0)
 

@@ -108,9 +108,10 @@ def _augmented_filters(w: Tensor, scale: Tensor, shift: Tensor, groups: int,
 
 
 #: image chunks whose feature maps share one fc GEMM (its K dimension in the weight
-#: gradient): 2 x 256 images ran those GEMMs ~20 % faster than 256 at a time here, while
-#: the conv, its epilogue and its gradients stay at the cache-friendlier chunk size.
-FC_CHUNKS = 2
+#: gradient). 2 x 256 images ran the isolated bf16 weight-gradient GEMM + accumulation
+#: ~20 % faster than 256 at a time, but whole training steps showed no difference beyond
+#: run-to-run noise, so the default stays 1 (the layout of the measured benchmark).
+FC_CHUNKS = 1
 
 
 class _Workspace:
