@@ -26,6 +26,8 @@ static inline uint16_t bf16_store(float f) {
 /* bfloat16 bits as a signed 16-bit integer: > 0 iff the value is > 0 (or a positive NaN) */
 #define BF16_POSITIVE(v) ((int16_t)(v) > 0)
 
+/* Each instantiation defines T, ACC, LOAD, STORE, ZERO, POSITIVE and SUFFIX;
+ * patch_kernels.h undefines them at its end. */
 #define T float
 #define ACC float
 #define LOAD IDENT
@@ -34,23 +36,15 @@ static inline uint16_t bf16_store(float f) {
 #define POSITIVE FLOAT_POSITIVE
 #define SUFFIX f32
 #include "patch_kernels.h"
-#undef T
-#undef ACC
-#undef ZERO
-#undef SUFFIX
 
 #define T double
 #define ACC double
+#define LOAD IDENT
+#define STORE IDENT
 #define ZERO 0.0
+#define POSITIVE FLOAT_POSITIVE
 #define SUFFIX f64
 #include "patch_kernels.h"
-#undef T
-#undef ACC
-#undef LOAD
-#undef STORE
-#undef ZERO
-#undef POSITIVE
-#undef SUFFIX
 
 #define T uint16_t
 #define ACC float
@@ -60,13 +54,6 @@ static inline uint16_t bf16_store(float f) {
 #define POSITIVE BF16_POSITIVE
 #define SUFFIX bf16
 #include "patch_kernels.h"
-#undef T
-#undef ACC
-#undef LOAD
-#undef STORE
-#undef ZERO
-#undef POSITIVE
-#undef SUFFIX
 
 /* acc[i] += x[i] for a float32 accumulator and bfloat16 values (the per-chunk gradient
  * GEMMs of the bfloat16 head). */

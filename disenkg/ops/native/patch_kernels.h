@@ -86,3 +86,10 @@ void FN(relu_mask_backward)(const T *a, T *da, int64_t size, int nthreads) {
 #undef FN
 #undef CAT
 #undef CAT_
+#undef T
+#undef ACC
+#undef LOAD
+#undef STORE
+#undef ZERO
+#undef POSITIVE
+#undef SUFFIX
