@@ -25,6 +25,10 @@ The log-sum-exps are written out so that ``exp(l - max_k l)`` is reused for ``pl
 
 For ``K = 1`` this collapses to BCE-with-logits: ``softplus(x) - t x`` with gradient
 ``sigmoid(x) - t``, which gets its own fast path.
+
+On a CPU the element-wise part of a float32 tile with a scalar target (the background of a
+sparse target) runs as one fused native pass (``mixture_kernels.c``, selected by
+``tile_impl``); :func:`tile` is its reference and the path for everything else.
 """
 
 from __future__ import annotations
@@ -33,9 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from disenkg.ops import native
 from disenkg.ops.mixture_bce.inputs import Target
 
-__all__ = ["Grads", "chunk_size", "chunked_backward", "chunked_forward", "tile"]
+__all__ = ["TILE_IMPLS", "Grads", "chunk_size", "chunked_backward", "chunked_forward",
+           "native_tile", "tile"]
+
+#: element-wise tile implementations: ``auto`` (native where it applies), ``native``,
+#: ``torch`` (:func:`tile`)
+TILE_IMPLS = ("auto", "native", "torch")
+#: the native tile's largest number of components (its per-thread block buffers)
+NATIVE_MAX_K = 16
 
 DEFAULT_BUDGET_BYTES = 16 * 2**20
 #: queries per tile
@@ -120,6 +132,51 @@ def tile(
     return loss, gx, gl
 
 
+def native_tile(x: Tensor, loga: Tensor | None, t: float, w: float | None
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`tile` for a float32 CPU tile and scalar ``t`` / ``w`` in one native pass.
+
+    Returns the loss *summed* over the tile (a 0-d float64 tensor) instead of its
+    ``(R, C)`` matrix; the gradient w.r.t. ``x`` overwrites ``x`` (a fresh contiguous
+    tile), and ``grad_loga`` is ``(K, R)`` (``None`` for ``K = 1``, like :func:`tile`).
+    """
+    K, R, C = x.shape
+    if not (x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()):
+        raise ValueError(f"the native tile needs a contiguous float32 CPU tile, got "
+                         f"{x.dtype} on {x.device}")
+    if K > NATIVE_MAX_K:
+        raise ValueError(f"the native tile supports up to {NATIVE_MAX_K} components, got {K}")
+    la = None
+    if loga is not None:
+        if loga.shape != (K, R, 1):
+            raise ValueError(f"log attention must be ({K}, {R}, 1), got {tuple(loga.shape)}")
+        la = loga.reshape(K, R).to(torch.float32).contiguous()
+    rows = torch.empty(R, dtype=torch.float64)
+    gl = torch.zeros(K, R) if (w is not None and la is not None) else None
+    native.load().mixture_bce_tile_f32(
+        x.data_ptr(), None if la is None else la.data_ptr(), K, R, C, float(t),
+        0.0 if w is None else float(w), int(w is not None), rows.data_ptr(),
+        None if gl is None else gl.data_ptr(), torch.get_num_threads())
+    return rows.sum(), (x if w is not None else None), gl
+
+
+def _tile_fn(impl: str, qk: Tensor, target: Target, w: Tensor | float | None):
+    """The tile function for the dense (background) tiles of :func:`chunked_forward`."""
+    if impl not in TILE_IMPLS:
+        raise ValueError(f"unknown tile impl {impl!r}; choose one of {list(TILE_IMPLS)}")
+    ok = (qk.dtype == torch.float32 and qk.device.type == "cpu" and target.dense is None
+          and not isinstance(w, Tensor) and qk.shape[0] <= NATIVE_MAX_K)
+    if impl == "native":
+        if not ok:
+            raise ValueError("tile_impl='native' needs float32 CPU inputs, a sparse or "
+                             f"constant target, scalar weights and K <= {NATIVE_MAX_K}")
+        native.load()  # raises with the reason
+        return native_tile
+    if impl == "auto" and ok and native.available():
+        return native_tile
+    return tile
+
+
 def _wsum(p: Tensor, w: Tensor | float) -> Tensor:
     """``sum_c p[k, r, c] * w[r, c]`` for a scalar or ``(R, C)`` weight."""
     if isinstance(w, Tensor):
@@ -145,11 +202,14 @@ def chunked_forward(
     reduction: str,
     want_grad: bool,
     budget: int | None = None,
+    tile_impl: str = "auto",
 ) -> tuple[Tensor, Grads | None]:
     """Loss (scalar for mean/sum, (B, N) for none) and, if ``want_grad``, its gradients.
 
     ``qk`` is ``(K, B, F)``, ``ek`` ``(K, N, F)``, ``loga`` ``(K, B, 1)`` or None (K=1).
     Gradients are of the *reduced* loss (so ``mean`` includes ``1 / (B N)``).
+    ``tile_impl`` picks the element-wise tile (:data:`TILE_IMPLS`; the loss matrix of
+    ``reduction="none"`` always comes from :func:`tile`).
     """
     K, B, _ = qk.shape
     N = ek.shape[1]
@@ -158,10 +218,11 @@ def chunked_forward(
     w = scale if want_grad else None
     total = qk.new_zeros(())
     out = qk.new_empty(B, N) if reduction == "none" else None
+    fn = tile if out is not None else _tile_fn(tile_impl, qk, target, w)
     for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
         x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
         t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
-        loss, gx, gl = tile(x, None if loga is None else loga[:, r0:r1], t, w)
+        loss, gx, gl = fn(x, None if loga is None else loga[:, r0:r1], t, w)
         if out is not None:
             out[r0:r1, s:e] = loss
         else:

@@ -1,8 +1,10 @@
 """Native (C + OpenMP) kernels, compiled on first use and loaded with :mod:`ctypes`.
 
 The sources ship with the package: ``edge_kernels.{c,h}`` (the DisenKGAT layer's edge
-products, :mod:`disenkg.ops.edge_products`) and ``patch_kernels.{c,h}`` (the convolutional
-scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patches`). The first call
+products, :mod:`disenkg.ops.edge_products`), ``patch_kernels.{c,h}`` (the convolutional
+scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patches`) and
+``mixture_kernels.c`` (the element-wise tile of the chunked mixture BCE,
+:mod:`disenkg.ops.mixture_bce.chunked`). The first call
 to :func:`load` compiles them with the system C compiler (``$CC``, else ``cc``) into the
 cache (``$DISENKG_CACHE/native``, default ``~/.cache/disenkg/native``) under a name hashed
 from the sources, the flags and the CPU, written atomically so concurrent processes are
@@ -31,9 +33,13 @@ __all__ = ["NativeUnavailableError", "available", "load", "unavailable_reason"]
 logger = logging.getLogger(__name__)
 
 _SOURCE_DIR = Path(__file__).resolve().parent
-_SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernels.h")
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")
-_ABI_VERSION = 3
+_SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernels.h",
+            "mixture_kernels.c")
+# -fno-trapping-math: no kernel reads floating-point exception flags, and it lets the
+# compiler if-convert and vectorise the polynomial exp / log of mixture_kernels.c
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
+          "-fno-trapping-math")
+_ABI_VERSION = 4
 
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
@@ -126,6 +132,9 @@ def _declare(lib: ctypes.CDLL) -> None:
             getattr(lib, f"{name}_{suffix}").restype = None
     lib.accumulate_bf16.argtypes = [p, p, i64, c_int]
     lib.accumulate_bf16.restype = None
+    lib.mixture_bce_tile_f32.argtypes = [p, p] + [i64] * 3 + [ctypes.c_float] * 2 + [
+        c_int, p, p, c_int]
+    lib.mixture_bce_tile_f32.restype = None
 
 
 def available() -> bool:
