@@ -272,11 +272,13 @@ class _Head(torch.autograd.Function):
 class _Moments(torch.autograd.Function):
     """Per group, the Gram matrix of the augmented patches of all images,
     ``G_g = [cols_g | 1]^T [cols_g | 1]`` ``(k*k + 1, k*k + 1)``: the second moments, the
-    patch sums (last column) and the count. Backward: ``d cols = [cols | 1] (dG + dG^T)``
-    folded back onto ``x`` (one GEMM per chunk; nothing of the forward is re-run)."""
+    patch sums (last column) and the count, always in ``x.dtype`` (the variance is a
+    difference of moments). Backward: ``d cols = [cols | 1] (dG + dG^T)`` folded back onto
+    ``x`` (one GEMM per chunk; nothing of the forward is re-run), in the head's compute
+    dtype ``low`` like the head's own input gradient."""
 
     @staticmethod
-    def forward(ctx, x, k, groups, chunk, impl):
+    def forward(ctx, x, k, groups, chunk, impl, low):
         n = x.shape[0]
         k2 = k * k
         gram = torch.zeros(groups, k2 + 1, k2 + 1, dtype=x.dtype, device=x.device)
@@ -287,24 +289,25 @@ class _Moments(torch.autograd.Function):
                 buf = c if buf is None else buf
                 gram[grp].addmm_(c.t(), c)
         ctx.save_for_backward(x)
-        ctx.k, ctx.groups, ctx.chunk, ctx.impl = k, groups, chunk, impl
+        ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low = k, groups, chunk, impl, low
         return gram
 
     @staticmethod
     def backward(ctx, dgram):
         (x,) = ctx.saved_tensors
-        k, groups, chunk, impl = ctx.k, ctx.groups, ctx.chunk, ctx.impl
+        k, groups, chunk, impl, low = ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low
         n, H, W = x.shape[0], x.shape[2], x.shape[3]
-        sym = dgram + dgram.transpose(1, 2)
+        sym = (dgram + dgram.transpose(1, 2)).to(low)
+        xl = x.to(low)
         g_x = torch.empty_like(x)
         buf = dbuf = None
         for s, e in _chunks(n, chunk):
             for grp in range(groups):
-                c = patches(x[s:e, grp], k, out=buf, impl=impl)
+                c = patches(xl[s:e, grp], k, out=buf, impl=impl)
                 buf = c if buf is None else buf
                 dbuf = torch.mm(c, sym[grp], out=None if dbuf is None else dbuf[:c.shape[0]])
                 g_x[s:e, grp] = fold_patches(dbuf, (e - s, H, W), k, impl=impl)
-        return g_x, None, None, None, None
+        return g_x, None, None, None, None, None
 
 
 def _fc_weight(fc: nn.Linear, groups: int, C: int, L: int) -> Tensor:
@@ -365,8 +368,9 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
 
     ``weight`` is ``(C, 1, k, k)``, shared by the ``groups`` input channels of ``x``
     ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``. ``precision``
-    ``"bf16"`` runs the conv and fc GEMMs and the feature maps in bfloat16 (batch-norm
-    statistics, outputs and parameter gradients stay in ``x.dtype``); it needs ``chunk``.
+    ``"bf16"`` runs the conv and fc GEMMs, the feature maps and the GEMM of the gradient
+    through the batch-norm statistics in bfloat16 (the statistics themselves, outputs and
+    parameter gradients stay in ``x.dtype``); it needs ``chunk``.
     ``"auto"`` picks bfloat16 where the hardware makes it fast (:func:`compute_dtype`)
     and the input's dtype on the plain path.
     ``impl`` selects the patch kernels (:mod:`disenkg.ops.patches`).
@@ -392,7 +396,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     n = x.shape[0]
     C = weight.shape[0]
     k2 = k * k
-    gram = _Moments.apply(x, k, groups, chunk, impl)
+    gram = _Moments.apply(x, k, groups, chunk, impl, low)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     M = n * L
     m = gram[:, :k2, k2] / M  # (G, k*k)
