@@ -10,14 +10,15 @@ the materialising loss (``impl="torch"``), the encoder re-run for the estimator 
 (with ``--eval``) the encoder re-run for every evaluation batch of 2048 queries, one row
 per test triple (the default scores each distinct query once).
 ``--impl default`` is the package default (fused native edge kernels where they apply,
-channels-last GEMM conv head, fused loss); ``--impl chunked`` the same with the pure-PyTorch
-checkpointed edge chunks instead of the native kernels. ``--head-precision`` is the
-command line's (``auto``: bfloat16 head GEMMs on CPUs with AMX / AVX512-BF16, else fp32;
-the naive baseline is always fp32). ``--compare`` runs default with an fp32 head, default at
-``--head-precision`` and naive (last: see the comment in :func:`main`) in subprocesses and
-prints the ratios. Like the command
-line, the script enables transparent huge pages for PyTorch (``THP_MEM_ALLOC_ENABLE=1``,
-inherited by the subprocesses, so the baseline gets them too).
+channels-last GEMM conv head, fused loss); ``--impl chunked`` the same with the
+pure-PyTorch checkpointed edge chunks instead of the native kernels. ``--precision``
+sets the command line's ``--head-precision`` and ``--loss-precision`` together
+(``auto``: bfloat16 head GEMMs and bfloat16-input loss GEMMs on CPUs with AMX /
+AVX512-BF16, else fp32; the naive baseline is always fp32). ``--compare`` runs default
+in fp32, default at ``--precision`` and naive (last: see the comment in :func:`main`) in
+subprocesses and prints the ratios. Like the command line, the script enables
+transparent huge pages for PyTorch (``THP_MEM_ALLOC_ENABLE=1``, inherited by the
+subprocesses, so the baseline gets them too).
 
     python experiments/bench_train_step.py --dataset FB15k-237 --steps 3 [--impl naive] [--eval]
 """
@@ -73,7 +74,7 @@ class PerBatchEncoding:
 
 def build_trainer(args, precision: str):
     """The default model and its trainer (``args``: dataset, data_dir, impl, batch_size,
-    image_chunk, eval_batch_size), seeded, with the head at ``precision``."""
+    image_chunk, eval_batch_size), seeded, with the head and the loss at ``precision``."""
     import torch
 
     from disenkg.datasets import KGDataset
@@ -94,6 +95,7 @@ def build_trainer(args, precision: str):
         mi_recompute=naive)
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
                       impl="torch" if naive else "auto", progress=False,
+                      loss_precision="fp32" if naive else precision,
                       eval_batch_size=2048 if naive else args.eval_batch_size)
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/bench-unused")
 
@@ -104,7 +106,7 @@ def run(args) -> dict:
     from disenkg.nn.scorers.chunked_head import compute_dtype
 
     naive = args.impl == "naive"
-    precision = "fp32" if naive else args.head_precision
+    precision = "fp32" if naive else args.precision
     trainer = build_trainer(args, precision)
     ds, model = trainer.dataset, trainer.model
     chunk = None if naive else args.image_chunk
@@ -120,7 +122,7 @@ def run(args) -> dict:
               file=sys.stderr, flush=True)
         if s > 0:
             times.append(dt)
-    out = {"impl": args.impl, "head_precision": precision, "head_dtype": str(dtype)[6:],
+    out = {"impl": args.impl, "precision": precision, "head_dtype": str(dtype)[6:],
            "step_seconds": statistics.median(times),
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     if args.eval:
@@ -146,27 +148,28 @@ def main() -> None:
     p.add_argument("--eval-batch-size", type=int, default=256, help="queries per eval batch")
     p.add_argument("--image-chunk", type=int, default=256,
                    help="scorer images per checkpointed chunk")
-    p.add_argument("--head-precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="compute dtype of the InteractE GEMMs (not for --impl naive; auto = "
+    p.add_argument("--precision", "--head-precision", default="auto",
+                   choices=["auto", "fp32", "bf16"],
+                   help="the InteractE head's and the loss's GEMMs (the command line's "
+                        "--head-precision and --loss-precision; not for --impl naive; auto = "
                         "bf16 on CPUs with AMX / AVX512-BF16, as the command line)")
     p.add_argument("--compare", action="store_true",
-                   help="run default with an fp32 head, (unless --head-precision fp32) "
-                        "default at --head-precision, and naive in subprocesses and print "
-                        "the ratios")
+                   help="run default in fp32, (unless --precision fp32) default at "
+                        "--precision, and naive in subprocesses and print the ratios")
     args = p.parse_args()
     if args.compare:
         # The naive baseline runs last: its 19 GB leave memory fragmented, and the next
         # process's huge-page faults then pay for compaction (the default step measured
         # 10.8 s right after it vs 7.9 s on its own).
         runs = [("default", "fp32")]
-        if args.head_precision != "fp32":
-            runs.append(("default", args.head_precision))
+        if args.precision != "fp32":
+            runs.append(("default", args.precision))
         runs.append(("naive", "fp32"))
         res = []
         for impl, precision in runs:
             cmd = [sys.executable, __file__, "--dataset", args.dataset, "--steps",
                    str(args.steps), "--batch-size", str(args.batch_size), "--impl", impl,
-                   "--head-precision", precision]
+                   "--precision", precision]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]
             if args.eval:

@@ -1,10 +1,12 @@
-"""Training with the bfloat16 conv head against fp32: loss trajectory and validation MRR.
+"""Training with the bfloat16 head and loss GEMMs against fp32: loss trajectory and
+validation MRR.
 
 Builds the default DisenKGAT model of ``bench_train_step.py`` twice from the same seed,
-trains each for ``--steps`` steps on the same batches (same dropout draws), once with the
-head in fp32 and once in bf16, and prints both loss curves, the largest relative loss
-difference and both models' filtered validation MRR (first ``--valid`` triples). Full
-training runs of the small KGs in both precisions are in ``experiments/results/``.
+trains each for ``--steps`` steps on the same batches (same dropout draws), once in fp32
+and once with ``--head-precision bf16 --loss-precision bf16``, and prints both loss
+curves, the largest relative loss difference and both models' filtered validation MRR
+(first ``--valid`` triples). Full training runs of the small KGs in both precisions are
+in ``experiments/results/``.
 
     python experiments/precision_study.py --dataset FB15k-237 --steps 40
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 from disenkg.cli.common import apply_config, format_table, pick_device, setup_logging
 from disenkg.cli.link_models import MODELS, add_model_arguments, fill_defaults
 from disenkg.datasets import KGDataset
+from disenkg.ops.precision import PRECISIONS
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.utils import seed_everything
 
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how tied scores are ranked in the headline metrics")
     t.add_argument("--impl", default="auto", choices=["auto", "torch", "chunked", "triton"],
                    help="implementation of the fused mixture-BCE loss")
+    t.add_argument("--loss-precision", default="auto", choices=list(PRECISIONS),
+                   help="the mixture-BCE GEMMs (chunked CPU path): fp32; bf16 (float32 "
+                        "tensors, bfloat16-rounded GEMM inputs, float32 accumulation and "
+                        "logits); auto (default) = bf16 on CPUs with AMX / AVX512-BF16, else "
+                        "fp32 (see README, 'Precision')")
     add_model_arguments(p)
     return p
 
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         eval_every=args.eval_every, patience=args.patience,
         eval_batch_size=args.eval_batch_size, seed=args.seed, impl=args.impl,
+        loss_precision=args.loss_precision,
         rank_type=args.rank_type, progress=not args.no_progress,
     )
     out = Path(args.output_dir or f"runs/{dataset.name}-{args.model}")

@@ -21,7 +21,7 @@ from disenkg.nn.conv.disen_conv import IMPLS as CONV_IMPLS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, Scorer
-from disenkg.nn.scorers.chunked_head import PRECISIONS
+from disenkg.ops.precision import PRECISIONS
 from disenkg.utils import Registry
 
 __all__ = ["MODELS", "ModelEntry", "add_model_arguments", "fill_defaults"]

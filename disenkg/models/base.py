@@ -44,12 +44,13 @@ class MixtureLinkModel(nn.Module):
 
     def loss(self, reps: Any, heads: Tensor, rels: Tensor,
              target: Tensor | tuple[Tensor, Tensor], *, label_smoothing: float = 0.0,
-             impl: str = "auto") -> Tensor:
-        """Mean 1-N BCE of the queries ``(heads, rels)`` against all entities."""
+             impl: str = "auto", precision: str = "fp32") -> Tensor:
+        """Mean 1-N BCE of the queries ``(heads, rels)`` against all entities (``impl`` and
+        ``precision`` as in :func:`~disenkg.ops.mixture_bce`)."""
         q, att = self.query(reps, heads, rels)
         ent, bias = self.candidates(reps)
         return mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
-                           order=self.order, impl=impl)
+                           order=self.order, impl=impl, precision=precision)
 
     def score(self, reps: Any, heads: Tensor, rels: Tensor) -> Tensor:
         """``(B, N)`` ranking scores (log-probability for ``after``, logit for ``before``)."""

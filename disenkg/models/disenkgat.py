@@ -183,10 +183,10 @@ class DisenKGAT(MixtureLinkModel):
                 self.bias if self.scorer.uses_bias else None)
 
     def loss(self, reps, heads, rels, target, *, label_smoothing: float = 0.0,
-             impl: str = "auto") -> Tensor:
+             impl: str = "auto", precision: str = "fp32") -> Tensor:
         if self.scorer.dot_product:
             return super().loss(reps, heads, rels, target, label_smoothing=label_smoothing,
-                                impl=impl)
+                                impl=impl, precision=precision)
         sub, rel, att = self._parts(reps, heads, rels)
         x = self._eager_logits(sub, rel, reps)
         return mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,

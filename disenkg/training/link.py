@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from disenkg.datasets.kg import KGDataset
 from disenkg.evaluation import LinkEvaluator
 from disenkg.models.base import MixtureLinkModel
+from disenkg.ops.precision import check_precision
 from disenkg.utils.io import atomic_save, atomic_write_text
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
@@ -44,6 +45,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     impl: str = "auto"
+    loss_precision: str = "fp32"
     rank_type: str = "realistic"
     progress: bool = True
 
@@ -55,6 +57,7 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        check_precision(self.loss_precision)
 
 
 class LinkTrainer:
@@ -172,7 +175,8 @@ class LinkTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         reps = model.encode()
         loss = model.loss(reps, queries[:, 0], queries[:, 1], target,
-                          label_smoothing=self.config.label_smoothing, impl=self.config.impl)
+                          label_smoothing=self.config.label_smoothing, impl=self.config.impl,
+                          precision=self.config.loss_precision)
         reg = model.regularization(reps, queries[:, 0])
         if reg is not None:
             loss = loss + reg

@@ -32,7 +32,7 @@ def test_bench_train_step(umls_path, tmp_path):
 def test_bench_train_step_compare_precisions(umls_path):
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_train_step.py"),
                           "--dataset", str(umls_path), "--steps", "1", "--batch-size", "32",
-                          "--compare", "--head-precision", "bf16"],
+                          "--compare", "--precision", "bf16"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     lines = out.strip().splitlines()
     runs = [json.loads(line) for line in lines[:3]]

@@ -162,8 +162,9 @@ def test_moments_gradcheck(groups, impl):
 
 @pytest.mark.parametrize("impl", ["native", "torch"])
 def test_moments_bf16_backward_close_to_float64(impl):
-    """With ``low = bfloat16`` the Gram matrix stays exact (``x.dtype``) and the input
-    gradient is within bfloat16 rounding of the float64 one."""
+    """With ``low = bfloat16`` the Gram matrix stays float32 (within the rounding of its
+    inputs to bfloat16, which oneDNN may apply) and the input gradient is within bfloat16
+    rounding of the float64 one."""
     from disenkg.nn.scorers.chunked_head import _Moments
 
     g = torch.Generator().manual_seed(3)
@@ -175,7 +176,7 @@ def test_moments_bf16_backward_close_to_float64(impl):
     x32 = x.clone().requires_grad_()
     out = _Moments.apply(x32, 3, 2, 3, impl, torch.bfloat16)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), ref.detach(), rtol=1e-5, atol=1e-3)
+    assert (out.double() - ref).norm() <= 2**-8 * ref.norm()
     (g_low,) = torch.autograd.grad((out * dgram).sum(), x32)
     assert g_low.dtype == torch.float32
     err = (g_low.double() - g_ref).norm() / g_ref.norm()

@@ -251,12 +251,15 @@ def test_module_wrapper_and_repr():
     q, e, att, bias, y = make()
     mod = MixtureBCELoss(label_smoothing=0.1, order="before", impl="chunked")
     assert repr(mod) == (
-        "MixtureBCELoss(order='before', label_smoothing=0.1, reduction='mean', impl='chunked')"
+        "MixtureBCELoss(order='before', label_smoothing=0.1, reduction='mean', impl='chunked', "
+        "precision='fp32')"
     )
     ref = naive(q, e, att, y, bias, 0.1, "before").mean()
     torch.testing.assert_close(mod(q, e, att, y, bias), ref)
     with pytest.raises(ValueError, match="choose one of"):
         MixtureBCELoss(order="x")
+    with pytest.raises(ValueError, match="unknown precision"):
+        MixtureBCELoss(precision="fp16")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton with TRITON_INTERPRET=1 on CPU")

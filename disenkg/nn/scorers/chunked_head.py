@@ -57,35 +57,25 @@ from disenkg.ops.patches import (
     relu_mask_,
     relu_mask_backward_,
 )
+from disenkg.ops.precision import (
+    bf16_matmul,
+    bf16_matmul_supported,
+    check_precision,
+    fast_bf16_cpu,
+)
 
-__all__ = ["PRECISIONS", "compute_dtype", "conv_bn_head", "fast_bf16_cpu"]
-
-#: compute dtypes of the head's GEMMs and feature maps (``None``: the input's dtype;
-#: ``auto`` is resolved by :func:`compute_dtype`)
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16,
-                                             "auto": None}
-
-
-def fast_bf16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16)."""
-    caps = getattr(torch._C._cpu, "_get_cpu_capability", None)
-    if caps is None:
-        return False
-    found = caps()
-    return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
-
+__all__ = ["compute_dtype", "conv_bn_head"]
 
 def compute_dtype(precision: str, x: Tensor, chunk: int | None) -> torch.dtype:
     """The head's compute dtype: ``fp32`` is ``x.dtype``, ``bf16`` bfloat16, and ``auto``
     bfloat16 for float32 CPU inputs on a CPU with bfloat16 matrix hardware when the
     chunked path runs (``chunk``), else ``x.dtype``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    check_precision(precision)
     if precision == "auto":
         fast = (chunk and x.dtype == torch.float32 and x.device.type == "cpu"
                 and fast_bf16_cpu())
         return torch.bfloat16 if fast else x.dtype
-    return PRECISIONS[precision] or x.dtype
+    return torch.bfloat16 if precision == "bf16" else x.dtype
 
 
 def _affine(w: Tensor, b: Tensor | None, mean: Tensor, var: Tensor, gamma: Tensor,
@@ -272,10 +262,13 @@ class _Head(torch.autograd.Function):
 class _Moments(torch.autograd.Function):
     """Per group, the Gram matrix of the augmented patches of all images,
     ``G_g = [cols_g | 1]^T [cols_g | 1]`` ``(k*k + 1, k*k + 1)``: the second moments, the
-    patch sums (last column) and the count, always in ``x.dtype`` (the variance is a
-    difference of moments). Backward: ``d cols = [cols | 1] (dG + dG^T)`` folded back onto
-    ``x`` (one GEMM per chunk; nothing of the forward is re-run), in the head's compute
-    dtype ``low`` like the head's own input gradient."""
+    patch sums (last column) and the count, always accumulated and returned in ``x.dtype``
+    (the variance is a difference of moments); for a bfloat16 head (``low``) of float32
+    inputs the patches enter the GEMM rounded to bfloat16, as they enter the head's
+    convolution (:func:`~disenkg.ops.precision.bf16_matmul`). Backward:
+    ``d cols = [cols | 1] (dG + dG^T)`` folded back onto ``x`` (one GEMM per chunk; nothing
+    of the forward is re-run), in the head's compute dtype ``low`` like the head's own
+    input gradient."""
 
     @staticmethod
     def forward(ctx, x, k, groups, chunk, impl, low):
@@ -283,11 +276,15 @@ class _Moments(torch.autograd.Function):
         k2 = k * k
         gram = torch.zeros(groups, k2 + 1, k2 + 1, dtype=x.dtype, device=x.device)
         buf = None
-        for s, e in _chunks(n, chunk):
-            for grp in range(groups):
-                c = patches(x[s:e, grp], k, out=buf, impl=impl)
-                buf = c if buf is None else buf
-                gram[grp].addmm_(c.t(), c)
+        # a bfloat16 head: the Gram of its bfloat16-rounded patches, accumulated in float32
+        low_gemm = (low == torch.bfloat16 and x.dtype == torch.float32
+                    and x.device.type == "cpu" and bf16_matmul_supported())
+        with bf16_matmul(low_gemm):
+            for s, e in _chunks(n, chunk):
+                for grp in range(groups):
+                    c = patches(x[s:e, grp], k, out=buf, impl=impl)
+                    buf = c if buf is None else buf
+                    gram[grp].addmm_(c.t(), c)
         ctx.save_for_backward(x)
         ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low = k, groups, chunk, impl, low
         return gram

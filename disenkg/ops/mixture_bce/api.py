@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from disenkg.ops.mixture_bce.function import MixtureBCEFunction
 from disenkg.ops.mixture_bce.inputs import ORDERS, REDUCTIONS, check_inputs, make_target
 from disenkg.ops.mixture_bce.reference import reference_loss
+from disenkg.ops.precision import check_precision, use_bf16
 
 __all__ = ["IMPLS", "MixtureBCELoss", "mixture_bce", "resolve_impl"]
 
@@ -39,6 +40,7 @@ def mixture_bce(
     reduction: str = "mean",
     impl: str = "auto",
     chunk_budget_bytes: int | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     r"""Binary cross-entropy of a K-component mixture scored against all N entities.
 
@@ -71,6 +73,11 @@ def mixture_bce(
         impl (str): ``"auto"``, ``"torch"``, ``"chunked"`` or ``"triton"``.
             (default: ``"auto"``)
         chunk_budget_bytes (int, optional): memory budget of one chunked tile.
+        precision (str): the chunked path's GEMMs: ``"fp32"`` (the inputs' precision),
+            ``"bf16"`` (float32 CPU inputs rounded to bfloat16 inside the GEMMs, float32
+            accumulation and logits, :func:`~disenkg.ops.precision.bf16_matmul`) or
+            ``"auto"`` (bf16 on CPUs with bfloat16 matrix hardware). The element-wise
+            loss and its gradients stay in the inputs' dtype. (default: ``"fp32"``)
 
     Returns:
         Scalar loss, or ``(B, N)`` for ``reduction="none"``.
@@ -81,6 +88,10 @@ def mixture_bce(
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
     B, K, F, N = check_inputs(query, entity, att_logits, bias)
     backend = resolve_impl(impl, query.device)
+    check_precision(precision)
+    if precision == "bf16" and backend != "chunked":
+        raise ValueError(f"precision='bf16' is implemented by impl='chunked', not {backend!r}")
+    bf16 = backend == "chunked" and use_bf16(precision, query)
     tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device)
     if backend == "torch":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)
@@ -95,7 +106,7 @@ def mixture_bce(
         att_logits = att_logits.new_zeros(B, 1)
     loga = torch.log_softmax(att_logits, dim=-1)
     return MixtureBCEFunction.apply(
-        query, entity, loga, bias, tgt, reduction, backend, chunk_budget_bytes
+        query, entity, loga, bias, tgt, reduction, backend, chunk_budget_bytes, bf16
     )
 
 
@@ -107,6 +118,7 @@ class MixtureBCELoss(nn.Module):
         order (str): ``"after"`` or ``"before"``. (default: ``"after"``)
         reduction (str): (default: ``"mean"``)
         impl (str): (default: ``"auto"``)
+        precision (str): (default: ``"fp32"``)
 
     Shapes:
         query ``(B, K, F)``, entity ``(N, K, F)``, att_logits ``(B, K)``, bias ``(N,)``,
@@ -120,6 +132,7 @@ class MixtureBCELoss(nn.Module):
         order: str = "after",
         reduction: str = "mean",
         impl: str = "auto",
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         if order not in ORDERS:
@@ -134,6 +147,7 @@ class MixtureBCELoss(nn.Module):
         self.order = order
         self.reduction = reduction
         self.impl = impl
+        self.precision = check_precision(precision)
 
     def forward(
         self,
@@ -146,12 +160,12 @@ class MixtureBCELoss(nn.Module):
         return mixture_bce(
             query, entity, att_logits, target, bias=bias,
             label_smoothing=self.label_smoothing, order=self.order,
-            reduction=self.reduction, impl=self.impl,
+            reduction=self.reduction, impl=self.impl, precision=self.precision,
         )
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(order={self.order!r}, "
             f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}, "
-            f"impl={self.impl!r})"
+            f"impl={self.impl!r}, precision={self.precision!r})"
         )

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from disenkg.ops import native
 from disenkg.ops.mixture_bce.inputs import Target
+from disenkg.ops.precision import bf16_matmul
 
 __all__ = ["TILE_IMPLS", "Grads", "chunk_size", "chunked_backward", "chunked_forward",
            "native_tile", "tile"]
@@ -68,13 +69,13 @@ def chunk_size(B: int, K: int, N: int, itemsize: int, budget: int | None = None)
 class Grads:
     """Accumulators for the gradients w.r.t. query, entity, log-attention and bias.
 
-    ``q`` is ``(K, B, F)``; ``e`` is a ``(K, N, F)`` view of an ``(N, K, F)`` buffer, so the
-    entity gradient needs no transposed copy.
+    ``q`` is ``(K, B, F)`` and ``e`` ``(K, N, F)``, both contiguous, so that every tile
+    adds its GEMM in place into contiguous ``(rows, F)`` blocks.
     """
 
     def __init__(self, qk: Tensor, ek: Tensor, K: int, B: int, N: int, want_bias: bool):
         self.q = torch.zeros_like(qk)  # (K, B, F)
-        self.e = ek.new_zeros(N, K, ek.shape[-1]).transpose(0, 1)  # (K, N, F) view
+        self.e = ek.new_zeros(K, N, ek.shape[-1])  # (K, N, F)
         self.loga = qk.new_zeros(K, B)
         self.bias = qk.new_zeros(N) if want_bias else None
 
@@ -132,18 +133,24 @@ def tile(
     return loss, gx, gl
 
 
-def native_tile(x: Tensor, loga: Tensor | None, t: float, w: float | None
-                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def native_tile(x: Tensor, loga: Tensor | None, t: float, w: float | None,
+                bias: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`tile` for a float32 CPU tile and scalar ``t`` / ``w`` in one native pass.
 
     Returns the loss *summed* over the tile (a 0-d float64 tensor) instead of its
     ``(R, C)`` matrix; the gradient w.r.t. ``x`` overwrites ``x`` (a fresh contiguous
     tile), and ``grad_loga`` is ``(K, R)`` (``None`` for ``K = 1``, like :func:`tile`).
+    ``bias`` ``(C,)``, if given, is added to the logits ``x`` first (saving the broadcast
+    copy of a ``baddbmm``).
     """
     K, R, C = x.shape
     if not (x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()):
         raise ValueError(f"the native tile needs a contiguous float32 CPU tile, got "
                          f"{x.dtype} on {x.device}")
+    if bias is not None:
+        if bias.shape != (C,):
+            raise ValueError(f"bias must be ({C},), got {tuple(bias.shape)}")
+        bias = bias.to(torch.float32).contiguous()
     if K > NATIVE_MAX_K:
         raise ValueError(f"the native tile supports up to {NATIVE_MAX_K} components, got {K}")
     la = None
@@ -154,7 +161,8 @@ def native_tile(x: Tensor, loga: Tensor | None, t: float, w: float | None
     rows = torch.empty(R, dtype=torch.float64)
     gl = torch.zeros(K, R) if (w is not None and la is not None) else None
     native.load().mixture_bce_tile_f32(
-        x.data_ptr(), None if la is None else la.data_ptr(), K, R, C, float(t),
+        x.data_ptr(), None if bias is None else bias.data_ptr(),
+        None if la is None else la.data_ptr(), K, R, C, float(t),
         0.0 if w is None else float(w), int(w is not None), rows.data_ptr(),
         None if gl is None else gl.data_ptr(), torch.get_num_threads())
     return rows.sum(), (x if w is not None else None), gl
@@ -203,13 +211,15 @@ def chunked_forward(
     want_grad: bool,
     budget: int | None = None,
     tile_impl: str = "auto",
+    bf16: bool = False,
 ) -> tuple[Tensor, Grads | None]:
     """Loss (scalar for mean/sum, (B, N) for none) and, if ``want_grad``, its gradients.
 
     ``qk`` is ``(K, B, F)``, ``ek`` ``(K, N, F)``, ``loga`` ``(K, B, 1)`` or None (K=1).
     Gradients are of the *reduced* loss (so ``mean`` includes ``1 / (B N)``).
     ``tile_impl`` picks the element-wise tile (:data:`TILE_IMPLS`; the loss matrix of
-    ``reduction="none"`` always comes from :func:`tile`).
+    ``reduction="none"`` always comes from :func:`tile`); ``bf16`` runs the GEMMs under
+    :func:`~disenkg.ops.precision.bf16_matmul`.
     """
     K, B, _ = qk.shape
     N = ek.shape[1]
@@ -219,16 +229,22 @@ def chunked_forward(
     total = qk.new_zeros(())
     out = qk.new_empty(B, N) if reduction == "none" else None
     fn = tile if out is not None else _tile_fn(tile_impl, qk, target, w)
-    for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
-        x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
-        t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
-        loss, gx, gl = fn(x, None if loga is None else loga[:, r0:r1], t, w)
-        if out is not None:
-            out[r0:r1, s:e] = loss
-        else:
-            total += loss.sum()
-        if grads is not None:
-            _accumulate(grads, gx, gl, qk, ek, r0, r1, s, e)
+    with bf16_matmul(bf16):
+        for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
+            la = None if loga is None else loga[:, r0:r1]
+            t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
+            if fn is native_tile:  # the bias joins inside the tile
+                x = _logits(qk[:, r0:r1], ek[:, s:e], None, s, e)
+                loss, gx, gl = fn(x, la, t, w, None if bias is None else bias[s:e])
+            else:
+                x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
+                loss, gx, gl = fn(x, la, t, w)
+            if out is not None:
+                out[r0:r1, s:e] = loss
+            else:
+                total += loss.sum()
+            if grads is not None:
+                _accumulate(grads, gx, gl, qk, ek, r0, r1, s, e)
     if target.is_sparse and target.rows.numel():
         corr, gpos = _positive_correction(qk, ek, loga, bias, target, w)
         if out is not None:
@@ -250,17 +266,19 @@ def chunked_backward(
     target: Target,
     grad_out: Tensor,
     budget: int | None = None,
+    bf16: bool = False,
 ) -> Grads:
     """Gradients for ``reduction="none"``: recompute each tile weighted by ``grad_out``."""
     K, B, _ = qk.shape
     N = ek.shape[1]
     grads = Grads(qk, ek, K, B, N, bias is not None)
-    for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
-        x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
-        t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
-        _, gx, gl = tile(x, None if loga is None else loga[:, r0:r1], t,
-                         grad_out[r0:r1, s:e])
-        _accumulate(grads, gx, gl, qk, ek, r0, r1, s, e)
+    with bf16_matmul(bf16):
+        for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
+            x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
+            t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
+            _, gx, gl = tile(x, None if loga is None else loga[:, r0:r1], t,
+                             grad_out[r0:r1, s:e])
+            _accumulate(grads, gx, gl, qk, ek, r0, r1, s, e)
     if target.is_sparse and target.rows.numel():
         w = grad_out[target.rows, target.cols].unsqueeze(-1)
         _, gpos = _positive_correction(qk, ek, loga, bias, target, w)
@@ -278,11 +296,7 @@ def _logits(qk: Tensor, e_tile: Tensor, bias: Tensor | None, s: int, e: int) -> 
 def _accumulate(grads: Grads, gx: Tensor, gl: Tensor | None, qk, ek, r0: int, r1: int,
                 s: int, e: int) -> None:
     grads.q[:, r0:r1].baddbmm_(gx, ek[:, s:e])
-    ge = torch.bmm(gx.transpose(1, 2), qk[:, r0:r1])
-    if r0 == 0:  # the first row block writes, the others add
-        grads.e[:, s:e] = ge
-    else:
-        grads.e[:, s:e] += ge
+    grads.e[:, s:e].baddbmm_(gx.transpose(1, 2), qk[:, r0:r1])
     if grads.bias is not None:
         if r0 == 0:
             grads.bias[s:e] = gx.sum((0, 1))

@@ -33,11 +33,12 @@ class MixtureBCEFunction(torch.autograd.Function):
         reduction: str,
         backend: str,
         budget: int | None,
+        bf16: bool = False,
     ) -> Tensor:
         B, K, _ = query.shape
         N = entity.shape[0]
         want = any(ctx.needs_input_grad[:4])
-        ctx.meta = (target, reduction, backend, budget, bias is not None)
+        ctx.meta = (target, reduction, backend, budget, bias is not None, bf16)
         if backend == "triton":
             from disenkg.ops.mixture_bce import triton_kernels as tk
 
@@ -55,7 +56,8 @@ class MixtureBCEFunction(torch.autograd.Function):
             return loss
         qk, ek, la = _kbf(query, entity, loga)
         fused = want and reduction != "none"
-        loss, grads = chunked.chunked_forward(qk, ek, la, bias, target, reduction, fused, budget)
+        loss, grads = chunked.chunked_forward(qk, ek, la, bias, target, reduction, fused, budget,
+                                              bf16=bf16)
         if fused:
             gb = grads.bias if grads.bias is not None else None
             ctx.save_for_backward(_to_bkf(grads.q), _to_bkf(grads.e), grads.loga.t(), gb)
@@ -67,13 +69,13 @@ class MixtureBCEFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        target, reduction, backend, budget, has_bias = ctx.meta
+        target, reduction, backend, budget, has_bias, bf16 = ctx.meta
         if backend == "chunked" and ctx.fused:
             grads = ctx.saved_tensors
             if not bool(grad_out == 1):  # the usual case (loss.backward()) needs no copy
                 grads = tuple(g * grad_out if g is not None else None for g in grads)
             gq, ge, gl, gb = grads
-            return gq, ge, gl, gb if has_bias else None, None, None, None, None
+            return gq, ge, gl, gb if has_bias else None, None, None, None, None, None
         query, entity, loga, bias = ctx.saved_tensors
         B, K, _ = query.shape
         N = entity.shape[0]
@@ -84,7 +86,7 @@ class MixtureBCEFunction(torch.autograd.Function):
         qk, ek, la = _kbf(query, entity, loga)
         if backend == "chunked":
             g = chunked.chunked_backward(qk, ek, la, bias, target, _dense_weight(weight, B, N),
-                                         budget)
+                                         budget, bf16=bf16)
             gq, ge, gb = _to_bkf(g.q), _to_bkf(g.e), g.bias
             gl = g.loga.t()
         else:
@@ -105,7 +107,7 @@ class MixtureBCEFunction(torch.autograd.Function):
                     gb = gb + grads.bias
         if K == 1:
             gl = torch.zeros_like(loga)
-        return gq, ge, gl, (gb if has_bias else None), None, None, None, None
+        return gq, ge, gl, (gb if has_bias else None), None, None, None, None, None
 
 
 def _dense_weight(weight: Tensor | float, B: int, N: int) -> Tensor:
@@ -115,9 +117,12 @@ def _dense_weight(weight: Tensor | float, B: int, N: int) -> Tensor:
 
 
 def _kbf(query: Tensor, entity: Tensor, loga: Tensor):
-    """(K, B, F) / (K, N, F) contiguous layouts for batched GEMMs; loga (K, B, 1) or None."""
+    """(K, B, F) / (K, N, F) contiguous layouts for batched GEMMs; loga (K, B, 1) or None.
+
+    The entity copy (35 MB at FB15k-237 scale) pays for itself: the GEMMs on contiguous
+    ``(c, F)`` tiles ran ~30 % faster than on the strided view."""
     K = query.shape[1]
     qk = query.transpose(0, 1).contiguous()  # (K, B, F): small
-    ek = entity.transpose(0, 1)  # (K, N, F) strided view: bmm takes it without a copy
+    ek = entity.transpose(0, 1).contiguous()  # (K, N, F)
     la = None if K == 1 else loga.t().unsqueeze(-1).contiguous()
     return qk, ek, la

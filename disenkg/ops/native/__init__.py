@@ -132,7 +132,7 @@ def _declare(lib: ctypes.CDLL) -> None:
             getattr(lib, f"{name}_{suffix}").restype = None
     lib.accumulate_bf16.argtypes = [p, p, i64, c_int]
     lib.accumulate_bf16.restype = None
-    lib.mixture_bce_tile_f32.argtypes = [p, p] + [i64] * 3 + [ctypes.c_float] * 2 + [
+    lib.mixture_bce_tile_f32.argtypes = [p, p, p] + [i64] * 3 + [ctypes.c_float] * 2 + [
         c_int, p, p, c_int]
     lib.mixture_bce_tile_f32.restype = None
 

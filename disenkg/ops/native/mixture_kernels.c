@@ -73,13 +73,14 @@ static inline float mix_log1p(float e) {
     return mix_log(u) + (e - (u - 1.0f)) / u;
 }
 
-/* x: (K, R, C) logits, overwritten by d loss / d x when want_grad; loga: (K, R) log
+/* x: (K, R, C) logits without the bias, overwritten by d loss / d x when want_grad;
+ * bias: (C,) per-column bias added to every logit (NULL for none); loga: (K, R) log
  * attention (NULL for K = 1); row_loss: (R,) sums of the loss over the C columns;
  * gl: (K, R) d loss / d log a, added to (when want_grad and loga). t, w: scalar target
  * and gradient weight. Needs K <= MIX_KMAX. */
-void mixture_bce_tile_f32(float *x, const float *loga, int64_t K, int64_t R, int64_t C,
-                          float t, float w, int want_grad, double *row_loss, float *gl,
-                          int nthreads) {
+void mixture_bce_tile_f32(float *x, const float *bias, const float *loga, int64_t K,
+                          int64_t R, int64_t C, float t, float w, int want_grad,
+                          double *row_loss, float *gl, int nthreads) {
     const float w1 = -t * w, w0 = (1.0f - t) * w;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t r = 0; r < R; ++r) {
@@ -90,11 +91,16 @@ void mixture_bce_tile_f32(float *x, const float *loga, int64_t K, int64_t R, int
         for (int64_t k = 0; k < K; ++k) gsum[k] = 0.0f;
         for (int64_t c0 = 0; c0 < C; c0 += MIX_BLOCK) {
             const int nb = (int)(C - c0 < MIX_BLOCK ? C - c0 : MIX_BLOCK);
-            /* l_k (into el) and sigma(x_k) */
+            /* x_k += bias; l_k (into el) and sigma(x_k) */
             for (int64_t k = 0; k < K; ++k) {
-                const float *xk = x + (k * R + r) * C + c0;
+                float *xk = x + (k * R + r) * C + c0;
                 const float la = loga ? loga[k * R + r] : 0.0f;
                 float *lk = el + k * MIX_BLOCK, *sk = sg + k * MIX_BLOCK;
+                if (bias) {
+                    const float *bc = bias + c0;
+#pragma omp simd
+                    for (int j = 0; j < nb; ++j) xk[j] += bc[j];
+                }
 #pragma omp simd
                 for (int j = 0; j < nb; ++j) {
                     const float xv = xk[j];
