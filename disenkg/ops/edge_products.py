@@ -14,7 +14,7 @@ These are the attention logits (``dot_weight``: :math:`T = W^2`, ``dot_emb``:
 :math:`T = r^2`) and the aggregation of ``mult`` / ``cross`` messages
 (:math:`T = u_r`) of :class:`~disenkg.nn.conv.DisenConv`. Their gradients are the same
 three primitives (an SDDMM over edges, an SpMM over one side's CSR, and a per-relation
-reduction):
+reduction, which the native kernels fuse into the SpMM pass that gathers the same rows):
 
 .. math::
     \partial x_{i} \mathrel{+}= \sum_{e \to i} g_{e}\, x_j \odot T_r,\quad
@@ -121,25 +121,21 @@ def _sddmm(a: Tensor, b: Tensor, table: Tensor | None, g: EdgeGraph) -> Tensor:
     return out
 
 
-def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool) -> Tensor:
+def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool,
+          rel_a: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    r"""The SpMM onto one side; with ``rel_a`` also, from the same pass, the per-relation
+    reduction :math:`\sum_{e \in r} w_e\, a_{n(e)} \odot b_{other(e)}` (``n(e)`` the
+    edge's endpoint on that side)."""
     _, K, F = b.shape
     out = b.new_empty(g.num_nodes, K, F)
+    red = None if rel_a is None else b.new_empty(g.num_relations, K, F)
     ptr, order, other = ((g.dst_ptr, g.dst_order, g.src) if to_dst
                          else (g.src_ptr, g.src_order, g.dst))
     _fn("edge_spmm", b.dtype)(b.data_ptr(), _ptr(table), w.data_ptr(), ptr.data_ptr(),
                               order.data_ptr(), other.data_ptr(), g.rel.data_ptr(),
-                              g.num_nodes, K, F, out.data_ptr(), torch.get_num_threads())
-    return out
-
-
-def _rel_reduce(a: Tensor, b: Tensor, w: Tensor, g: EdgeGraph) -> Tensor:
-    _, K, F = a.shape
-    out = a.new_empty(g.num_relations, K, F)
-    _fn("edge_rel_reduce", a.dtype)(a.data_ptr(), b.data_ptr(), w.data_ptr(),
-                                    g.dst.data_ptr(), g.src.data_ptr(), g.rel.data_ptr(),
-                                    g.num_edges, K, F, g.num_relations, out.data_ptr(),
-                                    torch.get_num_threads())
-    return out
+                              g.num_nodes, K, F, out.data_ptr(), _ptr(rel_a),
+                              g.num_relations, _ptr(red), torch.get_num_threads())
+    return out, red
 
 
 class _EdgeDot(torch.autograd.Function):
@@ -154,12 +150,11 @@ class _EdgeDot(torch.autograd.Function):
         x, table = ctx.saved_tensors
         g: EdgeGraph = ctx.graph
         grad = grad.contiguous()
-        gx = gt = None
-        if ctx.needs_input_grad[0]:
-            gx = _spmm(x, table, grad, g, to_dst=True).add_(_spmm(x, table, grad, g, False))
-        if ctx.needs_input_grad[1]:
-            gt = _rel_reduce(x, x, grad, g)
-        return gx, gt, None
+        want_t = ctx.needs_input_grad[1]
+        # the dst-side pass gathers x_src for both d x_dst and d T = sum g x_dst * x_src
+        gx, gt = _spmm(x, table, grad, g, to_dst=True, rel_a=x if want_t else None)
+        gx.add_(_spmm(x, table, grad, g, to_dst=False)[0])
+        return gx if ctx.needs_input_grad[0] else None, gt, None
 
 
 class _EdgeAggregate(torch.autograd.Function):
@@ -167,7 +162,7 @@ class _EdgeAggregate(torch.autograd.Function):
     def forward(ctx, x, table, weight, graph):
         ctx.save_for_backward(x, table, weight)
         ctx.graph = graph
-        return _spmm(x, table, weight, graph, to_dst=True)
+        return _spmm(x, table, weight, graph, to_dst=True)[0]
 
     @staticmethod
     def backward(ctx, grad):
@@ -175,10 +170,12 @@ class _EdgeAggregate(torch.autograd.Function):
         g: EdgeGraph = ctx.graph
         grad = grad.contiguous()
         gx = gt = gw = None
-        if ctx.needs_input_grad[0]:
-            gx = _spmm(grad, table, weight, g, to_dst=False)
-        if ctx.needs_input_grad[1]:
-            gt = _rel_reduce(grad, x, weight, g)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # the src-side pass gathers grad_dst for both d x_src and
+            # d T = sum w grad_dst * x_src
+            gx, gt = _spmm(grad, table, weight, g, to_dst=False,
+                           rel_a=x if ctx.needs_input_grad[1] else None)
+            gx = gx if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[2]:
             gw = _sddmm(grad, x, table, g)
         return gx, gt, gw, None

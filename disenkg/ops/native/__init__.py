@@ -39,7 +39,7 @@ _SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernel
 # compiler if-convert and vectorise the polynomial exp / log of mixture_kernels.c
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
           "-fno-trapping-math")
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
@@ -119,9 +119,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):
         getattr(lib, f"edge_sddmm_{suffix}").argtypes = [p] * 6 + [i64] * 3 + [p, c_int]
-        getattr(lib, f"edge_spmm_{suffix}").argtypes = [p] * 7 + [i64] * 3 + [p, c_int]
-        getattr(lib, f"edge_rel_reduce_{suffix}").argtypes = [p] * 6 + [i64] * 4 + [p, c_int]
-        for name in ("edge_sddmm", "edge_spmm", "edge_rel_reduce"):
+        getattr(lib, f"edge_spmm_{suffix}").argtypes = [p] * 7 + [i64] * 3 + [p, p, i64, p,
+                                                                             c_int]
+        for name in ("edge_sddmm", "edge_spmm"):
             getattr(lib, f"{name}_{suffix}").restype = None
     for suffix in ("f32", "f64", "bf16"):
         getattr(lib, f"im2col_cl_{suffix}").argtypes = [p] + [i64] * 7 + [p, c_int]

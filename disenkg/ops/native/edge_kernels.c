@@ -17,4 +17,4 @@
 #undef REAL
 #undef SUFFIX
 
-int disenkg_abi_version(void) { return 4; }
+int disenkg_abi_version(void) { return 5; }

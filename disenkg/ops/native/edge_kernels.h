@@ -37,72 +37,66 @@ void FN(edge_sddmm)(const REAL *A, const REAL *B, const REAL *T, const int64_t *
 
 /* For every node n of the CSR side (ptr, order):
  *   out[n, k, :] = sum_{e in side(n)} w[e, k] * B[other[e], k, :] * T[rel[e], k, :]
- * where other[] is the opposite endpoint.  Each thread owns whole output rows. */
+ * where other[] is the opposite endpoint.  Each thread owns whole output rows.
+ * With G (R, K, F) not NULL, the same pass also reduces per relation
+ *   G[r, k, :] = sum_{e: rel[e] = r} w[e, k] * A[n(e), k, :] * B[other[e], k, :]
+ * (n(e) the edge's endpoint on this side; per-thread accumulators summed at the end), the
+ * table gradient of both edge products, so B's rows are gathered once for both. */
 void FN(edge_spmm)(const REAL *B, const REAL *T, const REAL *w, const int64_t *ptr,
                    const int64_t *order, const int64_t *other, const int64_t *rel, int64_t N,
-                   int64_t K, int64_t F, REAL *out, int nthreads) {
-#pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
-    for (int64_t n = 0; n < N; ++n) {
-        REAL *o = out + n * K * F;
-        memset(o, 0, sizeof(REAL) * K * F);
-        for (int64_t p = ptr[n]; p < ptr[n + 1]; ++p) {
-            const int64_t e = order[p];
-            const REAL *b = B + other[e] * K * F;
-            const REAL *t = T ? T + rel[e] * K * F : NULL;
-            for (int64_t k = 0; k < K; ++k) {
-                const REAL c = w[e * K + k];
-                if (c == 0) continue;
-                REAL *ok = o + k * F;
-                const REAL *bk = b + k * F;
-                if (t) {
-                    const REAL *tk = t + k * F;
+                   int64_t K, int64_t F, REAL *out, const REAL *A, int64_t R, REAL *G,
+                   int nthreads) {
+    const int64_t size = R * K * F;
+    REAL *buf = NULL;
+    if (G) {
+        buf = (REAL *)calloc((size_t)nthreads * (size_t)size, sizeof(REAL));
+        if (!buf) { /* one shared accumulator, one thread */
+            nthreads = 1;
+            memset(G, 0, sizeof(REAL) * size);
+        }
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        REAL *acc = G ? (buf ? buf + (int64_t)omp_get_thread_num() * size : G) : NULL;
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t n = 0; n < N; ++n) {
+            REAL *o = out + n * K * F;
+            const REAL *a = A ? A + n * K * F : NULL;
+            memset(o, 0, sizeof(REAL) * K * F);
+            for (int64_t p = ptr[n]; p < ptr[n + 1]; ++p) {
+                const int64_t e = order[p];
+                const REAL *b = B + other[e] * K * F;
+                const REAL *t = T ? T + rel[e] * K * F : NULL;
+                REAL *g = acc ? acc + rel[e] * K * F : NULL;
+                for (int64_t k = 0; k < K; ++k) {
+                    const REAL c = w[e * K + k];
+                    if (c == 0) continue;
+                    REAL *ok = o + k * F;
+                    const REAL *bk = b + k * F;
+                    if (t) {
+                        const REAL *tk = t + k * F;
 #pragma omp simd
-                    for (int64_t f = 0; f < F; ++f) ok[f] += c * bk[f] * tk[f];
-                } else {
+                        for (int64_t f = 0; f < F; ++f) ok[f] += c * bk[f] * tk[f];
+                    } else {
 #pragma omp simd
-                    for (int64_t f = 0; f < F; ++f) ok[f] += c * bk[f];
+                        for (int64_t f = 0; f < F; ++f) ok[f] += c * bk[f];
+                    }
+                    if (g) {
+                        REAL *gk = g + k * F;
+                        const REAL *ak = a + k * F;
+#pragma omp simd
+                        for (int64_t f = 0; f < F; ++f) gk[f] += c * ak[f] * bk[f];
+                    }
                 }
             }
         }
     }
-}
-
-/* out[r, k, :] = sum_{e: rel[e] = r} w[e, k] * A[dst[e], k, :] * B[src[e], k, :]
- * (per-thread accumulators of shape (R, K, F), summed at the end). */
-void FN(edge_rel_reduce)(const REAL *A, const REAL *B, const REAL *w, const int64_t *dst,
-                         const int64_t *src, const int64_t *rel, int64_t E, int64_t K,
-                         int64_t F, int64_t R, REAL *out, int nthreads) {
-    const int64_t size = R * K * F;
-    REAL *buf = (REAL *)calloc((size_t)nthreads * (size_t)size, sizeof(REAL));
-    if (!buf) {
-        nthreads = 1;
-        buf = out;
-    }
-    memset(out, 0, sizeof(REAL) * size);
-#pragma omp parallel num_threads(nthreads)
-    {
-        REAL *acc = buf == out ? out : buf + (int64_t)omp_get_thread_num() * size;
-#pragma omp for schedule(static)
-        for (int64_t e = 0; e < E; ++e) {
-            const REAL *a = A + dst[e] * K * F;
-            const REAL *b = B + src[e] * K * F;
-            REAL *o = acc + rel[e] * K * F;
-            for (int64_t k = 0; k < K; ++k) {
-                const REAL c = w[e * K + k];
-                if (c == 0) continue;
-                const REAL *ak = a + k * F, *bk = b + k * F;
-                REAL *ok = o + k * F;
-#pragma omp simd
-                for (int64_t f = 0; f < F; ++f) ok[f] += c * ak[f] * bk[f];
-            }
-        }
-    }
-    if (buf != out) {
+    if (buf) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
         for (int64_t i = 0; i < size; ++i) {
             REAL s = 0;
-            for (int t = 0; t < nthreads; ++t) s += buf[(int64_t)t * size + i];
-            out[i] = s;
+            for (int th = 0; th < nthreads; ++th) s += buf[(int64_t)th * size + i];
+            G[i] = s;
         }
         free(buf);
     }
