@@ -37,7 +37,8 @@ void FN(edge_sddmm)(const REAL *A, const REAL *B, const REAL *T, const int64_t *
 
 /* For every node n of the CSR side (ptr, order):
  *   out[n, k, :] = sum_{e in side(n)} w[e, k] * B[other[e], k, :] * T[rel[e], k, :]
- * where other[] is the opposite endpoint.  Each thread owns whole output rows.
+ * where other[] is the opposite endpoint.  Each thread owns whole output rows, assigned
+ * round-robin in blocks of 64 (static, so the relation sums below are reproducible).
  * With G (R, K, F) not NULL, the same pass also reduces per relation
  *   G[r, k, :] = sum_{e: rel[e] = r} w[e, k] * A[n(e), k, :] * B[other[e], k, :]
  * (n(e) the edge's endpoint on this side; per-thread accumulators summed at the end), the
@@ -58,7 +59,7 @@ void FN(edge_spmm)(const REAL *B, const REAL *T, const REAL *w, const int64_t *p
 #pragma omp parallel num_threads(nthreads)
     {
         REAL *acc = G ? (buf ? buf + (int64_t)omp_get_thread_num() * size : G) : NULL;
-#pragma omp for schedule(dynamic, 64)
+#pragma omp for schedule(static, 64)
         for (int64_t n = 0; n < N; ++n) {
             REAL *o = out + n * K * F;
             const REAL *a = A ? A + n * K * F : NULL;
