@@ -5,7 +5,8 @@ Shapes default to FB15k-237 scale (K=3, F=200, N=14541, B in {512, 2048}) with s
 ``order="after"``. Each (impl, B) runs in its own subprocess so that peak RSS is clean;
 the op's peak memory is the rise of the peak RSS above the RSS once inputs exist
 (on CUDA: ``torch.cuda.max_memory_allocated``). Ratios are against ``torch`` (the
-materialising reference) measured in this same run.
+materialising reference) measured in this same run. ``chunked:auto`` is the chunked op
+with ``precision="auto"`` (bfloat16-input GEMMs on CPUs with AMX / AVX512-BF16).
 
     python experiments/bench_mixture_bce.py [--batch 512 2048] [--order after] [--repeat 3]
 """
@@ -33,12 +34,14 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def worker(impl: str, B: int, K: int, F: int, N: int, order: str, repeat: int,
+def worker(spec: str, B: int, K: int, F: int, N: int, order: str, repeat: int,
            device: str) -> dict:
+    """One ``impl[:precision]`` (e.g. ``chunked:auto``) at batch size ``B``."""
     import torch
 
     from disenkg.ops import mixture_bce
 
+    impl, _, precision = spec.partition(":")
     torch.manual_seed(0)
     dev = torch.device(device)
     q = torch.randn(B, K, F, device=dev).mul_(0.1).requires_grad_()
@@ -51,7 +54,7 @@ def worker(impl: str, B: int, K: int, F: int, N: int, order: str, repeat: int,
 
     def step():
         loss = mixture_bce(q, e, att, (rows, cols), bias=bias, label_smoothing=0.1,
-                           order=order, impl=impl)
+                           order=order, impl=impl, precision=precision or "fp32")
         loss.backward()
         for x in (q, e, att, bias):
             x.grad = None
@@ -77,7 +80,7 @@ def worker(impl: str, B: int, K: int, F: int, N: int, order: str, repeat: int,
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return {"impl": impl, "B": B, "seconds": statistics.median(times), "peak_mb": peak,
+    return {"impl": spec, "B": B, "seconds": statistics.median(times), "peak_mb": peak,
             "loss": loss, "threads": torch.get_num_threads()}
 
 
@@ -92,7 +95,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (median)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--impls", nargs="+", default=None,
-                   help="impls to compare (default: torch chunked, plus triton on cuda)")
+                   help="impls to compare, each IMPL or IMPL:PRECISION (default: torch "
+                        "chunked chunked:auto, plus triton on cuda)")
     p.add_argument("--worker", nargs=2, metavar=("IMPL", "B"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
@@ -100,10 +104,12 @@ def main() -> None:
                      a.order, a.repeat, a.device)
         print(json.dumps(res))
         return
-    impls = a.impls or (["torch", "chunked"] + (["triton"] if a.device == "cuda" else []))
+    impls = a.impls or (["torch", "chunked", "chunked:auto"]
+                        + (["triton"] if a.device == "cuda" else []))
     print(f"mixture_bce fwd+bwd, K={a.components} F={a.features} N={a.entities} "
           f"order={a.order} device={a.device}")
-    print(f"{'B':>6} {'impl':>8} {'seconds':>9} {'peak MB':>9} {'speedup':>8} {'mem ratio':>10}")
+    print(f"{'B':>6} {'impl':>12} {'seconds':>9} {'peak MB':>9} {'speedup':>8} "
+          f"{'mem ratio':>10}")
     for B in a.batch:
         results = {}
         for impl in impls:
@@ -117,7 +123,7 @@ def main() -> None:
         for impl, r in results.items():
             speed = ref["seconds"] / r["seconds"]
             mem = ref["peak_mb"] / max(r["peak_mb"], 1e-9)
-            print(f"{B:>6} {impl:>8} {r['seconds']:>9.3f} {r['peak_mb']:>9.1f} "
+            print(f"{B:>6} {impl:>12} {r['seconds']:>9.3f} {r['peak_mb']:>9.1f} "
                   f"{speed:>7.2f}x {mem:>9.1f}x")
         diff = abs(results[impls[0]]["loss"] - results[impls[-1]]["loss"])
         print(f"{'':>6} |loss({impls[0]}) - loss({impls[-1]})| = {diff:.2e}")

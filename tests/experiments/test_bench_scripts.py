@@ -47,3 +47,13 @@ def test_precision_study(umls_path):
                      "--batch-size", "32", "--valid", "50")
     assert res["steps"] == 2 and 0 <= res["max_rel_loss_diff"] < 0.05
     assert set(res["valid_mrr"]) == {"fp32", "bf16"}
+
+
+def test_bench_mixture_bce_small():
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_mixture_bce.py"),
+                          "--batch", "8", "--entities", "50", "--features", "4", "--repeat",
+                          "1"], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    rows = [line.split() for line in out.strip().splitlines()[2:5]]
+    assert [r[1] for r in rows] == ["torch", "chunked", "chunked:auto"]
+    assert all(float(r[2]) > 0 for r in rows)
+    assert float(out.strip().splitlines()[-1].split("=")[-1]) < 1e-3  # torch vs chunked:auto
