@@ -57,3 +57,14 @@ def test_bench_mixture_bce_small():
     assert [r[1] for r in rows] == ["torch", "chunked", "chunked:auto"]
     assert all(float(r[2]) > 0 for r in rows)
     assert float(out.strip().splitlines()[-1].split("=")[-1]) < 1e-3  # torch vs chunked:auto
+
+
+def test_bn_drift_trace():
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bn_drift.py"),
+                          "--config", str(REPO / "experiments" / "configs" / "umls_small.toml"),
+                          "--epochs", "1", "--", "--batch-size", "256"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    row = json.loads(out.strip().splitlines()[-1])
+    assert row["epoch"] == 1 and 0 < row["valid_mrr"] <= 1
+    assert 0 < row["valid_mrr_bn1_batch_stats"] <= 1 and len(row["bn0_weight"]) == 1
+    assert row["bn1_running_var_min"] > 0
