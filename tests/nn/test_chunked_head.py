@@ -45,12 +45,16 @@ def test_chunked_equals_plain(cls):
         torch.testing.assert_close(chunked(h, r), plain(h, r))
 
 
+@pytest.mark.parametrize("use_store", [False, True])
 @pytest.mark.parametrize("fc_chunks", [1, 2])
 @pytest.mark.parametrize("impl", ["native", "torch"])
 @pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
-def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, fc_chunks):
+def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, fc_chunks,
+                                          use_store):
+    """The head (with patches rebuilt per chunk, or from a :class:`_PatchStore`) against
+    conv -> BN -> ReLU -> mask -> fc written out, values and gradients (float64)."""
     from disenkg.nn.scorers import chunked_head
-    from disenkg.nn.scorers.chunked_head import _Head
+    from disenkg.nn.scorers.chunked_head import _Head, _PatchStore
 
     monkeypatch.setattr(chunked_head, "FC_CHUNKS", fc_chunks)
 
@@ -71,10 +75,13 @@ def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, 
     keep = torch.rand(groups, n, C, generator=g) > 0.3
     mask = keep.double() / 0.7  # Dropout2d(p=0.3)
 
+    store = _PatchStore(x.detach(), k, impl) if use_store else None
+
     def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         # chunks of 2 images: 2 + 1
         return _Head.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
-                           fc_b, keep, 1 / 0.7, k, groups, 1e-5, fc_w.detach() / 0.7, 2, impl)
+                           fc_b, keep, 1 / 0.7, k, groups, 1e-5, fc_w.detach() / 0.7, 2, impl,
+                           store)
 
     def plain(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         """conv -> BN with the given statistics -> ReLU -> dropout mask -> fc."""
@@ -94,7 +101,8 @@ def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, 
     for u, v in zip(torch.autograd.grad((out * up).sum(), args),
                     torch.autograd.grad((ref * up).sum(), args)):
         torch.testing.assert_close(u, v)
-    assert torch.autograd.gradcheck(fn, args)
+    if not use_store:  # a store caches the patches of this x, so finite differences in x
+        assert torch.autograd.gradcheck(fn, args)  # cannot go through it
 
 
 @pytest.mark.parametrize("cls", ["conve", "interacte"])
@@ -158,6 +166,24 @@ def test_moments_gradcheck(groups, impl):
     x = torch.randn(3, groups, 5, 4, dtype=torch.float64, requires_grad=True)
     # chunks of 2 images: 2 + 1
     assert torch.autograd.gradcheck(lambda x: _Moments.apply(x, 2, groups, 2, impl, x.dtype), (x,))
+
+
+@pytest.mark.parametrize("impl", ["native", "torch"])
+def test_moments_backward_from_a_patch_store_is_identical(impl):
+    """The moments' backward reading a :class:`_PatchStore` gives bit-identical gradients
+    to rebuilding the patches (float64 and bfloat16 patches)."""
+    from disenkg.nn.scorers.chunked_head import _Moments, _PatchStore
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(7, 2, 9, 8, generator=g)
+    dgram = torch.randn(2, 10, 10, generator=g)
+    for dtype, low in ((torch.float64, torch.float64), (torch.float32, torch.bfloat16)):
+        grads = []
+        for store in (None, _PatchStore(x.to(low), 3, impl)):
+            xi = x.to(dtype).requires_grad_()
+            out = _Moments.apply(xi, 3, 2, 3, impl, low, store)
+            grads.append(torch.autograd.grad((out * dgram.to(dtype)).sum(), xi)[0])
+        assert torch.equal(grads[0], grads[1])
 
 
 @pytest.mark.parametrize("impl", ["native", "torch"])

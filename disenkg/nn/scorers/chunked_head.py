@@ -104,29 +104,57 @@ def _augmented_filters(w: Tensor, scale: Tensor, shift: Tensor, groups: int,
 FC_CHUNKS = 1
 
 
+class _PatchStore:
+    """The augmented patches of all images in the compute dtype, one ``(n * L, k*k + 1)``
+    matrix per group, built once per training call and shared by the head's forward and
+    backward and the moments' backward, which would otherwise each rebuild them chunk by
+    chunk. Used for bfloat16 heads (``n * L * (k*k + 1) * 2`` bytes: 403 MB at the
+    FB15k-237 default; a float32 store would double that, so float32 heads rebuild)."""
+
+    def __init__(self, xl: Tensor, k: int, impl: str):
+        self.L = (xl.shape[2] - k + 1) * (xl.shape[3] - k + 1)
+        self.cols = [patches(xl[:, grp], k, impl=impl) for grp in range(xl.shape[1])]
+
+    def rows(self, grp: int, start: int, stop: int) -> Tensor:
+        """The patches of images ``start:stop`` of group ``grp``."""
+        return self.cols[grp][start * self.L:stop * self.L]
+
+
 class _Workspace:
     """Per-call buffers, reused across chunks (views of the first rows for the last).
     ``feat`` holds the feature maps of up to ``fc_rows`` images (:data:`FC_CHUNKS`
-    chunks); the other buffers one chunk of ``rows`` images."""
+    chunks); the other buffers one chunk of ``rows`` images. With a
+    :class:`_PatchStore` the patches come from it instead of ``cols``."""
 
     def __init__(self, rows: int, fc_rows: int, L: int, kk: int, C: int, G: int,
-                 dtype: torch.dtype, device: torch.device, grads: bool = False):
-        self.cols = [torch.empty(rows * L, kk + 1, dtype=dtype, device=device)
-                     for _ in range(G)]
+                 dtype: torch.dtype, device: torch.device, grads: bool = False,
+                 store: _PatchStore | None = None):
+        self.store = store
+        self.cols = None if store is not None else [
+            torch.empty(rows * L, kk + 1, dtype=dtype, device=device) for _ in range(G)]
         self.feat = torch.empty(G, fc_rows, L, C, dtype=dtype, device=device)
         self.dfeat = torch.empty(rows, L * C, dtype=dtype, device=device) if grads else None
         self.dcols = torch.empty(rows * L, kk, dtype=dtype, device=device) if grads else None
 
+    def patch_rows(self, x: Tensor, grp: int, k: int, start: int, impl: str) -> Tensor:
+        """The patches of the chunk ``x`` ``(n, G, H, W)`` (images ``start:start + n``) of
+        group ``grp``: from the store, or built into ``cols``."""
+        n = x.shape[0]
+        if self.store is not None:
+            return self.store.rows(grp, start, start + n)
+        L = self.feat.shape[2]
+        return patches(x[:, grp], k, out=self.cols[grp][:n * L], impl=impl)
+
     def features(self, x: Tensor, filters: Tensor, k: int, keep: Tensor | None,
-                 impl: str, row0: int = 0) -> Tensor:
+                 impl: str, start: int, row0: int = 0) -> Tensor:
         """``relu_mask(cols_g @ filters_g^T)`` for the chunk ``x`` ``(n, G, H, W)`` (already
-        in the compute dtype) into rows ``row0:row0 + n`` of ``feat``: ``(G, n, L, C)``, a
-        view of the buffer; fills ``cols``."""
+        in the compute dtype; images ``start:start + n``) into rows ``row0:row0 + n`` of
+        ``feat``: ``(G, n, L, C)``, a view of the buffer."""
         n, G = x.shape[:2]
         L, C = self.feat.shape[2], self.feat.shape[3]
         feat = self.feat[:, row0:row0 + n]
         for grp in range(G):
-            cols = patches(x[:, grp], k, out=self.cols[grp][:n * L], impl=impl)
+            cols = self.patch_rows(x, grp, k, start, impl)
             torch.mm(cols, filters[grp].t(), out=feat[grp].view(n * L, C))
             relu_mask_(feat[grp], None if keep is None else keep[grp], impl=impl)
         return feat
@@ -153,7 +181,7 @@ class _Head(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, mean, var, gamma, beta, fc_w, fc_b, keep, drop_scale, k,
-                groups, eps, fc_w_c, chunk, impl):
+                groups, eps, fc_w_c, chunk, impl, store):
         # fc_w receives the gradient; fc_w_c is the copy the GEMMs use (fc_w itself, or
         # bfloat16), whose dtype the feature maps share (fp32 statistics, outputs, grads).
         low = fc_w_c.dtype
@@ -164,14 +192,14 @@ class _Head(torch.autograd.Function):
         filters = _augmented_filters(w, scale, shift, groups, low)
         xl = x.to(low)
         ws = _Workspace(min(chunk, n), min(FC_CHUNKS * chunk, n), L, k2, C, groups, low,
-                        x.device)
+                        x.device, store=store)
         fc_cols = _fc_columns(fc_w_c, groups)
         out = x.new_empty(n, D)
         for block in _blocks(n, chunk):
             s0, e1 = block[0][0], block[-1][1]
             for s, e in block:
                 ws.features(xl[s:e], filters, k, None if keep is None else keep[:, s:e],
-                            impl, row0=s - s0)
+                            impl, s, row0=s - s0)
             feat = ws.feat[:, :e1 - s0]
             o = out[s0:e1]
             for grp in range(groups):
@@ -189,7 +217,7 @@ class _Head(torch.autograd.Function):
                         o.add_(y)
         ctx.save_for_backward(x, w, b, mean, var, gamma, beta, keep, fc_w_c)
         ctx.k, ctx.groups, ctx.eps, ctx.chunk, ctx.impl = k, groups, eps, chunk, impl
-        ctx.drop_scale = drop_scale
+        ctx.drop_scale, ctx.store = drop_scale, store
         return out
 
     @staticmethod
@@ -206,7 +234,7 @@ class _Head(torch.autograd.Function):
         sc_filters = filters[..., :k2]  # dy = scale * dz, so dcols = dz (W * scale)
         xl = x.to(low)
         ws = _Workspace(min(chunk, n), min(FC_CHUNKS * chunk, n), L, k2, C, groups, low,
-                        x.device, grads=True)
+                        x.device, grads=True, store=ctx.store)
         fc_parts = fc_w_c.view(D, groups, L * C)
         g_fc = torch.zeros(groups, D, L * C, dtype=x.dtype, device=x.device)
         gm = torch.zeros(groups, C, k2 + 1, dtype=x.dtype, device=x.device)
@@ -217,13 +245,14 @@ class _Head(torch.autograd.Function):
             for s, e in block:
                 m = e - s
                 feat = ws.features(xl[s:e], filters, k,
-                                   None if keep is None else keep[:, s:e], impl, row0=s - s0)
+                                   None if keep is None else keep[:, s:e], impl, s,
+                                   row0=s - s0)
                 g_c = g[s:e].to(low)
                 for grp in range(groups):
                     a = feat[grp]  # kept intact for the block's weight gradient
                     da = ws.dfeat[:m]
                     torch.mm(g_c, fc_parts[:, grp], out=da)
-                    cols = ws.cols[grp][:m * L]
+                    cols = ws.patch_rows(xl[s:e], grp, k, s, impl)
                     dcols = ws.dcols[:m * L]
                     dz = relu_mask_backward_(a, da.view(m, L, C), impl=impl).view(m * L, C)
                     if low == x.dtype:
@@ -256,7 +285,7 @@ class _Head(torch.autograd.Function):
             g_fc.mul_(ctx.drop_scale)
         g_fc_w = g_fc[0] if groups == 1 else g_fc.transpose(0, 1).reshape(D, -1)
         return (g_x, g_w.view_as(w), g_b, g_mean, g_var, g_gamma, g_beta, g_fc_w, g.sum(0),
-                None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)
 
 
 class _Moments(torch.autograd.Function):
@@ -271,7 +300,7 @@ class _Moments(torch.autograd.Function):
     input gradient."""
 
     @staticmethod
-    def forward(ctx, x, k, groups, chunk, impl, low):
+    def forward(ctx, x, k, groups, chunk, impl, low, store=None):
         n = x.shape[0]
         k2 = k * k
         gram = torch.zeros(groups, k2 + 1, k2 + 1, dtype=x.dtype, device=x.device)
@@ -287,6 +316,7 @@ class _Moments(torch.autograd.Function):
                     gram[grp].addmm_(c.t(), c)
         ctx.save_for_backward(x)
         ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low = k, groups, chunk, impl, low
+        ctx.store = store
         return gram
 
     @staticmethod
@@ -295,16 +325,20 @@ class _Moments(torch.autograd.Function):
         k, groups, chunk, impl, low = ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low
         n, H, W = x.shape[0], x.shape[2], x.shape[3]
         sym = (dgram + dgram.transpose(1, 2)).to(low)
-        xl = x.to(low)
+        store = ctx.store
+        xl = x.to(low) if store is None else None
         g_x = torch.empty_like(x)
         buf = dbuf = None
         for s, e in _chunks(n, chunk):
             for grp in range(groups):
-                c = patches(xl[s:e, grp], k, out=buf, impl=impl)
-                buf = c if buf is None else buf
+                if store is not None:
+                    c = store.rows(grp, s, e)
+                else:
+                    c = patches(xl[s:e, grp], k, out=buf, impl=impl)
+                    buf = c if buf is None else buf
                 dbuf = torch.mm(c, sym[grp], out=None if dbuf is None else dbuf[:c.shape[0]])
                 g_x[s:e, grp] = fold_patches(dbuf, (e - s, H, W), k, impl=impl)
-        return g_x, None, None, None, None, None
+        return g_x, None, None, None, None, None, None
 
 
 def _fc_columns(fc_w: Tensor, groups: int) -> Tensor:
@@ -359,7 +393,7 @@ def _eval_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     xl = x.to(low)
     out = x.new_empty(x.shape[0], fc_w.shape[-1])
     for s, e in _chunks(x.shape[0], chunk):
-        feat = ws.features(xl[s:e], filters, k, None, impl)
+        feat = ws.features(xl[s:e], filters, k, None, impl, s)
         o = out[s:e]
         o.copy_(fc.bias)
         for grp in range(groups):
@@ -402,7 +436,8 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     n = x.shape[0]
     C = weight.shape[0]
     k2 = k * k
-    gram = _Moments.apply(x, k, groups, chunk, impl, low)
+    store = _PatchStore(x.to(low), k, impl) if low == torch.bfloat16 != x.dtype else None
+    gram = _Moments.apply(x, k, groups, chunk, impl, low, store)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     M = n * L
     m = gram[:, :k2, k2] / M  # (G, k*k)
@@ -432,4 +467,4 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     fc_w_c = (fc_w.detach() * drop_scale if drop_scale != 1.0 else fc_w.detach())
     fc_w_c = fc_w_c.to(low).contiguous()
     return _Head.apply(x, weight, bias, mean, var, bn.weight, bn.bias, fc_w, fc.bias, keep,
-                       drop_scale, k, groups, bn.eps, fc_w_c, chunk, impl)
+                       drop_scale, k, groups, bn.eps, fc_w_c, chunk, impl, store)
