@@ -26,8 +26,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-__all__ = ["PRECISIONS", "bf16_matmul", "bf16_matmul_supported", "check_precision",
-           "fast_bf16_cpu", "use_bf16"]
+__all__ = ["PRECISIONS", "auto_bf16", "bf16_matmul", "bf16_matmul_supported",
+           "check_precision", "fast_bf16_cpu", "use_bf16"]
 
 #: precision policies of the scoring head and loss
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -49,6 +49,12 @@ def fast_bf16_cpu() -> bool:
     return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
 
 
+def auto_bf16(x: Tensor) -> bool:
+    """What ``auto`` means for ``x``: bfloat16 for float32 CPU tensors on a CPU with
+    bfloat16 matrix hardware, else ``x``'s own precision."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and fast_bf16_cpu()
+
+
 def bf16_matmul_supported() -> bool:
     """Whether this PyTorch build lets float32 CPU matmuls run in bfloat16 (oneDNN's
     ``fp32_precision`` control)."""
@@ -64,14 +70,14 @@ def use_bf16(precision: str, x: Tensor) -> bool:
     check_precision(precision)
     if precision == "fp32":
         return False
-    ok = x.dtype == torch.float32 and x.device.type == "cpu" and bf16_matmul_supported()
     if precision == "bf16":
-        if not ok:
+        if not (x.dtype == torch.float32 and x.device.type == "cpu"
+                and bf16_matmul_supported()):
             raise ValueError("precision='bf16' needs float32 CPU inputs and a PyTorch with "
                              "torch.backends.mkldnn.matmul.fp32_precision, got "
                              f"{x.dtype} on {x.device}")
         return True
-    return ok and fast_bf16_cpu()
+    return auto_bf16(x) and bf16_matmul_supported()
 
 
 @contextmanager

@@ -229,8 +229,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch, fast):
     """``auto`` is bf16 exactly when the CPU has bf16 matrix hardware, float32 inputs and
     the chunked path; float64 stays float64 and ``image_chunk=None`` stays plain."""
     from disenkg.nn.scorers import chunked_head
+    from disenkg.ops import precision
 
-    monkeypatch.setattr(chunked_head, "fast_bf16_cpu", lambda: fast)
+    monkeypatch.setattr(precision, "fast_bf16_cpu", lambda: fast)
     x32 = torch.randn(2, 3)
     assert chunked_head.compute_dtype("auto", x32, 8) == (torch.bfloat16 if fast
                                                            else torch.float32)

@@ -57,24 +57,17 @@ from disenkg.ops.patches import (
     relu_mask_,
     relu_mask_backward_,
 )
-from disenkg.ops.precision import (
-    bf16_matmul,
-    bf16_matmul_supported,
-    check_precision,
-    fast_bf16_cpu,
-)
+from disenkg.ops.precision import auto_bf16, bf16_matmul, bf16_matmul_supported, check_precision
 
 __all__ = ["compute_dtype", "conv_bn_head"]
 
 def compute_dtype(precision: str, x: Tensor, chunk: int | None) -> torch.dtype:
     """The head's compute dtype: ``fp32`` is ``x.dtype``, ``bf16`` bfloat16, and ``auto``
-    bfloat16 for float32 CPU inputs on a CPU with bfloat16 matrix hardware when the
-    chunked path runs (``chunk``), else ``x.dtype``."""
+    bfloat16 where :func:`~disenkg.ops.precision.auto_bf16` says so and the chunked path
+    runs (``chunk``), else ``x.dtype``."""
     check_precision(precision)
     if precision == "auto":
-        fast = (chunk and x.dtype == torch.float32 and x.device.type == "cpu"
-                and fast_bf16_cpu())
-        return torch.bfloat16 if fast else x.dtype
+        return torch.bfloat16 if chunk and auto_bf16(x) else x.dtype
     return torch.bfloat16 if precision == "bf16" else x.dtype
 
 
