@@ -196,18 +196,10 @@ def _check(x: Tensor, table: Tensor, graph: EdgeGraph, weight: Tensor | None = N
 
 
 def _resolve(impl: str, *tensors: Tensor) -> str:
-    if impl == "auto":
-        return "native" if native_supported(*tensors) else "torch"
-    if impl == "native":
-        bad = _native_inputs(tensors)
-        if bad is not None:
-            raise ValueError(f"impl='native' needs CPU float32/float64 tensors, got "
-                             f"{bad.dtype} on {bad.device}")
-        native.load()  # raises with the reason
-        return impl
-    if impl != "torch":
-        raise ValueError(f"unknown impl {impl!r}; choose one of ['auto', 'native', 'torch']")
-    return impl
+    bad = _native_inputs(tensors)
+    need = ("CPU float32/float64 tensors"
+            + ("" if bad is None else f", got {bad.dtype} on {bad.device}"))
+    return "native" if native.use(impl, bad is None, need) else "torch"
 
 
 def edge_dot(x: Tensor, table: Tensor, graph: EdgeGraph, impl: str = "auto") -> Tensor:

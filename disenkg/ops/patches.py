@@ -35,21 +35,11 @@ from disenkg.ops import native
 __all__ = ["accumulate_", "fold_patches", "patches", "relu_mask_", "relu_mask_backward_"]
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
-IMPLS = ("auto", "native", "torch")
-
-
 def _use_native(impl: str, *tensors: Tensor) -> bool:
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
-    ok = all(t.device.type == "cpu" and t.dtype in _SUFFIX for t in tensors)
-    if impl == "native":
-        if not ok:
-            bad = next(t for t in tensors if t.device.type != "cpu" or t.dtype not in _SUFFIX)
-            raise ValueError("impl='native' needs CPU float32/float64/bfloat16 tensors, got "
-                             f"{bad.dtype} on {bad.device}")
-        native.load()  # raises with the reason
-        return True
-    return impl == "auto" and ok and native.available()
+    bad = next((t for t in tensors if t.device.type != "cpu" or t.dtype not in _SUFFIX), None)
+    need = ("CPU float32/float64/bfloat16 tensors"
+            + ("" if bad is None else f", got {bad.dtype} on {bad.device}"))
+    return native.use(impl, bad is None, need)
 
 
 def _fn(name: str, dtype: torch.dtype):

@@ -110,7 +110,7 @@ def test_tile_impl_validation():
     la = att.double().log_softmax(-1).t().unsqueeze(-1).contiguous()
     with pytest.raises(ValueError, match="tile_impl='native' needs float32"):
         chunked.chunked_forward(qk, ek, la, None, target, "mean", True, tile_impl="native")
-    with pytest.raises(ValueError, match="unknown tile impl"):
+    with pytest.raises(ValueError, match="unknown tile_impl 'fast'"):
         chunked.chunked_forward(qk, ek, la, None, target, "mean", True, tile_impl="fast")
 
 

@@ -41,12 +41,9 @@ from disenkg.ops import native
 from disenkg.ops.mixture_bce.inputs import Target
 from disenkg.ops.precision import bf16_matmul
 
-__all__ = ["TILE_IMPLS", "Grads", "chunk_size", "chunked_backward", "chunked_forward",
-           "native_tile", "tile"]
+__all__ = ["Grads", "chunk_size", "chunked_backward", "chunked_forward", "native_tile",
+           "tile"]
 
-#: element-wise tile implementations: ``auto`` (native where it applies), ``native``,
-#: ``torch`` (:func:`tile`)
-TILE_IMPLS = ("auto", "native", "torch")
 #: the native tile's largest number of components (its per-thread block buffers)
 NATIVE_MAX_K = 16
 
@@ -169,20 +166,13 @@ def native_tile(x: Tensor, loga: Tensor | None, t: float, w: float | None,
 
 
 def _tile_fn(impl: str, qk: Tensor, target: Target, w: Tensor | float | None):
-    """The tile function for the dense (background) tiles of :func:`chunked_forward`."""
-    if impl not in TILE_IMPLS:
-        raise ValueError(f"unknown tile impl {impl!r}; choose one of {list(TILE_IMPLS)}")
+    """The tile function for the dense (background) tiles of :func:`chunked_forward`
+    (``impl``: :data:`disenkg.ops.native.IMPLS`)."""
     ok = (qk.dtype == torch.float32 and qk.device.type == "cpu" and target.dense is None
           and not isinstance(w, Tensor) and qk.shape[0] <= NATIVE_MAX_K)
-    if impl == "native":
-        if not ok:
-            raise ValueError("tile_impl='native' needs float32 CPU inputs, a sparse or "
-                             f"constant target, scalar weights and K <= {NATIVE_MAX_K}")
-        native.load()  # raises with the reason
-        return native_tile
-    if impl == "auto" and ok and native.available():
-        return native_tile
-    return tile
+    need = ("float32 CPU inputs, a sparse or constant target, scalar weights and "
+            f"K <= {NATIVE_MAX_K}")
+    return native_tile if native.use(impl, ok, need, name="tile_impl") else tile
 
 
 def _wsum(p: Tensor, w: Tensor | float) -> Tensor:
@@ -217,7 +207,7 @@ def chunked_forward(
 
     ``qk`` is ``(K, B, F)``, ``ek`` ``(K, N, F)``, ``loga`` ``(K, B, 1)`` or None (K=1).
     Gradients are of the *reduced* loss (so ``mean`` includes ``1 / (B N)``).
-    ``tile_impl`` picks the element-wise tile (:data:`TILE_IMPLS`; the loss matrix of
+    ``tile_impl`` picks the element-wise tile (``auto`` / ``native`` / ``torch``; the loss matrix of
     ``reduction="none"`` always comes from :func:`tile`); ``bf16`` runs the GEMMs under
     :func:`~disenkg.ops.precision.bf16_matmul`.
     """

@@ -28,7 +28,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["NativeUnavailableError", "available", "load", "unavailable_reason"]
+__all__ = ["IMPLS", "NativeUnavailableError", "available", "load", "unavailable_reason",
+           "use"]
+
+#: the ``impl`` choices of every op with a native kernel and a PyTorch path
+IMPLS = ("auto", "native", "torch")
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +156,19 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """``None`` when the kernels load, else why not."""
     return None if available() else _error
+
+
+def use(impl: str, supported: bool, need: str, name: str = "impl") -> bool:
+    """Whether an op runs its native kernel: ``impl`` (an :data:`IMPLS` value, the op's
+    argument ``name``) ``"native"`` requires it (``ValueError`` naming ``need`` when the
+    inputs are not ``supported``, :class:`NativeUnavailableError` when the kernels cannot be
+    built), ``"auto"`` takes it when ``supported`` and :func:`available`, ``"torch"``
+    never does."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown {name} {impl!r}; choose one of {list(IMPLS)}")
+    if impl == "native":
+        if not supported:
+            raise ValueError(f"{name}='native' needs {need}")
+        load()  # raises with the reason
+        return True
+    return impl == "auto" and supported and available()
