@@ -117,3 +117,14 @@ def test_accumulate_bf16_into_fp32(impl):
     torch.testing.assert_close(accumulate_(acc, x, impl=impl), ref, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"cannot accumulate \(3,\) into \(37, 11\)"):
         accumulate_(acc, torch.ones(3), impl=impl)
+
+
+def test_native_use_resolves_impl_choices():
+    """The impl resolver shared by every op with a native kernel."""
+    assert native.use("torch", True, "anything") is False
+    assert native.use("auto", False, "anything") is False
+    assert native.use("auto", True, "anything") is native.available()
+    with pytest.raises(ValueError, match="unknown tile_impl 'gpu'; choose one of"):
+        native.use("gpu", True, "anything", name="tile_impl")
+    with pytest.raises(ValueError, match="impl='native' needs float16 support"):
+        native.use("native", False, "float16 support")
