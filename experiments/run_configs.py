@@ -4,7 +4,8 @@
         experiments/configs/kinship.toml --out experiments/results/small_kgs.md \
         [-- extra CLI flags for every run]
 
-Each config runs as ``python -m disenkg.run --config CFG --output-dir runs/<stem>``; the table
+Each config runs as ``python -m disenkg.run --config CFG --output-dir runs/<stem> --overwrite``
+(a previous run of the same config is replaced); the table
 has test MRR, MR, Hits@1/3/10 (realistic ranks, both directions), best epoch, epochs run and
 training seconds, read from each run's ``metrics.json``. Existing metrics are reused
 with ``--reuse``.
@@ -36,7 +37,7 @@ def main() -> None:
         t0 = time.perf_counter()
         if not (args.reuse and metrics_file.exists()):
             cmd = [sys.executable, "-m", "disenkg.run", "--config", cfg, "--output-dir",
-                   str(out_dir), "--no-progress", *extra]
+                   str(out_dir), "--no-progress", "--overwrite", *extra]
             print("running:", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         wall = time.perf_counter() - t0

@@ -1,4 +1,9 @@
-"""``python -m disenkg.run link``: train and evaluate a link-prediction model."""
+"""``python -m disenkg.run link``: train and evaluate a link-prediction model.
+
+The run directory (``--output-dir``, default ``runs/DATASET-MODEL``) is checked before any
+data is read; it receives the resolved config, the names and id triples of the dataset,
+``history.csv``, ``last.pt`` / ``best.pt`` and ``metrics.json`` (:mod:`disenkg.runs.rundir`).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,28 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from disenkg.cli.common import apply_config, format_table, pick_device, setup_logging
-from disenkg.cli.link_models import MODELS, add_model_arguments, fill_defaults
-from disenkg.datasets import KGDataset
+from disenkg.cli.common import (
+    add_common_arguments,
+    format_table,
+    logging_context,
+    make_parser,
+    parse_with_config,
+    pick_device,
+)
+from disenkg.cli.link_models import MODELS, add_model_arguments, check_shapes, fill_defaults
+from disenkg.cli.values import fraction, integer, nonneg_float, pos_float
+from disenkg.datasets import KNOWN, KGDataset
+from disenkg.errors import CheckpointError
 from disenkg.ops.precision import PRECISIONS
+from disenkg.runs.resume import merge_for_resume
+from disenkg.runs.rundir import RunDir
+from disenkg.runs.tracking import check_tracking, make_callbacks
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.utils import seed_everything
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "train_from_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +40,12 @@ DEFAULT_MODEL = "disenkgat"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m disenkg.run link",
-        description="Train a link-prediction model with 1-N BCE, early stopping on validation "
-                    "MRR, and report filtered MRR / MR / Hits@k on valid and test in both "
-                    "directions. Writes OUTPUT_DIR/metrics.json and checkpoints.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = make_parser(
+        "python -m disenkg.run link",
+        "Train a link-prediction model with 1-N BCE, early stopping on validation MRR, and "
+        "report filtered MRR / MR / Hits@k on valid and test in both directions. Writes a run "
+        "directory (config, names, history.csv, checkpoints, metrics.json) that the predict, "
+        "score, evaluate, export, inspect and plot commands read.")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="FILE.toml",
                    help="TOML file whose keys are flag names; flags given here override it")
@@ -42,26 +59,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model to train: " + "; ".join(
                        f"{n} = {MODELS.get(n).help}" for n in MODELS.names()))
     g.add_argument("--output-dir", default=None,
-                   help="where checkpoints and metrics.json go (default: runs/DATASET-MODEL)")
+                   help="the run directory (default: runs/DATASET-MODEL); refused if it "
+                        "already holds a run, unless --resume or --overwrite")
     g.add_argument("--resume", action="store_true",
-                   help="continue from OUTPUT_DIR/last.pt if it exists")
-    g.add_argument("--seed", type=int, default=0, help="random seed (init, dropout, shuffling)")
+                   help="continue the run in OUTPUT_DIR from last.pt with its saved config; "
+                        "flags may change only epochs, patience, eval-every, device, "
+                        "implementations and display")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the run files already in OUTPUT_DIR and start afresh")
+    g.add_argument("--seed", type=integer(0), default=0,
+                   help="random seed (init, dropout, shuffling)")
     g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument("--no-progress", action="store_true", help="hide tqdm progress bars")
-    g.add_argument("--log-level", default="INFO", help="logging level")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log loss and validation metrics to OUTPUT_DIR/tensorboard "
+                        "(needs the 'tracking' extra: pip install tensorboard)")
+    add_common_arguments(g)
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=500, help="maximum training epochs")
-    t.add_argument("--batch-size", type=int, default=None,
+    t.add_argument("--epochs", type=integer(1), default=500, help="maximum training epochs")
+    t.add_argument("--batch-size", type=integer(1), default=None,
                    help="1-N queries per step (default: 2048 DisenKGAT, 128 ConvE)")
-    t.add_argument("--lr", type=float, default=None,
+    t.add_argument("--lr", type=pos_float, default=None,
                    help="Adam learning rate (default: 0.001 DisenKGAT, 0.003 ConvE)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
-    t.add_argument("--label-smoothing", type=float, default=0.1,
+    t.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
+    t.add_argument("--label-smoothing", type=fraction, default=0.1,
                    help="eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention)")
-    t.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
-    t.add_argument("--patience", type=int, default=25,
+    t.add_argument("--eval-every", type=integer(1), default=1, help="validate every N epochs")
+    t.add_argument("--patience", type=integer(0), default=25,
                    help="stop after N validations without a better MRR (0 = never)")
-    t.add_argument("--eval-batch-size", type=int, default=256, help="queries per eval batch")
+    t.add_argument("--eval-batch-size", type=integer(1), default=256,
+                   help="queries per eval batch")
     t.add_argument("--rank-type", default="realistic",
                    choices=["realistic", "optimistic", "pessimistic"],
                    help="how tied scores are ranked in the headline metrics")
@@ -76,13 +102,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def default_output_dir(dataset: str, model: str) -> Path:
+    """``runs/DATASET-MODEL``, with DATASET as :meth:`KGDataset.load` will name it."""
+    src = KNOWN.get(str(dataset).lower())
+    name = src.name if src is not None else Path(dataset).name.split(".")[0]
+    return Path("runs") / f"{name}-{model}"
+
+
+def resolve_args(argv: list[str]) -> tuple[argparse.Namespace, RunDir]:
+    """Parses and validates every flag and config key, applies a resumed run's saved
+    config, and checks the run directory; reads no data."""
     parser = build_parser()
-    args = apply_config(parser, list(argv) if argv is not None else [])
-    setup_logging(args.log_level)
+    args, explicit = parse_with_config(parser, argv)
+    out = Path(args.output_dir) if args.output_dir else default_output_dir(args.dataset,
+                                                                           args.model)
+    run_dir = RunDir(out)
+    if args.resume and (out / "config.json").exists():
+        saved = run_dir.read_config()
+        merged = merge_for_resume(saved.get("args", {}), vars(args), explicit,
+                                  source=str(out))
+        args = argparse.Namespace(**merged)
+        args.output_dir = str(out)
+    check_tracking(args.tensorboard)
+    check_shapes(args)
+    run_dir.prepare(resume=args.resume, overwrite=args.overwrite)
+    return args, run_dir
+
+
+def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
+    """Builds the dataset, model and trainer from resolved arguments, trains, evaluates."""
     device = pick_device(args.device)
     seed_everything(args.seed)
     dataset = KGDataset.load(args.dataset, data_dir=args.data_dir)
+    if args.resume and run_dir.file("config.json").exists():
+        saved = run_dir.read_config().get("dataset", {}).get("fingerprint", {})
+        if saved and dataset.fingerprint and saved != dataset.fingerprint:
+            diff = [s for s in saved if saved[s] != dataset.fingerprint.get(s)]
+            raise CheckpointError(
+                f"cannot resume {run_dir.path}: dataset {args.dataset} differs from the one "
+                f"the run was trained on (split files {diff} have other sha256 sums)")
     entry = MODELS.get(args.model)
     fill_defaults(args, entry)
     model = entry.build(dataset, args).to(device)
@@ -96,14 +154,28 @@ def main(argv: list[str] | None = None) -> dict:
         loss_precision=args.loss_precision,
         rank_type=args.rank_type, progress=not args.no_progress,
     )
-    out = Path(args.output_dir or f"runs/{dataset.name}-{args.model}")
     run_config = {k: v for k, v in vars(args).items() if k not in ("config",)}
-    trainer = LinkTrainer(model=model, dataset=dataset, config=config, output_dir=out,
-                          device=device, run_info={"model": args.model, "config": run_config})
-    metrics = trainer.fit(resume=args.resume)
-    print(f"\n{dataset.name} / {args.model}: best epoch {metrics['best_epoch']} of "
+    run_dir.write_config({
+        "task": "link", "model": args.model, "args": run_config,
+        "dataset": {"name": dataset.name, "source": str(args.dataset),
+                    "num_entities": dataset.num_entities,
+                    "num_relations": dataset.num_relations,
+                    "fingerprint": dataset.fingerprint}})
+    run_dir.write_dataset(dataset)
+    trainer = LinkTrainer(model=model, dataset=dataset, config=config, output_dir=run_dir.path,
+                          device=device, run_info={"model": args.model, "config": run_config},
+                          callbacks=make_callbacks(run_dir.path, tensorboard=args.tensorboard))
+    return trainer.fit(resume=args.resume)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, run_dir = resolve_args(list(argv) if argv is not None else [])
+    print(f"run directory: {run_dir.path}" + (" (resuming)" if args.resume else ""))
+    with logging_context(args.log_level):
+        metrics = train_from_args(args, run_dir)
+    print(f"\n{metrics['dataset']} / {args.model}: best epoch {metrics['best_epoch']} of "
           f"{metrics['epochs_run']}, {metrics['train_seconds']:.1f} s training")
     print(format_table(metrics))
-    print(f"metrics written to {out / 'metrics.json'}")
+    print(f"metrics written to {run_dir.file('metrics.json')}")
     logger.debug("metrics: %s", json.dumps(metrics["test"]))
     return metrics

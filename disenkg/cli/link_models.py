@@ -13,7 +13,9 @@ from typing import Any
 
 from torch import nn
 
+from disenkg.cli.values import fraction, integer, nonneg_float, pos_float, real
 from disenkg.datasets import KGDataset
+from disenkg.errors import ConfigError
 from disenkg.models import ConvE, DisenKGAT
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
@@ -24,7 +26,7 @@ from disenkg.nn.scorers import SCORERS, Scorer
 from disenkg.ops.precision import PRECISIONS
 from disenkg.utils import Registry
 
-__all__ = ["MODELS", "ModelEntry", "add_model_arguments", "fill_defaults"]
+__all__ = ["MODELS", "ModelEntry", "add_model_arguments", "check_shapes", "fill_defaults"]
 
 
 @dataclass(frozen=True)
@@ -50,28 +52,30 @@ SCORER_DEFAULTS: dict[str, dict[str, Any]] = {
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the scorers and of DisenKGAT (each explained in ``--help``)."""
     g = parser.add_argument_group("convolutional scorers (ConvE, InteractE)")
-    g.add_argument("--embed-dim", type=int, default=200,
+    g.add_argument("--embed-dim", type=integer(1), default=200,
                    help="ConvE baseline embedding size D = k_h * k_w")
-    g.add_argument("--k-h", type=int, default=20, help="height of the reshaped embedding image")
-    g.add_argument("--k-w", type=int, default=10, help="width of the reshaped embedding image")
-    g.add_argument("--num-filters", type=int, default=None,
+    g.add_argument("--k-h", type=integer(1), default=20,
+                   help="height of the reshaped embedding image")
+    g.add_argument("--k-w", type=integer(1), default=10,
+                   help="width of the reshaped embedding image")
+    g.add_argument("--num-filters", type=integer(1), default=None,
                    help="convolution filters (default: 32 ConvE baseline, 200 InteractE / "
                         "DisenKGAT-ConvE)")
-    g.add_argument("--kernel-size", type=int, default=None,
+    g.add_argument("--kernel-size", type=integer(1), default=None,
                    help="square kernel size (default: 3 ConvE baseline, 9 InteractE, 7 "
                         "DisenKGAT-ConvE)")
-    g.add_argument("--input-dropout", type=float, default=None,
+    g.add_argument("--input-dropout", type=fraction, default=None,
                    help="dropout on the scorer's input image (default: 0.2 ConvE baseline, 0 "
                         "DisenKGAT-ConvE)")
-    g.add_argument("--feature-dropout", type=float, default=None,
+    g.add_argument("--feature-dropout", type=fraction, default=None,
                    help="2-D dropout on feature maps (default: 0.2 ConvE, 0.4 InteractE, "
                         "0.3 DisenKGAT-ConvE)")
-    g.add_argument("--hidden-dropout", type=float, default=None,
+    g.add_argument("--hidden-dropout", type=fraction, default=None,
                    help="dropout after the scorer projection (default: 0.3)")
-    g.add_argument("--num-perm", type=int, default=1,
+    g.add_argument("--num-perm", type=integer(1), default=1,
                    help="InteractE: number of checkered feature permutations")
-    g.add_argument("--gamma", type=float, default=9.0, help="TransE: initial margin gamma")
-    g.add_argument("--image-chunk", type=int, default=256,
+    g.add_argument("--gamma", type=real, default=9.0, help="TransE: initial margin gamma")
+    g.add_argument("--image-chunk", type=integer(0), default=256,
                    help="scorer feature-map images per checkpointed chunk in training (exact "
                         "batch norm; 0 = all at once)")
     g.add_argument("--head-precision", default="auto", choices=list(PRECISIONS),
@@ -80,18 +84,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "--image-chunk); auto (default) = bf16 on CPUs with AMX / "
                         "AVX512-BF16 matrix hardware, else fp32 (see README, 'Precision')")
     d = parser.add_argument_group("DisenKGAT")
-    d.add_argument("--num-components", type=int, default=3, help="K, disentangled components")
-    d.add_argument("--init-dim", type=int, default=100, help="base entity embedding size")
-    d.add_argument("--channels", type=int, default=200,
+    d.add_argument("--num-components", type=integer(1), default=3,
+                   help="K, disentangled components")
+    d.add_argument("--init-dim", type=integer(1), default=100,
+                   help="base entity embedding size")
+    d.add_argument("--channels", type=integer(1), default=200,
                    help="F, size of each component (= scorer dim, must be k_h * k_w)")
-    d.add_argument("--num-layers", type=int, default=1, help="stacked DisenConv layers")
+    d.add_argument("--num-layers", type=integer(0), default=1, help="stacked DisenConv layers")
     d.add_argument("--composition", default="cross", choices=COMPOSITIONS.names(),
                    help="composition of neighbour and relation in messages")
     d.add_argument("--edge-attention", default="dot_weight", choices=EDGE_ATTENTIONS.names(),
                    help="edge attention logits of the layer")
-    d.add_argument("--attention-dropout", type=float, default=0.4,
+    d.add_argument("--attention-dropout", type=fraction, default=0.4,
                    help="dropout on edge attention weights (authors' gcn_drop)")
-    d.add_argument("--encoder-dropout", type=float, default=0.3,
+    d.add_argument("--encoder-dropout", type=fraction, default=0.3,
                    help="dropout on the encoder output (authors' hid_drop / iinp_drop)")
     d.add_argument("--layer-bias", action="store_true", help="learned bias in each layer")
     d.add_argument("--scorer", default="interacte", choices=SCORERS.names(),
@@ -104,9 +110,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--mi-estimator", default="club_b",
                    choices=MI_ESTIMATORS.names() + ["none"],
                    help="dependence penalty between components ('none' disables it)")
-    d.add_argument("--mi-weight", type=float, default=0.1,
+    d.add_argument("--mi-weight", type=nonneg_float, default=0.1,
                    help="weight of the dependence penalty (authors' alpha)")
-    d.add_argument("--mi-lr", type=float, default=None,
+    d.add_argument("--mi-lr", type=pos_float, default=None,
                    help="learning rate of the CLUB estimators' optimiser (default: --lr)")
     d.add_argument("--mi-recompute", action="store_true",
                    help="re-run the encoder for the estimator step (original behaviour) "
@@ -115,6 +121,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="layer schedule: fused native edge kernels (mult/cross messages with "
                         "dot_weight/dot_emb logits, CPU), edge chunks recomputed in backward, "
                         "all edges at once, or auto (fused where it applies, else chunked)")
+
+
+def check_shapes(args: argparse.Namespace) -> None:
+    """Cross-flag rules checked before any data is read (the image must tile the vector)."""
+    conv = args.model == "conve" or getattr(args, "scorer", None) in ("conve", "interacte")
+    if not conv:
+        return
+    flag, dim = (("--embed-dim", args.embed_dim) if args.model == "conve"
+                 else ("--channels", args.channels))
+    if args.k_h * args.k_w != dim:
+        raise ConfigError(f"{flag} {dim} must equal --k-h * --k-w = {args.k_h} * {args.k_w} "
+                          f"= {args.k_h * args.k_w} for a convolutional scorer")
 
 
 def fill_defaults(args: argparse.Namespace, entry: ModelEntry) -> None:

@@ -7,16 +7,17 @@ test (the CompGCN/DisenKGAT convention). For the head-prediction direction each 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from disenkg.datasets.sources import resolve
-from disenkg.datasets.triples import SPLITS, read_splits
+from disenkg.datasets.triples import SPLITS, parse_triples, read_raw
 
 __all__ = ["KGDataset", "QueryIndex"]
 
@@ -95,6 +96,8 @@ class KGDataset:
         entities (list[str]): id -> entity label.
         relations (list[str]): id -> relation label (``R`` base relations).
         train, valid, test (Tensor): ``(n, 3)`` long triples.
+        fingerprint (dict[str, str]): sha256 of each split file as read (``train``,
+            ``valid``, ``test``), empty for a dataset built in memory.
     """
 
     name: str
@@ -103,6 +106,7 @@ class KGDataset:
     train: Tensor
     valid: Tensor
     test: Tensor
+    fingerprint: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_entities(self) -> int:
@@ -123,7 +127,9 @@ class KGDataset:
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> KGDataset:
         path = Path(path)
-        splits = read_splits(path)
+        raw = read_raw(path)
+        splits = {split: parse_triples(data, source) for split, (data, source) in raw.items()}
+        digests = {split: hashlib.sha256(data).hexdigest() for split, (data, _) in raw.items()}
         ent: dict[str, int] = {}
         rel: dict[str, int] = {}
         tensors = {}
@@ -142,7 +148,8 @@ class KGDataset:
                            sum(dupes.values()),
                            ", ".join(f"{k}: {v}" for k, v in dupes.items() if v))
         name = path.name.split(".")[0] if path.is_file() else path.name
-        ds = cls(name, list(ent), list(rel), tensors["train"], tensors["valid"], tensors["test"])
+        ds = cls(name, list(ent), list(rel), tensors["train"], tensors["valid"], tensors["test"],
+                 fingerprint=digests)
         logger.info("%s", ds)
         return ds
 

@@ -11,12 +11,14 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["SPLITS", "DatasetError", "parse_triples", "read_splits"]
+from disenkg.errors import UserError
+
+__all__ = ["SPLITS", "DatasetError", "parse_triples", "read_raw", "read_splits"]
 
 SPLITS = ("train", "valid", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file is missing, unreadable or malformed."""
 
 
@@ -93,6 +95,11 @@ def _read_zip(path: Path) -> dict[str, tuple[bytes, str]]:
 
 def read_splits(path: str | Path) -> dict[str, list[tuple[str, str, str]]]:
     """Reads ``train``/``valid``/``test`` from a directory, ``.tar(.gz)`` or ``.zip``."""
+    return {split: parse_triples(data, source) for split, (data, source) in read_raw(path).items()}
+
+
+def read_raw(path: str | Path) -> dict[str, tuple[bytes, str]]:
+    """The bytes of each split file and the name it is reported under, unparsed."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"dataset path {path} does not exist")
@@ -106,4 +113,4 @@ def read_splits(path: str | Path) -> dict[str, list[tuple[str, str, str]]]:
         raise DatasetError(
             f"{path}: not a directory, .tar(.gz/.bz2/.xz), .tgz or .zip archive"
         )
-    return {split: parse_triples(data, source) for split, (data, source) in raw.items()}
+    return raw

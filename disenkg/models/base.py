@@ -61,8 +61,12 @@ class MixtureLinkModel(nn.Module):
     @torch.no_grad()
     def predict_proba(self, heads: Tensor, rels: Tensor) -> Tensor:
         """``(B, N)`` probabilities (``after``) or sigmoids of mixed logits (``before``)."""
-        s = self.score(self.encode(), heads, rels)
-        return s.exp() if self.order == "after" and self._k > 1 else torch.sigmoid(s)
+        return self.probability(self.score(self.encode(), heads, rels))
+
+    def probability(self, scores: Tensor) -> Tensor:
+        """Probabilities from :meth:`score` values: ``exp`` of a mixture log-probability
+        (``after``, K > 1), else the sigmoid of a (mixed) logit."""
+        return scores.exp() if self.order == "after" and self._k > 1 else torch.sigmoid(scores)
 
     @property
     def _k(self) -> int:

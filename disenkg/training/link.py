@@ -1,9 +1,11 @@
 """Training loop for 1-N link prediction: early stopping, atomic checkpoints, resume.
 
 Every epoch ends with ``OUTPUT_DIR/last.pt`` (model, optimiser(s), all RNG states, epoch,
-early-stopping state) written atomically, so a killed run resumed with ``resume=True``
-continues exactly where it stopped and reaches the same final metrics. The best model by
-validation MRR is kept in ``OUTPUT_DIR/best.pt``.
+early-stopping state) and ``OUTPUT_DIR/history.csv`` written atomically, so a killed run
+resumed with ``resume=True`` continues exactly where it stopped and reaches the same final
+metrics. The best model by validation MRR is kept in ``OUTPUT_DIR/best.pt``. Checkpoints
+hold tensors and plain values only and load with ``weights_only=True``
+(:mod:`disenkg.runs.checkpoint`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from disenkg.datasets.kg import KGDataset
+from disenkg.errors import CheckpointError
 from disenkg.evaluation import LinkEvaluator
 from disenkg.models.base import MixtureLinkModel
 from disenkg.ops.precision import check_precision
-from disenkg.utils.io import atomic_save, atomic_write_text
+from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
+from disenkg.runs.rundir import RunDir
+from disenkg.utils.io import atomic_write_text
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
 __all__ = ["LinkTrainer", "TrainConfig"]
@@ -70,15 +76,20 @@ class LinkTrainer:
         output_dir (str | Path): where checkpoints and ``metrics.json`` go.
         device (torch.device): where training runs.
         run_info (dict, optional): extra fields for ``metrics.json`` (model name, config).
+        callbacks (list, optional): functions called with each epoch's history row (a
+            dict of :data:`~disenkg.runs.rundir.HISTORY_COLUMNS`), e.g. a tracker.
     """
 
     def __init__(self, *, model: MixtureLinkModel, dataset: KGDataset, config: TrainConfig,
                  output_dir: str | Path, device: torch.device | str = "cpu",
-                 run_info: dict[str, Any] | None = None) -> None:
+                 run_info: dict[str, Any] | None = None,
+                 callbacks: list[Callable[[dict[str, Any]], None]] | None = None) -> None:
         self.model = model
         self.dataset = dataset
         self.config = config
         self.output_dir = Path(output_dir)
+        self.run_dir = RunDir(self.output_dir)
+        self.callbacks = list(callbacks or [])
         self.device = torch.device(device)
         self.run_info = run_info or {}
         self.train_index = dataset.training_index()
@@ -100,6 +111,7 @@ class LinkTrainer:
         self.bad_evals = 0
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
+        self._reg_sum = torch.zeros(())
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -123,6 +135,9 @@ class LinkTrainer:
             "bad_evals": self.bad_evals,
             "train_seconds": self.train_seconds,
             "history": self.history,
+            "dataset": {"num_entities": self.dataset.num_entities,
+                        "num_relations": self.dataset.num_relations,
+                        "fingerprint": dict(self.dataset.fingerprint)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -140,12 +155,34 @@ class LinkTrainer:
         self.history = state["history"]
 
     def resume(self) -> bool:
-        """Loads ``last.pt`` if present; returns whether a run was resumed."""
+        """Loads ``last.pt`` if present; returns whether a run was resumed.
+
+        Raises:
+            CheckpointError: the checkpoint is corrupt or unsafe, or was written for another
+                dataset (other sizes or split-file fingerprints).
+        """
         if not self.last_path.exists():
             logger.info("no checkpoint at %s: starting a new run", self.last_path)
             return False
-        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
-        self.load_state_dict(state)
+        state = load_checkpoint(self.last_path, required=("model", "optimizer", "epoch", "rng",
+                                                          "history", "dataset"))
+        saved, ds = state["dataset"], self.dataset
+        here = {"num_entities": ds.num_entities, "num_relations": ds.num_relations,
+                "fingerprint": dict(ds.fingerprint)}
+        diff = [k for k in here if k != "fingerprint" and saved.get(k) != here[k]]
+        if saved.get("fingerprint") and here["fingerprint"] and (
+                saved["fingerprint"] != here["fingerprint"]):
+            diff.append("fingerprint")
+        if diff:
+            raise CheckpointError(
+                f"{self.last_path} was written for another dataset: "
+                + "; ".join(f"{k} {saved.get(k)} there, {here[k]} here" for k in diff),
+                hint="resume with the dataset the run was started on")
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"{self.last_path} does not fit this model: "
+                                  f"{str(err).splitlines()[0]}") from err
         logger.info("resumed from %s at epoch %d", self.last_path, self.epoch)
         return True
 
@@ -156,6 +193,7 @@ class LinkTrainer:
         model.train()
         order = torch.randperm(len(self.train_index), generator=self.shuffle_gen)
         total, batches = 0.0, 0
+        self._reg_sum = torch.zeros(())
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
                    leave=False, disable=not cfg.progress)
         for s in bar:
@@ -164,6 +202,7 @@ class LinkTrainer:
             total += loss
             batches += 1
             bar.set_postfix(loss=f"{loss:.4f}")
+        self._last_mi = float(self._reg_sum) / max(1, batches)
         return total / max(1, batches)
 
     def train_step(self, ids: torch.Tensor) -> float:
@@ -179,6 +218,7 @@ class LinkTrainer:
                           precision=self.config.loss_precision)
         reg = model.regularization(reps, queries[:, 0])
         if reg is not None:
+            self._reg_sum = self._reg_sum + reg.detach().float().cpu()
             loss = loss + reg
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch "
@@ -196,6 +236,7 @@ class LinkTrainer:
         """Trains with early stopping on validation MRR, then evaluates the best model."""
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._last_mi = 0.0
         if resume:
             self.resume()
         bar = tqdm(range(self.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress,
@@ -207,23 +248,29 @@ class LinkTrainer:
             loss = self.train_epoch()
             self.train_seconds += time.perf_counter() - t0
             self.epoch += 1
-            record: dict[str, Any] = {"epoch": self.epoch, "loss": loss}
+            record: dict[str, Any] = {"epoch": self.epoch, "loss": loss,
+                                      "mi_loss": self._last_mi}
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
-                record["valid_mrr"] = valid["mrr"]
+                record.update({f"valid_{k}": valid[k] for k in ("mrr", "hits@1", "hits@3",
+                                                                  "hits@10")})
                 if valid["mrr"] > self.best_mrr:
                     self.best_mrr, self.best_epoch, self.bad_evals = valid["mrr"], self.epoch, 0
-                    atomic_save({"model": self.model.state_dict(), "epoch": self.epoch,
-                                 "valid": valid}, self.best_path)
+                    save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch,
+                                     "valid": valid}, self.best_path)
                 else:
                     self.bad_evals += 1
                 logger.info("epoch %d loss %.5f valid MRR %.4f (best %.4f at %d)",
                             self.epoch, loss, valid["mrr"], self.best_mrr, self.best_epoch)
             else:
                 logger.info("epoch %d loss %.5f", self.epoch, loss)
+            record["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(record)
             bar.set_postfix(loss=f"{loss:.4f}", best_mrr=f"{self.best_mrr:.4f}")
-            atomic_save(self.state_dict(), self.last_path)
+            save_checkpoint(self.state_dict(), self.last_path)
+            self.run_dir.write_history(self.history)
+            for cb in self.callbacks:
+                cb(record)
             if cfg.patience > 0 and self.bad_evals >= cfg.patience:
                 logger.info("early stopping after %d evaluations without improvement",
                             self.bad_evals)
@@ -231,10 +278,17 @@ class LinkTrainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Evaluates the best checkpoint on valid and test and writes ``metrics.json``."""
-        if self.best_path.exists():
-            best = torch.load(self.best_path, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(best["model"])
+        """Evaluates the best checkpoint on valid and test and writes ``metrics.json``.
+
+        Raises:
+            CheckpointError: ``best.pt`` is missing or unreadable (never silently evaluates
+                the last model instead).
+        """
+        if not self.best_path.exists():
+            raise CheckpointError(f"{self.best_path} is missing: no validated model to "
+                                  f"evaluate (epochs run: {self.epoch})")
+        best = load_checkpoint(self.best_path, required=("model",))
+        self.model.load_state_dict(best["model"])
         valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
         test = self.evaluator.evaluate(self.model, self.dataset.test, desc="test")
         metrics = {
