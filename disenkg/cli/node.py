@@ -1,4 +1,9 @@
-"""``python -m disenkg.run node``: node classification, VGAE link prediction, array tasks."""
+"""``python -m disenkg.run node``: node classification, VGAE link prediction, array tasks.
+
+Writes a run directory like the link task: ``config.json``, ``history.csv`` (one row per
+seed and epoch), ``best-seed{S}.pt`` (the kept model of each seed; for the array task the
+graph model) and ``metrics.json``. The directory is checked before any data is read.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-from disenkg.cli.common import apply_config, pick_device, setup_logging
+from disenkg.cli.common import (
+    add_common_arguments,
+    logging_context,
+    make_parser,
+    parse_with_config,
+    pick_device,
+)
+from disenkg.cli.values import integer, nonneg_float, pos_float
+from disenkg.errors import ConfigError
+from disenkg.runs.rundir import RunDir
 from disenkg.utils.io import atomic_write_text
 
-__all__ = ["build_parser", "main"]
+__all__ = ["HISTORY_COLUMNS", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
+#: columns of a node run's ``history.csv`` (``graph``: array task, graph model or baseline)
+HISTORY_COLUMNS = ("seed", "epoch", "loss", "valid_loss", "valid_metric", "graph")
+#: per-task defaults of flags left unset
+TASK_DEFAULTS = {"classification": {"epochs": 1000, "lr": 0.005},
+                 "link": {"epochs": 400, "lr": 0.01},
+                 "array": {"epochs": 20, "lr": 0.003}}
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m disenkg.run node",
-        description="Node-level tasks with the GAT / MLP / variational GAT encoders. Repeats "
-                    "over seeds 0..N-1 and writes OUTPUT_DIR/metrics.json with per-seed "
-                    "values and their mean and std.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(
+        "python -m disenkg.run node",
+        "Node-level tasks with the GAT / MLP / variational GAT encoders. Repeats over seeds "
+        "0..N-1 and writes a run directory: config.json, history.csv, best-seed{S}.pt and "
+        "metrics.json with per-seed values and their mean and std.")
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="FILE.toml", help="TOML file of flag values (flags win)")
     g.add_argument("--task", default="classification",
@@ -37,30 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
                         " then the repo's data/planetoid)")
     g.add_argument("--encoder", default="gat", choices=["gat", "mlp"],
                    help="classification encoder (mlp = no-graph baseline)")
-    g.add_argument("--seeds", type=int, default=10, help="repeat over seeds 0..N-1")
-    g.add_argument("--epochs", type=int, default=None,
+    g.add_argument("--seeds", type=integer(1), default=10, help="repeat over seeds 0..N-1")
+    g.add_argument("--epochs", type=integer(1), default=None,
                    help="maximum epochs (default: 1000 classification, 400 link, 20 array)")
-    g.add_argument("--lr", type=float, default=None,
+    g.add_argument("--lr", type=pos_float, default=None,
                    help="Adam learning rate (default: 0.005 classification, 0.01 link, "
                         "0.003 array)")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay "
-                   "(classification)")
-    g.add_argument("--patience", type=int, default=100,
+    g.add_argument("--weight-decay", type=nonneg_float, default=5e-4,
+                   help="Adam weight decay (classification)")
+    g.add_argument("--patience", type=integer(1), default=100,
                    help="early stopping patience in epochs (classification, link)")
     g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument("--output-dir", default=None, help="default: runs/node-TASK-DATASET")
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g.add_argument("--log-level", default="INFO", help="logging level")
+    g.add_argument("--output-dir", default=None,
+                   help="the run directory (default: runs/node-TASK-DATASET); refused if it "
+                        "already holds a run, unless --overwrite")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the run files already in OUTPUT_DIR and start afresh")
+    add_common_arguments(g)
     a = p.add_argument_group("array task")
     a.add_argument("--features", help="features .npy of shape (G, S, T, N, F)")
     a.add_argument("--edges", help="node graph: .npy (2, E) / (E, 2) or .csv with src,dst")
     a.add_argument("--targets", help="targets .npy of shape (G, S, N) or (G, S)")
     a.add_argument("--target-kind", default="regression", choices=["regression",
                    "classification"], help="what the targets are")
-    a.add_argument("--max-samples", type=int, default=None,
+    a.add_argument("--max-samples", type=integer(3), default=None,
                    help="train/valid/test on a random subset of this many (g, s) samples")
-    a.add_argument("--batch-size", type=int, default=32, help="samples per batch")
-    a.add_argument("--latent", type=int, default=32, help="latent size of the encoders")
+    a.add_argument("--batch-size", type=integer(1), default=32, help="samples per batch")
+    a.add_argument("--latent", type=integer(4), default=32,
+                   help="latent size of the encoders")
     return p
 
 
@@ -70,37 +94,73 @@ def _summary(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
             f"{key}_std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
 
 
+def resolve_args(argv: list[str]) -> tuple[argparse.Namespace, RunDir]:
+    """Validates every flag and config key, fills task defaults, checks the run directory;
+    reads no data."""
+    args, _ = parse_with_config(build_parser(), argv)
+    for key, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.task == "array":
+        missing = [f for f in ("features", "edges", "targets") if not getattr(args, f)]
+        if missing:
+            raise ConfigError(f"--task array needs --{' --'.join(missing)}")
+    name = args.dataset if args.task != "array" else Path(args.features).stem
+    run_dir = RunDir(Path(args.output_dir or f"runs/node-{args.task}-{name}"))
+    run_dir.prepare(overwrite=args.overwrite)
+    return args, run_dir
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, run_dir = resolve_args(list(argv) if argv is not None else [])
+    print(f"run directory: {run_dir.path}")
+    with logging_context(args.log_level):
+        return _run(args, run_dir)
+
+
+def _run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
     from disenkg.training.node import NodeConfig, run_array, run_classification, run_vgae
 
-    args = apply_config(build_parser(), list(argv) if argv is not None else [])
-    setup_logging(args.log_level)
-    if args.seeds < 1:
-        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
     device = pick_device(args.device)
-    out = Path(args.output_dir or f"runs/node-{args.task}-{args.dataset}")
+    out = run_dir.path
+    config = {k: v for k, v in vars(args).items() if k != "config"}
+    run_dir.write_config({"task": f"node-{args.task}", "args": config})
+    history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     seeds = range(args.seeds)
-    metrics: dict[str, Any] = {"task": args.task, "config": vars(args)}
+    metrics: dict[str, Any] = {"task": args.task, "config": config}
+
+    def ckpt(s: int) -> Path:
+        return out / f"best-seed{s}.pt"
+
+    def done_seed() -> None:
+        run_dir.write_history(history, HISTORY_COLUMNS)
+
     if args.task in ("classification", "link"):
         from disenkg.datasets.planetoid import load_planetoid
 
         data = load_planetoid(args.dataset, args.root)
         metrics["dataset"] = args.dataset
+        rows = []
         if args.task == "classification":
-            cfg = NodeConfig(epochs=args.epochs or 1000, lr=args.lr or 0.005,
-                             weight_decay=args.weight_decay, patience=args.patience,
-                             progress=not args.no_progress)
-            rows = [run_classification(data, encoder=args.encoder, seed=s, cfg=cfg,
-                                       device=device) for s in seeds]
+            cfg = NodeConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                             patience=args.patience, progress=not args.no_progress)
+            for s in seeds:
+                rows.append(run_classification(data, encoder=args.encoder, seed=s, cfg=cfg,
+                                               device=device, history=history,
+                                               checkpoint=ckpt(s)))
+                done_seed()
             metrics.update(encoder=args.encoder, seeds=rows, **_summary(rows, "test_acc"))
             print(f"{args.dataset} {args.encoder}: test accuracy "
                   f"{100 * metrics['test_acc_mean']:.2f} +/- {100 * metrics['test_acc_std']:.2f}"
                   f" % over {args.seeds} seeds")
         else:
-            cfg = NodeConfig(epochs=args.epochs or 400, lr=args.lr or 0.01,
-                             patience=args.patience, progress=not args.no_progress)
-            rows = [run_vgae(data, seed=s, cfg=cfg, device=device) for s in seeds]
+            cfg = NodeConfig(epochs=args.epochs, lr=args.lr, patience=args.patience,
+                             progress=not args.no_progress)
+            for s in seeds:
+                rows.append(run_vgae(data, seed=s, cfg=cfg, device=device, history=history,
+                                     checkpoint=ckpt(s)))
+                done_seed()
             metrics.update(encoder="variational_gat", seeds=rows, **_summary(rows, "auc"),
                            **_summary(rows, "ap"))
             print(f"{args.dataset} VGAE (variational GAT): AUC {100 * metrics['auc_mean']:.2f}"
@@ -109,17 +169,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         from disenkg.datasets.arrays import ArrayDataset, load_edges
 
-        missing = [f for f in ("features", "edges", "targets") if not getattr(args, f)]
-        if missing:
-            raise SystemExit(f"--task array needs --{' --'.join(missing)}")
         ds = ArrayDataset(features=args.features, targets=args.targets,
                           target_kind=args.target_kind)
         edges = load_edges(args.edges, ds.num_nodes)
-        common = dict(epochs=args.epochs or 20, batch_size=args.batch_size,
-                      max_samples=args.max_samples, lr=args.lr or 0.003, device=device,
-                      progress=not args.no_progress)
-        rows = [run_array(ds, edges, seed=s, use_graph=True, **common) for s in seeds]
-        base = [run_array(ds, edges, seed=s, use_graph=False, **common) for s in seeds]
+        common = dict(epochs=args.epochs, batch_size=args.batch_size,
+                      max_samples=args.max_samples, lr=args.lr, device=device,
+                      progress=not args.no_progress, history=history)
+        rows, base = [], []
+        for s in seeds:
+            rows.append(run_array(ds, edges, seed=s, use_graph=True, checkpoint=ckpt(s),
+                                  **common))
+            base.append(run_array(ds, edges, seed=s, use_graph=False, **common))
+            done_seed()
         key = "test_accuracy" if args.target_kind == "classification" else "test_mse"
         metrics.update(shape=list(ds.shape), seeds=rows, **_summary(rows, key),
                        baseline={"model": "mlp (no graph)", "seeds": base,

@@ -23,16 +23,17 @@ def integer(minimum: int | None = None) -> Callable[[Any], int]:
     """An integer ``>= minimum``."""
     what = "an integer" + (f" >= {minimum}" if minimum is not None else "")
 
-    def parse(v: Any) -> int:
-        if isinstance(v, bool) or isinstance(v, float):
-            raise _err(what, v)
+    def parse(given: Any) -> int:
+        if isinstance(given, (bool, float)):
+            raise _err(what, given)
+        v = given
         if isinstance(v, str):
             try:
                 v = int(v.strip())
             except ValueError:
-                raise _err(what, v) from None
+                raise _err(what, given) from None
         if not isinstance(v, int) or (minimum is not None and v < minimum):
-            raise _err(what, v)
+            raise _err(what, given)
         return v
 
     parse.__name__ = what  # argparse names the type in its messages

@@ -24,9 +24,33 @@ from torch.utils.data import Dataset
 
 from disenkg.datasets.triples import DatasetError
 
-__all__ = ["ArrayDataset", "load_edges", "make_synthetic", "split_indices"]
+__all__ = ["ArrayDataset", "load_edges", "make_synthetic", "open_npy", "split_indices"]
 
 TARGET_KINDS = ("regression", "classification")
+
+
+def open_npy(path: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
+    """Opens a ``.npy`` file without ever unpickling (``allow_pickle=False``).
+
+    A file without the NumPy header, an object array or a truncated file raises
+    :class:`DatasetError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"array file {path} does not exist")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":
+        raise DatasetError(f"{path}: not a .npy file (no NumPy header); save arrays with "
+                           f"numpy.save")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as err:
+        reason = ("holds Python objects, which are never loaded" if "pickle" in str(err)
+                  else str(err).splitlines()[0])
+        raise DatasetError(f"{path}: cannot read as a numeric .npy array: {reason}") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read: {err}") from err
 
 
 def load_edges(path: str | os.PathLike, num_nodes: int) -> Tensor:
@@ -35,7 +59,7 @@ def load_edges(path: str | os.PathLike, num_nodes: int) -> Tensor:
     if not path.is_file():
         raise DatasetError(f"edge file {path} does not exist")
     if path.suffix == ".npy":
-        arr = np.load(path)
+        arr = np.asarray(open_npy(path, mmap=False))
         if arr.ndim != 2 or 2 not in arr.shape:
             raise DatasetError(f"{path}: edges must have shape (2, E) or (E, 2), got {arr.shape}")
         if not np.issubdtype(arr.dtype, np.integer):
@@ -113,14 +137,8 @@ class ArrayDataset(Dataset):
         if target_kind not in TARGET_KINDS:
             raise ValueError(f"unknown target kind {target_kind!r}; choose one of "
                              f"{list(TARGET_KINDS)}")
-        for p in (features, targets):
-            if not Path(p).is_file():
-                raise DatasetError(f"array file {p} does not exist")
-        try:
-            self.x = np.load(features, mmap_mode="r")
-            self.y = np.load(targets, mmap_mode="r")
-        except ValueError as err:
-            raise DatasetError(f"cannot read {features} / {targets} as .npy: {err}") from err
+        self.x = open_npy(features)
+        self.y = open_npy(targets)
         if self.x.ndim != 5:
             raise DatasetError(f"{features}: features must have shape (G, S, T, N, F), got "
                                f"{self.x.shape}")
@@ -137,6 +155,7 @@ class ArrayDataset(Dataset):
         if target_kind == "regression" and not np.issubdtype(self.y.dtype, np.number):
             raise DatasetError(f"{targets}: regression targets must be numeric, got "
                                f"{self.y.dtype}")
+        _check_targets(Path(targets), self.y, target_kind)
         self.target_kind = target_kind
         self.per_node = self.y.ndim == 3
         self.shape = (G, S, T, N, F)
@@ -169,6 +188,21 @@ class ArrayDataset(Dataset):
         return x, yt
 
 
+def _check_targets(path: Path, y: np.ndarray, kind: str, chunk: int = 1 << 22) -> None:
+    """Names NaN / infinite regression targets and negative class labels (read in chunks)."""
+    flat = y.reshape(-1)
+    for start in range(0, flat.size, chunk):
+        part = np.asarray(flat[start:start + chunk])
+        bad = (~np.isfinite(part)) if kind == "regression" else (part < 0)
+        if bad.any():
+            first = start + int(np.argmax(bad))
+            index = tuple(int(i) for i in np.unravel_index(first, y.shape))
+            what = "non-finite values (NaN or inf)" if kind == "regression" else \
+                "negative class labels"
+            raise DatasetError(f"{path}: targets hold {what}: {int(bad.sum())} in the first "
+                               f"chunk with one, first at index {index} = {part[first - start]}")
+
+
 def split_indices(n: int, *, max_samples: int | None, seed: int,
                   fractions: tuple[float, float] = (0.7, 0.15)) -> dict[str, Tensor]:
     """Random train / valid / test split of (at most ``max_samples`` of) ``n`` sample ids."""
@@ -178,8 +212,10 @@ def split_indices(n: int, *, max_samples: int | None, seed: int,
             raise ValueError(f"max_samples must be >= 3, got {max_samples}")
         perm = perm[:max_samples]
     m = len(perm)
-    a = int(round(fractions[0] * m))
-    b = a + int(round(fractions[1] * m))
+    if m < 3:
+        raise ValueError(f"need at least 3 samples for train / valid / test, got {m}")
+    a = min(m - 2, max(1, int(round(fractions[0] * m))))
+    b = a + min(m - a - 1, max(1, int(round(fractions[1] * m))))
     return {"train": perm[:a], "valid": perm[a:b], "test": perm[b:]}
 
 

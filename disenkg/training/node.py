@@ -9,6 +9,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from disenkg.datasets.arrays import ArrayDataset, split_indices
 from disenkg.evaluation.binary import average_precision, roc_auc
 from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
+from disenkg.runs.checkpoint import save_checkpoint
 from disenkg.utils import seed_everything
 
 __all__ = ["ArrayModel", "NodeConfig", "run_array", "run_classification", "run_vgae"]
@@ -40,6 +42,16 @@ class NodeConfig:
     progress: bool = False
 
 
+def _record(history: list[dict] | None, **row) -> None:
+    if history is not None:
+        history.append(row)
+
+
+def _save(checkpoint: Path | None, state: dict, seed: int) -> None:
+    if checkpoint is not None:
+        save_checkpoint({"model": state, "seed": seed}, checkpoint)
+
+
 def build_node_encoder(kind: str, in_channels: int, out_channels: int,
                        cfg: NodeConfig) -> nn.Module:
     if kind == "gat":
@@ -53,8 +65,13 @@ def build_node_encoder(kind: str, in_channels: int, out_channels: int,
 
 
 def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
-                       device: torch.device) -> dict[str, float]:
-    """Trains on ``train_mask``; early stopping on validation accuracy (ties: lower loss)."""
+                       device: torch.device, history: list[dict] | None = None,
+                       checkpoint: Path | None = None) -> dict[str, float]:
+    """Trains on ``train_mask``; early stopping on validation accuracy (ties: lower loss).
+
+    ``history`` (if given) receives one row per epoch; ``checkpoint`` (if given) receives
+    the kept model's weights (:func:`~disenkg.runs.checkpoint.save_checkpoint`).
+    """
     seed_everything(seed)
     data = data.to(device)
     num_classes = int(data.y.max()) + 1
@@ -72,13 +89,16 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
                       desc=f"seed {seed}"):
         model.train()
         opt.zero_grad()
-        F.cross_entropy(logits()[data.train_mask], data.y[data.train_mask]).backward()
+        tloss = F.cross_entropy(logits()[data.train_mask], data.y[data.train_mask])
+        tloss.backward()
         opt.step()
         model.eval()
         with torch.no_grad():
             out = logits()
             vloss = float(F.cross_entropy(out[data.val_mask], data.y[data.val_mask]))
             vacc = float((out.argmax(-1)[data.val_mask] == data.y[data.val_mask]).float().mean())
+        _record(history, seed=seed, epoch=epoch, loss=float(tloss.detach()), valid_loss=vloss,
+                valid_metric=vacc)
         if vacc >= acc_max or vloss <= loss_min:
             if (vacc >= acc_max and vloss <= loss_min) or best_state is None:
                 best_state, best_val = copy.deepcopy(model.state_dict()), vacc
@@ -88,6 +108,7 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
             if bad >= cfg.patience:
                 break
     model.load_state_dict(best_state)
+    _save(checkpoint, best_state, seed)
     model.eval()
     with torch.no_grad():
         pred = logits().argmax(-1)
@@ -96,8 +117,10 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
 
 
 def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
-             latent: int = 16) -> dict[str, float]:
-    """VGAE with the variational GAT encoder on a ``RandomLinkSplit`` (5 % / 10 %)."""
+             latent: int = 16, history: list[dict] | None = None,
+             checkpoint: Path | None = None) -> dict[str, float]:
+    """VGAE with the variational GAT encoder on a ``RandomLinkSplit`` (5 % / 10 %);
+    ``history`` and ``checkpoint`` as in :func:`run_classification`."""
     from torch_geometric.nn import VGAE
     from torch_geometric.transforms import RandomLinkSplit
 
@@ -131,6 +154,7 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
         loss.backward()
         opt.step()
         auc, _ = evaluate(val)
+        _record(history, seed=seed, epoch=epoch, loss=float(loss.detach()), valid_metric=auc)
         if auc > best:
             best, best_state, bad = auc, copy.deepcopy(model.state_dict()), 0
         else:
@@ -138,6 +162,7 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
             if bad >= cfg.patience:
                 break
     model.load_state_dict(best_state)
+    _save(checkpoint, best_state, seed)
     auc, ap = evaluate(test)
     return {"seed": seed, "val_auc": best, "auc": auc, "ap": ap, "epochs": epoch}
 
@@ -189,9 +214,11 @@ class ArrayModel(nn.Module):
 
 def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: bool,
               epochs: int, batch_size: int, max_samples: int | None, lr: float,
-              device: torch.device, progress: bool = False, kl_weight: float = 1e-3
+              device: torch.device, progress: bool = False, kl_weight: float = 1e-3,
+              history: list[dict] | None = None, checkpoint: Path | None = None
               ) -> dict[str, float]:
-    """Trains on a random subset; returns test MSE/MAE (regression) or accuracy."""
+    """Trains on a random subset; returns test MSE/MAE (regression) or accuracy;
+    ``history`` and ``checkpoint`` as in :func:`run_classification`."""
     seed_everything(seed)
     idx = split_indices(len(ds), max_samples=max_samples, seed=seed)
     classification = ds.target_kind == "classification"
@@ -236,6 +263,7 @@ def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: boo
     best, best_state = None, None
     for epoch in tqdm(range(1, epochs + 1), disable=not progress, desc=f"seed {seed}"):
         model.train()
+        total, steps = 0.0, 0
         for x, y in loaders["train"]:
             opt.zero_grad()
             pred, kl = model(x.to(device), edge_index)
@@ -244,12 +272,17 @@ def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: boo
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}")
             loss.backward()
             opt.step()
+            total, steps = total + float(loss.detach()), steps + 1
         val = evaluate("valid")[key]
+        _record(history, seed=seed, epoch=epoch, loss=total / max(1, steps), valid_metric=val,
+                graph=use_graph)
         better = best is None or (val > best if classification else val < best)
         if better:
             best, best_state = val, copy.deepcopy(model.state_dict())
         logger.info("seed %d epoch %d valid %s %.5f", seed, epoch, key, val)
     model.load_state_dict(best_state)
+    if use_graph:
+        _save(checkpoint, best_state, seed)
     test = evaluate("test")
     return {"seed": seed, **{f"test_{k}": v for k, v in test.items()}, f"valid_{key}": best,
             "train_samples": len(idx["train"])}

@@ -59,3 +59,74 @@ def test_node_cli_array_metrics(tmp_path):
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert "test_mse_mean" in m and "test_mse_mean" in m["baseline"]
     assert m["seeds"][0]["train_samples"] == 28
+
+
+def test_node_run_directory(tmp_path):
+    from disenkg.runs.checkpoint import load_checkpoint
+
+    p = make_synthetic(tmp_path / "syn", shape=(2, 10, 3, 12, 2), extra_edges=5)
+    out = tmp_path / "o"
+    argv = ["node", "--task", "array", "--features", str(p["features"]), "--edges",
+            str(p["edges"]), "--targets", str(p["targets"]), "--seeds", "2", "--epochs", "2",
+            "--max-samples", "3", "--output-dir", str(out), "--no-progress"]
+    assert run_main(argv) == 0
+    names = {f.name for f in out.iterdir()}
+    assert {"config.json", "history.csv", "metrics.json", "best-seed0.pt",
+            "best-seed1.pt"} <= names
+    assert load_checkpoint(out / "best-seed1.pt")["seed"] == 1
+    hist = (out / "history.csv").read_text().splitlines()
+    assert hist[0] == "seed,epoch,loss,valid_loss,valid_metric,graph"
+    assert len(hist) == 1 + 2 * 2 * 2  # seeds x epochs x (graph model, baseline)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["task"] == "node-array" and cfg["args"]["epochs"] == 2
+    assert run_main(argv) == 2  # a second run into the same directory is refused
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--epochs", "0"], "--epochs: expected an integer >= 1, got '0'"),
+    (["--lr", "0"], "--lr: expected a finite number > 0, got '0'"),
+    (["--epochs", "-1"], "--epochs: expected an integer >= 1, got '-1'"),
+    (["--max-samples", "2"], "--max-samples: expected an integer >= 3, got '2'"),
+    (["--seeds", "x"], "--seeds: expected an integer >= 1, got 'x'"),
+])
+def test_node_flags_are_validated(flags, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_main(["node", *flags])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_node_output_dir_that_is_a_file_fails_before_training(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert run_main(["node", "--output-dir", str(f), "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: output directory {f} exists and is not a directory")
+
+
+def test_array_inputs_name_bad_targets_and_fake_npy(tmp_path):
+    import numpy as np
+
+    from disenkg.datasets import DatasetError
+
+    p = make_synthetic(tmp_path / "syn", shape=(2, 5, 3, 4, 2), extra_edges=2)
+    y = np.load(p["targets"])
+    y[1, 2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", y)
+    with pytest.raises(DatasetError, match=r"nan.npy: targets hold non-finite values .* "
+                                           r"first at index \(1, 2, 3\)"):
+        ArrayDataset(features=p["features"], targets=tmp_path / "nan.npy",
+                     target_kind="regression")
+    np.save(tmp_path / "neg.npy", -np.ones((2, 5, 4), dtype=np.int64))
+    with pytest.raises(DatasetError, match="negative class labels"):
+        ArrayDataset(features=p["features"], targets=tmp_path / "neg.npy",
+                     target_kind="classification")
+    fake = tmp_path / "fake.npy"
+    fake.write_text("1,2,3\n")
+    with pytest.raises(DatasetError, match=r"fake.npy: not a .npy file") as e:
+        ArrayDataset(features=fake, targets=p["targets"], target_kind="regression")
+    assert "allow_pickle" not in str(e.value)
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetError, match="holds Python objects, which are never loaded") as e:
+        load_edges(obj, 4)
+    assert "allow_pickle" not in str(e.value)
