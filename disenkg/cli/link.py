@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=None,
                    help="directory searched first for named datasets (then $DISENKG_DATA, "
                         "the repo's data/, then download into ~/.cache/disenkg)")
+    g.add_argument("--max-archive-mb", type=integer(1), default=None,
+                   help="largest decompressed size of a dataset archive in MiB (default: "
+                        "1024, or 500x the archive's size if smaller, at least 32)")
     g.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS.names(),
                    help="model to train: " + "; ".join(
                        f"{n} = {MODELS.get(n).help}" for n in MODELS.names()))
@@ -133,7 +136,9 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
     """Builds the dataset, model and trainer from resolved arguments, trains, evaluates."""
     device = pick_device(args.device)
     seed_everything(args.seed)
-    dataset = KGDataset.load(args.dataset, data_dir=args.data_dir)
+    limit = getattr(args, "max_archive_mb", None)
+    dataset = KGDataset.load(args.dataset, data_dir=args.data_dir,
+                             max_archive_bytes=limit << 20 if limit else None)
     if args.resume and run_dir.file("config.json").exists():
         saved = run_dir.read_config().get("dataset", {}).get("fingerprint", {})
         if saved and dataset.fingerprint and saved != dataset.fingerprint:

@@ -119,15 +119,18 @@ class KGDataset:
 
     @classmethod
     def load(cls, dataset: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
-             allow_download: bool = True) -> KGDataset:
+             allow_download: bool = True, max_archive_bytes: int | None = None) -> KGDataset:
         """Loads by name (see :func:`~disenkg.datasets.sources.resolve`) or path."""
         path = resolve(dataset, data_dir=data_dir, allow_download=allow_download)
-        return cls.from_path(path)
+        return cls.from_path(path, max_archive_bytes=max_archive_bytes)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike) -> KGDataset:
+    def from_path(cls, path: str | os.PathLike, *, max_archive_bytes: int | None = None
+                  ) -> KGDataset:
+        """Reads a directory or archive (see :func:`~disenkg.datasets.triples.read_raw`)
+        and logs one WARNING per finding of :meth:`check`."""
         path = Path(path)
-        raw = read_raw(path)
+        raw = read_raw(path, max_bytes=max_archive_bytes)
         splits = {split: parse_triples(data, source) for split, (data, source) in raw.items()}
         digests = {split: hashlib.sha256(data).hexdigest() for split, (data, _) in raw.items()}
         ent: dict[str, int] = {}
@@ -151,7 +154,51 @@ class KGDataset:
         ds = cls(name, list(ent), list(rel), tensors["train"], tensors["valid"], tensors["test"],
                  fingerprint=digests)
         logger.info("%s", ds)
+        for message in ds.check():
+            logger.warning("%s: %s", path, message)
         return ds
+
+    def check(self, examples: int = 3) -> list[str]:
+        """Findings that change what the metrics mean, each with counts and examples:
+        valid / test triples whose entities or relations never occur in train (the model
+        has only its initialisation for them), and valid / test triples also in train."""
+        out = []
+        tr = self.train
+        seen_e = torch.zeros(self.num_entities, dtype=torch.bool)
+        seen_e[tr[:, 0]] = True
+        seen_e[tr[:, 2]] = True
+        seen_r = torch.zeros(self.num_relations, dtype=torch.bool)
+        seen_r[tr[:, 1]] = True
+        N, R = self.num_entities, max(1, self.num_relations)
+        train_keys = set(((tr[:, 0] * R + tr[:, 1]) * N + tr[:, 2]).tolist())
+        for split in ("valid", "test"):
+            x = getattr(self, split)
+            if not len(x):
+                continue
+            bad_e = ~(seen_e[x[:, 0]] & seen_e[x[:, 2]])
+            if bad_e.any():
+                ents = torch.unique(torch.cat([x[bad_e][:, 0], x[bad_e][:, 2]]))
+                ents = ents[~seen_e[ents]]
+                out.append(f"{int(bad_e.sum())} {split} triples use {len(ents)} entities "
+                           f"never seen in train, e.g. "
+                           f"{[self.entities[i] for i in ents[:examples].tolist()]}")
+            bad_r = ~seen_r[x[:, 1]]
+            if bad_r.any():
+                rels = torch.unique(x[bad_r][:, 1])
+                out.append(f"{int(bad_r.sum())} {split} triples use {len(rels)} relations "
+                           f"never seen in train, e.g. "
+                           f"{[self.relations[i] for i in rels[:examples].tolist()]}")
+            keys = ((x[:, 0] * R + x[:, 1]) * N + x[:, 2]).tolist()
+            dup = [i for i, k in enumerate(keys) if k in train_keys]
+            if dup:
+                ex = [tuple(self._names(x[i])) for i in dup[:examples]]
+                out.append(f"{len(dup)} {split} triples also occur in train (they are "
+                           f"filtered from each other's ranks but still scored), e.g. {ex}")
+        return out
+
+    def _names(self, triple: Tensor) -> tuple[str, str, str]:
+        h, r, t = triple.tolist()
+        return self.entities[h], self.relations[r], self.entities[t]
 
     def training_index(self) -> QueryIndex:
         """1-N training queries (both directions) from the train split."""

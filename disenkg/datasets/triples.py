@@ -7,8 +7,11 @@ the file and line.
 
 from __future__ import annotations
 
+import io
+import lzma
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from disenkg.errors import UserError
@@ -59,56 +62,151 @@ def _read_dir(path: Path) -> dict[str, tuple[bytes, str]]:
     return out
 
 
-def _pick(names: list[str], split: str, archive: Path) -> str:
-    hits = [n for n in names if n.rsplit("/", 1)[-1] == f"{split}.txt"]
-    if not hits:
-        raise DatasetError(f"missing split file {split}.txt in archive {archive}")
-    return min(hits, key=len)  # the shallowest one
+#: default ceiling on the decompressed size of an archive (``max_bytes`` raises it)
+MAX_ARCHIVE_BYTES = 1 << 30
+#: an archive inflating by more than this ratio (and past :data:`MIN_BOMB_BYTES`) is refused
+MAX_RATIO = 500
+MIN_BOMB_BYTES = 32 << 20
 
 
-def _read_tar(path: Path) -> dict[str, tuple[bytes, str]]:
+def archive_limit(path: Path, max_bytes: int | None) -> int:
+    """Decompressed bytes allowed for ``path``: ``max_bytes`` if given, else 1 GiB or 500
+    times the archive's size, whichever is smaller, but at least 32 MiB (text triples
+    compress about 6:1; a far higher ratio is a decompression bomb)."""
+    if max_bytes is not None:
+        return max_bytes
+    return max(MIN_BOMB_BYTES, min(MAX_ARCHIVE_BYTES, MAX_RATIO * path.stat().st_size))
+
+
+def _too_big(path: Path, limit: int) -> DatasetError:
+    return DatasetError(f"archive {path} inflates beyond {limit >> 20} MiB",
+                        hint="if the archive is trusted, raise the limit with "
+                             "--max-archive-mb")
+
+
+def _split_dir(names: list[str], archive: Path) -> str:
+    """The one directory of the archive that holds the split files (``""`` = the root)."""
+    dirs: dict[str, set[str]] = {}
+    for n in names:
+        d, _, base = n.rpartition("/")
+        if base in {f"{s}.txt" for s in SPLITS}:
+            dirs.setdefault(d, set()).add(base[:-4])
+    if not dirs:
+        raise DatasetError(f"archive {archive} holds no train.txt / valid.txt / test.txt "
+                           f"(members: {sorted(names)[:10]})")
+    if len(dirs) > 1:
+        listing = "; ".join(f"{d or '.'}/: {', '.join(sorted(v))}" for d, v in sorted(dirs.items()))
+        raise DatasetError(f"archive {archive} holds split files in {len(dirs)} directories "
+                           f"({listing}); the three splits must come from one directory",
+                           hint="repack the archive with one train/valid/test directory")
+    (d, present), = dirs.items()
+    missing = [s for s in SPLITS if s not in present]
+    if missing:
+        raise DatasetError(f"missing split file(s) {', '.join(f'{m}.txt' for m in missing)} "
+                           f"in archive {archive} (directory {d or '.'}/)")
+    return d
+
+
+def _inflate(path: Path, limit: int) -> bytes:
+    """The tar stream of ``path`` decompressed whole, so the gzip / bzip2 / xz checksum at
+    its end is verified; at most ``limit`` bytes."""
+    import bz2
+    import gzip
+
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        opener = gzip.open
+    elif magic[:3] == b"BZh":
+        opener = bz2.open
+    elif magic == b"\xfd7zXZ\x00":
+        opener = lzma.open
+    else:
+        opener = open
+    buf = bytearray()
+    with opener(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            buf += block
+            if len(buf) > limit:
+                raise _too_big(path, limit)
+    return bytes(buf)
+
+
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
+                   lzma.LZMAError, ValueError, KeyError, NotImplementedError, RuntimeError)
+
+
+def _read_tar(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
     try:
-        with tarfile.open(path, "r:*") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        data = _inflate(path, limit)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+            d = _split_dir(list(members), path)
             out = {}
             for split in SPLITS:
-                name = _pick(list(members), split, path)
+                name = f"{d}/{split}.txt" if d else f"{split}.txt"
                 fh = tar.extractfile(members[name])
                 out[split] = (fh.read(), f"{path}:{name}")
             return out
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise DatasetError(f"cannot read archive {path}: {err}") from err
+    except DatasetError:
+        raise
+    except _ARCHIVE_ERRORS as err:
+        raise DatasetError(f"cannot read archive {path}: it is corrupt or truncated "
+                           f"({type(err).__name__}: {err})") from None
 
 
-def _read_zip(path: Path) -> dict[str, tuple[bytes, str]]:
+def _read_zip(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
-            return {
-                s: (zf.read(n), f"{path}:{n}")
-                for s in SPLITS
-                for n in [_pick(names, s, path)]
-            }
-    except (zipfile.BadZipFile, OSError) as err:
-        raise DatasetError(f"cannot read archive {path}: {err}") from err
+            d = _split_dir(names, path)
+            out, total = {}, 0
+            for split in SPLITS:
+                name = f"{d}/{split}.txt" if d else f"{split}.txt"
+                buf = bytearray()
+                with zf.open(name) as fh:  # checks the member's CRC at its end
+                    while block := fh.read(1 << 20):
+                        buf += block
+                        total += len(block)
+                        if total > limit:
+                            raise _too_big(path, limit)
+                out[split] = (bytes(buf), f"{path}:{name}")
+            return out
+    except DatasetError:
+        raise
+    except _ARCHIVE_ERRORS as err:
+        raise DatasetError(f"cannot read archive {path}: it is corrupt or truncated "
+                           f"({type(err).__name__}: {err})") from None
 
 
-def read_splits(path: str | Path) -> dict[str, list[tuple[str, str, str]]]:
+def read_splits(path: str | Path, *, max_bytes: int | None = None
+                ) -> dict[str, list[tuple[str, str, str]]]:
     """Reads ``train``/``valid``/``test`` from a directory, ``.tar(.gz)`` or ``.zip``."""
-    return {split: parse_triples(data, source) for split, (data, source) in read_raw(path).items()}
+    return {split: parse_triples(data, source)
+            for split, (data, source) in read_raw(path, max_bytes=max_bytes).items()}
 
 
-def read_raw(path: str | Path) -> dict[str, tuple[bytes, str]]:
-    """The bytes of each split file and the name it is reported under, unparsed."""
+def read_raw(path: str | Path, *, max_bytes: int | None = None
+             ) -> dict[str, tuple[bytes, str]]:
+    """The bytes of each split file and the name it is reported under, unparsed.
+
+    Archives are read whole so their checksums are verified; any decompression error
+    becomes one :class:`DatasetError` naming the archive. The three splits must lie in one
+    directory of the archive, and the decompressed size is capped
+    (:func:`archive_limit`; ``max_bytes`` sets the cap).
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"dataset path {path} does not exist")
     if path.is_dir():
         raw = _read_dir(path)
     elif path.name.endswith(".zip"):
-        raw = _read_zip(path)
+        raw = _read_zip(path, archive_limit(path, max_bytes))
     elif any(path.name.endswith(s) for s in (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
-        raw = _read_tar(path)
+        raw = _read_tar(path, archive_limit(path, max_bytes))
     else:
         raise DatasetError(
             f"{path}: not a directory, .tar(.gz/.bz2/.xz), .tgz or .zip archive"
