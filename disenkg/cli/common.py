@@ -26,11 +26,19 @@ __all__ = ["LOG_LEVELS", "add_common_arguments", "apply_config", "explicit_flags
            "pick_device", "read_config", "setup_logging"]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (plus a hint), not the whole usage."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"hint: '{self.prog} --help' lists every flag\n")
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with the package's conventions: no abbreviated flags, defaults in
-    ``--help``."""
-    return argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ``--help``, one-line errors."""
+    return Parser(prog=prog, description=description, allow_abbrev=False,
+                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
 def add_common_arguments(group: argparse._ArgumentGroup) -> None:

@@ -40,16 +40,17 @@ def integer(minimum: int | None = None) -> Callable[[Any], int]:
     return parse
 
 
-def _float(v: Any, what: str) -> float:
-    if isinstance(v, bool):
-        raise _err(what, v)
+def _float(given: Any, what: str) -> float:
+    if isinstance(given, bool):
+        raise _err(what, given)
+    v = given
     if isinstance(v, str):
         try:
             v = float(v.strip())
         except ValueError:
-            raise _err(what, v) from None
+            raise _err(what, given) from None
     if not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _err(what, v)
+        raise _err(what, given)
     return float(v)
 
 

@@ -40,6 +40,19 @@ class Ranks:
         return getattr(self, kind)
 
 
+def _check_tensor(name: str, x, *, floating: bool = False, integer: bool = False,
+                  device: torch.device | None = None) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__module__}."
+                        f"{type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if integer and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer tensor, got {x.dtype}")
+    if device is not None and x.device != device:
+        raise ValueError(f"{name} is on {x.device} but scores are on {device}")
+
+
 def filtered_ranks(
     scores: Tensor, target: Tensor, known: Tensor | tuple[Tensor, Tensor] | None = None
 ) -> Ranks:
@@ -55,9 +68,11 @@ def filtered_ranks(
     Returns:
         :class:`Ranks` with ``optimistic``, ``pessimistic`` and ``realistic`` ``(B,)``.
     """
+    _check_tensor("scores", scores, floating=True)
     if scores.dim() != 2:
         raise ValueError(f"scores must have shape (B, N), got {tuple(scores.shape)}")
     B, N = scores.shape
+    _check_tensor("target", target, integer=True, device=scores.device)
     if target.shape != (B,):
         raise ValueError(f"target must have shape (B,) = ({B},), got {tuple(target.shape)}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= N):
@@ -65,6 +80,19 @@ def filtered_ranks(
                          f"{int(target.max())}]")
     if torch.isnan(scores).any():
         raise ValueError(f"scores contain {int(torch.isnan(scores).sum())} NaN value(s)")
+    if known is not None and not isinstance(known, Tensor):
+        if not isinstance(known, (tuple, list)) or len(known) != 2:
+            raise TypeError(f"known must be a (B, N) bool tensor or a pair (rows, cols) of "
+                            f"index tensors, got {type(known).__name__}")
+        for name, k in zip(("known rows", "known cols"), known):
+            _check_tensor(name, k, integer=True, device=scores.device)
+            if k.dim() != 1:
+                raise ValueError(f"{name} must be 1-D, got shape {tuple(k.shape)}")
+        if known[0].shape != known[1].shape:
+            raise ValueError(f"known rows and cols must have the same length, got "
+                             f"{known[0].numel()} and {known[1].numel()}")
+    elif known is not None:
+        _check_tensor("known", known, device=scores.device)
     rows = torch.arange(B, device=scores.device)
     s_true = scores[rows, target].unsqueeze(1)
     greater = scores > s_true

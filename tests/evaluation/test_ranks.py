@@ -171,3 +171,31 @@ def test_evaluator_scores_each_distinct_query_once_and_keeps_triple_order(distin
                   + len(torch.unique(triples[:, [2, 1]], dim=0)))
     assert model.scored == (n_distinct if distinct else 2 * len(triples))
     assert n_distinct < 2 * len(triples)
+
+
+def test_ranks_api_names_bad_arguments():
+    import numpy as np
+
+    s = torch.randn(3, 5)
+    t = torch.tensor([0, 1, 2])
+    with pytest.raises(TypeError, match="scores must be a torch.Tensor, got numpy.ndarray"):
+        filtered_ranks(np.zeros((3, 5)), t)
+    with pytest.raises(TypeError, match="target must be a torch.Tensor"):
+        filtered_ranks(s, [0, 1, 2])
+    with pytest.raises(TypeError, match="target must be an integer tensor, got torch.float32"):
+        filtered_ranks(s, t.float())
+    with pytest.raises(TypeError, match="scores must be a floating-point tensor"):
+        filtered_ranks(s.long(), t)
+    with pytest.raises(TypeError, match="known cols must be an integer tensor, got torch.float32"):
+        filtered_ranks(s, t, (torch.tensor([0]), torch.tensor([1.0])))
+    with pytest.raises(ValueError, match="known rows and cols must have the same length, got "
+                                         "2 and 1"):
+        filtered_ranks(s, t, (torch.tensor([0, 1]), torch.tensor([1])))
+    with pytest.raises(ValueError, match=r"known rows must be 1-D, got shape \(1, 1\)"):
+        filtered_ranks(s, t, (torch.tensor([[0]]), torch.tensor([1])))
+    with pytest.raises(TypeError, match="known must be a .* got str"):
+        filtered_ranks(s, t, "all")
+    with pytest.raises(ValueError, match=r"known must be a \(B, N\) = \(3, 5\) bool mask"):
+        filtered_ranks(s, t, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="target is on meta but scores are on cpu"):
+        filtered_ranks(s, t.to("meta"))

@@ -11,15 +11,25 @@ from the sources, the flags and the CPU, written atomically so concurrent proces
 safe; later calls load the cached library. No torch headers are involved, so a build takes
 about a second.
 
-``DISENKG_NATIVE=0`` disables the kernels. :func:`available` says whether they can be used
-(callers then fall back to the pure-PyTorch path) and :func:`unavailable_reason` why not;
-:func:`load` raises :class:`NativeUnavailableError` with the compiler's message.
+A cached library is trusted only after three checks: its size and sha256 match the build
+record written beside it (``.so.json``; checked *before* the file is mapped, so a
+truncated library cannot crash the process with SIGBUS), it reports the expected ABI
+version, and a tiny self-check computes the right answer. A library failing any of them is
+rebuilt once; if the rebuild fails too, the PyTorch fallback runs and a WARNING says why
+and how to fix it.
+
+``DISENKG_NATIVE=0`` (or ``false`` / ``no`` / ``off``) disables the kernels.
+:func:`available` says whether they can be used (callers then fall back to the
+pure-PyTorch path) and :func:`unavailable_reason` why not; :func:`load` raises
+:class:`NativeUnavailableError` with the reason (the compiler's message for a failed
+build).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -28,8 +38,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["IMPLS", "NativeUnavailableError", "available", "load", "unavailable_reason",
-           "use"]
+__all__ = ["IMPLS", "NativeUnavailableError", "available", "enabled", "library_path", "load",
+           "unavailable_reason", "use"]
 
 #: the ``impl`` choices of every op with a native kernel and a PyTorch path
 IMPLS = ("auto", "native", "torch")
@@ -41,9 +51,11 @@ _SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernel
             "mixture_kernels.c")
 # -fno-trapping-math: no kernel reads floating-point exception flags, and it lets the
 # compiler if-convert and vectorise the polynomial exp / log of mixture_kernels.c
+_ABI_VERSION = 6  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
-          "-fno-trapping-math")
-_ABI_VERSION = 5
+          "-fno-trapping-math", f"-DDISENKG_ABI_VERSION={_ABI_VERSION}")
+_FALSE = ("0", "false", "no", "off")
+_TRUE = ("", "1", "true", "yes", "on")
 
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
@@ -51,6 +63,89 @@ _error: str | None = None
 
 class NativeUnavailableError(RuntimeError):
     """The native kernels are disabled or could not be built."""
+
+
+class _Unusable(Exception):
+    """A library file that must not be used (and is rebuilt)."""
+
+
+def enabled() -> bool:
+    """``DISENKG_NATIVE``: ``0`` / ``false`` / ``no`` / ``off`` (any case) disable the
+    kernels; unset, ``1`` / ``true`` / ``yes`` / ``on`` enable them; anything else enables
+    them with a WARNING."""
+    value = os.environ.get("DISENKG_NATIVE", "1").strip().lower()
+    if value in _FALSE:
+        return False
+    if value not in _TRUE:
+        logger.warning("DISENKG_NATIVE=%r is not one of %s (disable) or %s (enable); the "
+                       "native kernels stay enabled", value, list(_FALSE), list(_TRUE[1:]))
+    return True
+
+
+def _record_path(target: Path) -> Path:
+    return target.with_name(target.name + ".json")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_file(target: Path) -> None:
+    """Size and sha256 against the build record, before the file is ever mapped."""
+    record = _record_path(target)
+    try:
+        meta = json.loads(record.read_text())
+        size, digest = int(meta["size"]), str(meta["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _Unusable(f"no valid build record {record.name} ({type(err).__name__})") from err
+    actual = target.stat().st_size
+    if actual != size:
+        raise _Unusable(f"size {actual} bytes, the build recorded {size}")
+    if _digest(target) != digest:
+        raise _Unusable("sha256 differs from the build record")
+
+
+def _self_check(lib: ctypes.CDLL) -> None:
+    """A tiny computation with a known answer: 1.0 (bfloat16 0x3F80) added to four floats."""
+    acc = (ctypes.c_float * 4)(1.0, 2.0, 3.0, 4.0)
+    ones = (ctypes.c_uint16 * 4)(0x3F80, 0x3F80, 0x3F80, 0x3F80)
+    lib.accumulate_bf16(ctypes.cast(acc, ctypes.c_void_p), ctypes.cast(ones, ctypes.c_void_p),
+                        4, 1)
+    if list(acc) != [2.0, 3.0, 4.0, 5.0]:
+        raise _Unusable(f"self-check computed {list(acc)}, expected [2.0, 3.0, 4.0, 5.0]")
+
+
+def _open(target: Path) -> ctypes.CDLL:
+    """Loads a cached library after all checks; :class:`_Unusable` says why not."""
+    _check_file(target)
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as err:
+        raise _Unusable(f"cannot be loaded: {err}") from err
+    try:
+        version = getattr(lib, "disenkg_abi_version", None)
+        if version is None:
+            raise _Unusable("has no disenkg_abi_version symbol")
+        version.restype = ctypes.c_int
+        if version() != _ABI_VERSION:
+            raise _Unusable(f"reports ABI version {version()}, expected {_ABI_VERSION}")
+        try:
+            _declare(lib)
+        except AttributeError as err:
+            raise _Unusable(f"lacks a kernel: {err}") from err
+        _self_check(lib)
+    except _Unusable:
+        _unload(lib)  # so the rebuilt file at the same path is really loaded
+        raise
+    return lib
+
+
+def _unload(lib: ctypes.CDLL) -> None:
+    import _ctypes
+
+    dlclose = getattr(_ctypes, "dlclose", None)
+    if dlclose is not None:
+        dlclose(lib._handle)
 
 
 def _cache_dir() -> Path:
@@ -76,15 +171,33 @@ def _build(compiler: str, target: Path) -> None:
     os.close(fd)
     cmd = [compiler, *_FLAGS, "-o", tmp,
            *(str(_SOURCE_DIR / n) for n in _SOURCES if n.endswith(".c"))]
+    record = _record_path(target)
     try:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise NativeUnavailableError(
                 f"building the native kernels failed ({' '.join(cmd)}):\n{res.stderr}")
+        meta = json.dumps({"size": Path(tmp).stat().st_size, "sha256": _digest(Path(tmp)),
+                           "abi": _ABI_VERSION, "command": cmd})
+        fd, tmp_meta = tempfile.mkstemp(dir=target.parent, suffix=".json.tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(meta)
+        os.replace(tmp_meta, record)  # a reader seeing a mismatched pair rebuilds
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def library_path(compiler: str | None = None) -> Path:
+    """Where the library built by ``compiler`` (default ``$CC`` or ``cc``) is cached: a name
+    hashed from the sources, the flags, the compiler and the CPU."""
+    compiler = compiler or os.environ.get("CC", "cc")
+    h = hashlib.sha256()
+    for name in _SOURCES:
+        h.update((_SOURCE_DIR / name).read_bytes())
+    h.update(" ".join((compiler, *_FLAGS, platform.machine(), _cpu_signature())).encode())
+    return _cache_dir() / f"disenkg_kernels-{h.hexdigest()[:16]}.so"
 
 
 def load() -> ctypes.CDLL:
@@ -95,26 +208,31 @@ def load() -> ctypes.CDLL:
     if _error is not None:
         raise NativeUnavailableError(_error)
     try:
-        if os.environ.get("DISENKG_NATIVE", "1") == "0":
-            raise NativeUnavailableError("disabled by DISENKG_NATIVE=0")
+        if not enabled():
+            raise NativeUnavailableError(
+                f"disabled by DISENKG_NATIVE={os.environ.get('DISENKG_NATIVE')}")
         compiler = os.environ.get("CC", "cc")
         if shutil.which(compiler) is None:
             raise NativeUnavailableError(f"no C compiler {compiler!r} on PATH (set $CC)")
-        h = hashlib.sha256()
-        for name in _SOURCES:
-            h.update((_SOURCE_DIR / name).read_bytes())
-        h.update(" ".join((compiler, *_FLAGS, platform.machine(), _cpu_signature())).encode())
-        target = _cache_dir() / f"disenkg_kernels-{h.hexdigest()[:16]}.so"
-        if not target.exists():
+        target = library_path(compiler)
+        lib = None
+        if target.exists():
+            try:
+                lib = _open(target)
+            except _Unusable as why:
+                logger.warning("cached native kernels %s are unusable (%s); rebuilding them",
+                               target, why)
+        if lib is None:
             logger.info("building native kernels into %s", target)
             _build(compiler, target)
-        lib = ctypes.CDLL(str(target))
-        if lib.disenkg_abi_version() != _ABI_VERSION:
-            raise NativeUnavailableError(f"{target} has a different ABI version")
+            try:
+                lib = _open(target)
+            except _Unusable as why:
+                raise NativeUnavailableError(f"the freshly built {target} is unusable: {why}"
+                                             ) from None
     except (NativeUnavailableError, OSError) as exc:
         _error = str(exc)
         raise NativeUnavailableError(_error) from exc
-    _declare(lib)
     _lib = lib
     return lib
 
@@ -142,12 +260,19 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def available() -> bool:
-    """Whether :func:`load` succeeds (the reason is logged once at INFO level otherwise)."""
+    """Whether :func:`load` succeeds. Otherwise the reason is logged once: at INFO level
+    when the kernels were disabled on purpose, else as a WARNING with how to fix it."""
     try:
         load()
     except NativeUnavailableError as exc:
         if not getattr(available, "_logged", False):
-            logger.info("native kernels unavailable, using PyTorch: %s", exc)
+            if not enabled():
+                logger.info("native kernels disabled, using PyTorch: %s", exc)
+            else:
+                logger.warning(
+                    "native kernels unavailable, using the slower PyTorch path: %s. To fix: "
+                    "install a C compiler with OpenMP (e.g. gcc) or point $CC at one, and "
+                    "clear %s; set DISENKG_NATIVE=0 to silence this", exc, _cache_dir())
             available._logged = True  # type: ignore[attr-defined]
         return False
     return True

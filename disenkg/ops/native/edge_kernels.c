@@ -17,4 +17,5 @@
 #undef REAL
 #undef SUFFIX
 
-int disenkg_abi_version(void) { return 5; }
+/* DISENKG_ABI_VERSION comes from the build flags (disenkg/ops/native/__init__.py). */
+int disenkg_abi_version(void) { return DISENKG_ABI_VERSION; }
