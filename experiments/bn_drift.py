@@ -60,8 +60,7 @@ class BatchStatsBN:
 def main() -> None:
     import torch
 
-    from disenkg.cli.common import apply_config
-    from disenkg.cli.link import build_parser
+    from disenkg.cli.link import resolve_args
     from disenkg.cli.link_models import MODELS, fill_defaults
     from disenkg.datasets import KGDataset
     from disenkg.training import LinkTrainer, TrainConfig
@@ -74,11 +73,12 @@ def main() -> None:
     p.add_argument("--output-dir", default="/tmp/disenkg-bn-drift", help="checkpoint dir")
     p.add_argument("extra", nargs="*", help="more command-line flags (after --)")
     a = p.parse_args()
-    args = apply_config(build_parser(), ["--config", a.config, "--no-progress", *a.extra])
+    args = resolve_args(["--config", a.config, "--no-progress", "--output-dir", a.output_dir,
+                         "--overwrite", *a.extra])[0]
     seed_everything(args.seed)
     ds = KGDataset.load(args.dataset, data_dir=args.data_dir)
     entry = MODELS.get(args.model)
-    fill_defaults(args, entry)
+    fill_defaults(args, entry, ds)
     model = entry.build(ds, args)
     cfg = TrainConfig(epochs=a.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,

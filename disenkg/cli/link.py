@@ -20,12 +20,20 @@ from disenkg.cli.common import (
     make_parser,
     parse_with_config,
     pick_device,
+    read_config,
 )
-from disenkg.cli.link_models import MODELS, add_model_arguments, check_shapes, fill_defaults
+from disenkg.cli.link_models import (
+    MODELS,
+    add_model_arguments,
+    check_shapes,
+    fill_defaults,
+    fix_bn0_scale,
+)
 from disenkg.cli.values import fraction, integer, nonneg_float, pos_float
 from disenkg.datasets import KNOWN, KGDataset
-from disenkg.errors import CheckpointError
+from disenkg.errors import CheckpointError, ConfigError
 from disenkg.ops.precision import PRECISIONS
+from disenkg.presets import PRESET_MODEL, find_preset, preset_names
 from disenkg.runs.resume import merge_for_resume
 from disenkg.runs.rundir import RunDir
 from disenkg.runs.tracking import check_tracking, make_callbacks
@@ -58,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-archive-mb", type=integer(1), default=None,
                    help="largest decompressed size of a dataset archive in MiB (default: "
                         "1024, or 500x the archive's size if smaller, at least 32)")
+    g.add_argument("--preset", default="auto",
+                   help="configuration preset: 'auto' uses the named dataset's preset ("
+                        + ", ".join(preset_names()) + ") for DisenKGAT, 'none' turns "
+                        "presets off (size-derived defaults apply), or a preset name; flags "
+                        "and --config keys override it")
     g.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS.names(),
                    help="model to train: " + "; ".join(
                        f"{n} = {MODELS.get(n).help}" for n in MODELS.names()))
@@ -78,17 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs the 'tracking' extra: pip install tensorboard)")
     add_common_arguments(g)
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=integer(1), default=500, help="maximum training epochs")
+    t.add_argument("--epochs", type=integer(1), default=None,
+                   help="maximum training epochs (default: the preset's, else as many as "
+                        "fit --time-budget, in [20, 500])")
+    t.add_argument("--time-budget", type=pos_float, default=5.0,
+                   help="minutes of training the derived --epochs aim for (KGs without a "
+                        "preset; an estimate, not a hard stop)")
     t.add_argument("--batch-size", type=integer(1), default=None,
-                   help="1-N queries per step (default: 2048 DisenKGAT, 128 ConvE)")
+                   help="1-N queries per step (default: the preset's, else the largest "
+                        "power of two giving >= 24 steps per epoch, in [32, 2048])")
     t.add_argument("--lr", type=pos_float, default=None,
-                   help="Adam learning rate (default: 0.001 DisenKGAT, 0.003 ConvE)")
+                   help="Adam learning rate (default: the preset's, else 0.003 for batches "
+                        "< 1024 and 0.001 above)")
     t.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
     t.add_argument("--label-smoothing", type=fraction, default=0.1,
                    help="eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention)")
     t.add_argument("--eval-every", type=integer(1), default=1, help="validate every N epochs")
-    t.add_argument("--patience", type=integer(0), default=25,
-                   help="stop after N validations without a better MRR (0 = never)")
+    t.add_argument("--patience", type=integer(0), default=None,
+                   help="stop after N validations without a better MRR, counted after "
+                        "--min-epochs (0 = never; default: the preset's, else max(20, "
+                        "epochs / 5))")
+    t.add_argument("--min-epochs", type=integer(0), default=None,
+                   help="epochs before patience starts counting (default: epochs / 5)")
     t.add_argument("--eval-batch-size", type=integer(1), default=256,
                    help="queries per eval batch")
     t.add_argument("--rank-type", default="realistic",
@@ -112,11 +136,42 @@ def default_output_dir(dataset: str, model: str) -> Path:
     return Path("runs") / f"{name}-{model}"
 
 
+def apply_preset(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 explicit: set[str]) -> None:
+    """Fills the keys not set explicitly from the dataset's preset (``--preset``)."""
+    choice = args.preset
+    if choice == "none":
+        args.preset = None
+        return
+    name = Path(args.dataset).name.split(".")[0] if choice == "auto" else choice
+    path = find_preset(name)
+    if path is None:
+        if choice != "auto":
+            raise ConfigError(f"--preset {choice!r}: no such preset; choose one of "
+                              f"{preset_names()} or 'auto' / 'none'")
+        args.preset = None
+        return
+    if args.model != PRESET_MODEL:
+        if choice != "auto":
+            raise ConfigError(f"--preset {choice!r} configures {PRESET_MODEL}, not "
+                              f"--model {args.model}")
+        args.preset = None
+        return
+    for key, value in read_config(parser, path).items():
+        if key not in explicit:
+            setattr(args, key, value)
+    args.preset = path.stem
+    logger.info("preset %s (%s); flags and --config keys override it", path.stem, path)
+
+
 def resolve_args(argv: list[str]) -> tuple[argparse.Namespace, RunDir]:
     """Parses and validates every flag and config key, applies a resumed run's saved
     config, and checks the run directory; reads no data."""
     parser = build_parser()
     args, explicit = parse_with_config(parser, argv)
+    if not args.resume or not (Path(args.output_dir or default_output_dir(
+            args.dataset, args.model)) / "config.json").exists():
+        apply_preset(parser, args, explicit)
     out = Path(args.output_dir) if args.output_dir else default_output_dir(args.dataset,
                                                                            args.model)
     run_dir = RunDir(out)
@@ -147,14 +202,18 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
                 f"cannot resume {run_dir.path}: dataset {args.dataset} differs from the one "
                 f"the run was trained on (split files {diff} have other sha256 sums)")
     entry = MODELS.get(args.model)
-    fill_defaults(args, entry)
+    for key, (value, why) in fill_defaults(args, entry, dataset).items():
+        logger.info("derived %s = %s (%s)", key, value, why)
+    check_shapes(args)
     model = entry.build(dataset, args).to(device)
+    if getattr(args, "bn0_scale", "learn") == "fixed":
+        fix_bn0_scale(model)
     logger.info("model: %r (%d parameters)", model,
                 sum(p.numel() for p in model.parameters()))
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        eval_every=args.eval_every, patience=args.patience,
+        eval_every=args.eval_every, patience=args.patience, min_epochs=args.min_epochs,
         eval_batch_size=args.eval_batch_size, seed=args.seed, impl=args.impl,
         loss_precision=args.loss_precision,
         rank_type=args.rank_type, progress=not args.no_progress,
@@ -176,6 +235,7 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> dict:
     args, run_dir = resolve_args(list(argv) if argv is not None else [])
     print(f"run directory: {run_dir.path}" + (" (resuming)" if args.resume else ""))
+    print(f"preset: {args.preset or 'none (defaults derived from the KG size are logged)'}")
     with logging_context(args.log_level):
         metrics = train_from_args(args, run_dir)
     print(f"\n{metrics['dataset']} / {args.model}: best epoch {metrics['best_epoch']} of "

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from disenkg.cli.values import fraction, integer, nonneg_float, pos_float, real
 from disenkg.datasets import KGDataset
+from disenkg.defaults import KGStats, derive_defaults
 from disenkg.errors import ConfigError
 from disenkg.models import ConvE, DisenKGAT
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
@@ -26,7 +28,8 @@ from disenkg.nn.scorers import SCORERS, Scorer
 from disenkg.ops.precision import PRECISIONS
 from disenkg.utils import Registry
 
-__all__ = ["MODELS", "ModelEntry", "add_model_arguments", "check_shapes", "fill_defaults"]
+__all__ = ["DERIVED_KEYS", "MODELS", "ModelEntry", "add_model_arguments", "check_shapes",
+           "fill_defaults", "fix_bn0_scale"]
 
 
 @dataclass(frozen=True)
@@ -40,30 +43,33 @@ class ModelEntry:
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
-# Scorer-specific defaults (the authors' InteractE / DisenKGAT-ConvE and original ConvE).
+# Scorer-specific dropouts (the authors' InteractE / DisenKGAT-ConvE); sizes, batch, lr and
+# epochs come from the preset or from disenkg.defaults.
 SCORER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "interacte": dict(num_filters=200, kernel_size=9, feature_dropout=0.4,
-                      hidden_dropout=0.3),
-    "conve": dict(num_filters=200, kernel_size=7, feature_dropout=0.3, hidden_dropout=0.3,
-                  input_dropout=0.0),
+    "interacte": dict(feature_dropout=0.4, hidden_dropout=0.3),
+    "conve": dict(feature_dropout=0.3, hidden_dropout=0.3, input_dropout=0.0),
 }
+#: keys whose default is derived from the KG's size (:func:`disenkg.defaults.derive_defaults`)
+DERIVED_KEYS = ("batch_size", "lr", "channels", "k_h", "k_w", "num_filters", "kernel_size",
+                "init_dim", "mi_weight", "embed_dim", "epochs", "patience", "min_epochs")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the scorers and of DisenKGAT (each explained in ``--help``)."""
     g = parser.add_argument_group("convolutional scorers (ConvE, InteractE)")
-    g.add_argument("--embed-dim", type=integer(1), default=200,
-                   help="ConvE baseline embedding size D = k_h * k_w")
-    g.add_argument("--k-h", type=integer(1), default=20,
-                   help="height of the reshaped embedding image")
-    g.add_argument("--k-w", type=integer(1), default=10,
-                   help="width of the reshaped embedding image")
+    g.add_argument("--embed-dim", type=integer(1), default=None,
+                   help="ConvE baseline embedding size D = k_h * k_w (default: by KG size, "
+                        "200 for >= 5000 entities)")
+    g.add_argument("--k-h", type=integer(1), default=None,
+                   help="height of the reshaped embedding image (default: by KG size)")
+    g.add_argument("--k-w", type=integer(1), default=None,
+                   help="width of the reshaped embedding image (default: by KG size)")
     g.add_argument("--num-filters", type=integer(1), default=None,
-                   help="convolution filters (default: 32 ConvE baseline, 200 InteractE / "
-                        "DisenKGAT-ConvE)")
+                   help="convolution filters (default: 32 ConvE baseline; DisenKGAT by KG "
+                        "size: 200 for >= 5000 entities, else 32 / 16)")
     g.add_argument("--kernel-size", type=integer(1), default=None,
-                   help="square kernel size (default: 3 ConvE baseline, 9 InteractE, 7 "
-                        "DisenKGAT-ConvE)")
+                   help="square kernel size (default: 3 ConvE baseline; DisenKGAT by KG "
+                        "size: 9 InteractE / 7 ConvE for >= 5000 entities, else 5 / 3)")
     g.add_argument("--input-dropout", type=fraction, default=None,
                    help="dropout on the scorer's input image (default: 0.2 ConvE baseline, 0 "
                         "DisenKGAT-ConvE)")
@@ -86,10 +92,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("DisenKGAT")
     d.add_argument("--num-components", type=integer(1), default=3,
                    help="K, disentangled components")
-    d.add_argument("--init-dim", type=integer(1), default=100,
-                   help="base entity embedding size")
-    d.add_argument("--channels", type=integer(1), default=200,
-                   help="F, size of each component (= scorer dim, must be k_h * k_w)")
+    d.add_argument("--init-dim", type=integer(1), default=None,
+                   help="base entity embedding size (default: by KG size, 100 / 50)")
+    d.add_argument("--channels", type=integer(1), default=None,
+                   help="F, size of each component (= scorer dim, must be k_h * k_w; "
+                        "default: by KG size, 200 for >= 5000 entities, else 100 / 50)")
     d.add_argument("--num-layers", type=integer(0), default=1, help="stacked DisenConv layers")
     d.add_argument("--composition", default="cross", choices=COMPOSITIONS.names(),
                    help="composition of neighbour and relation in messages")
@@ -110,8 +117,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--mi-estimator", default="club_b",
                    choices=MI_ESTIMATORS.names() + ["none"],
                    help="dependence penalty between components ('none' disables it)")
-    d.add_argument("--mi-weight", type=nonneg_float, default=0.1,
-                   help="weight of the dependence penalty (authors' alpha)")
+    d.add_argument("--mi-weight", type=nonneg_float, default=None,
+                   help="weight of the dependence penalty (authors' alpha; default: 0.1 for "
+                        ">= 5000 entities, else 0.01)")
+    d.add_argument("--bn0-scale", default="learn", choices=["learn", "fixed"],
+                   help="the conv scorer's input batch-norm scale: learned (the authors') or "
+                        "fixed at 1 (removes the drift behind one-epoch validation "
+                        "collapses; see README, 'Defaults')")
     d.add_argument("--mi-lr", type=pos_float, default=None,
                    help="learning rate of the CLUB estimators' optimiser (default: --lr)")
     d.add_argument("--mi-recompute", action="store_true",
@@ -124,19 +136,39 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_shapes(args: argparse.Namespace) -> None:
-    """Cross-flag rules checked before any data is read (the image must tile the vector)."""
+    """Cross-flag rules (the image must tile the vector); checked before any data is read
+    for the values given, and again after the derived defaults are filled."""
     conv = args.model == "conve" or getattr(args, "scorer", None) in ("conve", "interacte")
     if not conv:
         return
     flag, dim = (("--embed-dim", args.embed_dim) if args.model == "conve"
                  else ("--channels", args.channels))
+    if None in (dim, args.k_h, args.k_w):
+        return  # derived later from the KG, consistently
     if args.k_h * args.k_w != dim:
         raise ConfigError(f"{flag} {dim} must equal --k-h * --k-w = {args.k_h} * {args.k_w} "
                           f"= {args.k_h * args.k_w} for a convolutional scorer")
 
 
-def fill_defaults(args: argparse.Namespace, entry: ModelEntry) -> None:
-    """Fills flags left at ``None`` from the model's (and its scorer's) defaults."""
+def fill_defaults(args: argparse.Namespace, entry: ModelEntry, dataset: KGDataset
+                  ) -> dict[str, tuple[Any, str]]:
+    """Fills flags left at ``None``: size-derived ones from the KG
+    (:func:`~disenkg.defaults.derive_defaults`), then the model's and its scorer's fixed
+    defaults. Returns the derived values with their reasons."""
+    given = {k: getattr(args, k, None) for k in DERIVED_KEYS}
+    given["num_components"] = getattr(args, "num_components", 1) if args.model == \
+        "disenkgat" else 1
+    if args.model == "conve":
+        for key in ("channels", "init_dim", "mi_weight"):
+            given.pop(key)
+    else:
+        given.pop("embed_dim")
+    large = 7 if getattr(args, "scorer", None) == "conve" else 9
+    derived = derive_defaults(KGStats.of(dataset), model=args.model, given=given,
+                              budget_minutes=getattr(args, "time_budget", 5.0),
+                              large_kernel=large)
+    for key, (value, _) in derived.items():
+        setattr(args, key, value)
     defaults = dict(entry.defaults)
     if args.model == "disenkgat":
         defaults.update(SCORER_DEFAULTS.get(args.scorer, {}))
@@ -145,6 +177,21 @@ def fill_defaults(args: argparse.Namespace, entry: ModelEntry) -> None:
             setattr(args, key, value)
     if getattr(args, "mi_lr", None) is None:
         args.mi_lr = args.lr
+    return derived
+
+
+def fix_bn0_scale(model: nn.Module) -> int:
+    """Freezes the input batch norm's scale of every conv scorer at 1 (``--bn0-scale
+    fixed``); returns how many were frozen."""
+    n = 0
+    for m in model.modules():
+        bn0 = getattr(m, "bn0", None)
+        if isinstance(bn0, nn.BatchNorm2d) and bn0.weight is not None:
+            with torch.no_grad():
+                bn0.weight.fill_(1.0)
+            bn0.weight.requires_grad_(False)
+            n += 1
+    return n
 
 
 def _build_conve(ds: KGDataset, a: argparse.Namespace) -> ConvE:
@@ -191,9 +238,7 @@ def _build_disenkgat(ds: KGDataset, a: argparse.Namespace) -> DisenKGAT:
 
 
 MODELS.register("disenkgat")(ModelEntry(
-    _build_disenkgat, "DisenKGAT (Wu et al. 2021)",
-    defaults=dict(lr=0.001, batch_size=2048)))
+    _build_disenkgat, "DisenKGAT (Wu et al. 2021)"))
 MODELS.register("conve")(ModelEntry(
     _build_conve, "ConvE with 1-N BCE (Dettmers et al. 2018)",
-    defaults=dict(lr=0.003, batch_size=128, num_filters=32, kernel_size=3, input_dropout=0.2,
-                  feature_dropout=0.2, hidden_dropout=0.3)))
+    defaults=dict(input_dropout=0.2, feature_dropout=0.2, hidden_dropout=0.3)))

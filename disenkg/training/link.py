@@ -48,6 +48,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     eval_every: int = 1
     patience: int = 25
+    min_epochs: int = 0
     eval_batch_size: int = 256
     seed: int = 0
     impl: str = "auto"
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.min_epochs < 0:
+            raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
         check_precision(self.loss_precision)
 
 
@@ -258,7 +261,7 @@ class LinkTrainer:
                     self.best_mrr, self.best_epoch, self.bad_evals = valid["mrr"], self.epoch, 0
                     save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch,
                                      "valid": valid}, self.best_path)
-                else:
+                elif self.epoch > cfg.min_epochs:  # patience counts after min_epochs
                     self.bad_evals += 1
                 logger.info("epoch %d loss %.5f valid MRR %.4f (best %.4f at %d)",
                             self.epoch, loss, valid["mrr"], self.best_mrr, self.best_epoch)

@@ -76,7 +76,8 @@ def test_bad_flags_exit_2_before_any_work(flags, message, capsys):
 
 def test_cross_flag_shape_rule_before_data(tmp_path):
     with pytest.raises(ConfigError, match=r"--channels 30 must equal --k-h \* --k-w = 20 \* 10"):
-        resolve_args(["--channels", "30", "--dataset", "nope", "--output-dir",
+        resolve_args(["--channels", "30", "--k-h", "20", "--k-w", "10", "--dataset", "nope",
+                      "--output-dir",
                       str(tmp_path / "o")])
 
 
