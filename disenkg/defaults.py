@@ -120,15 +120,16 @@ def derive_defaults(stats: KGStats, *, model: str, given: dict[str, Any],
         f"batch {cur['batch_size']} {'<' if cur['batch_size'] < 1024 else '>='} 1024")
     n = stats.num_entities
     band = ">= 5000" if n >= 5000 else ("50..4999" if n >= 50 else "< 50")
+    dim_key = "channels" if model == "disenkgat" else "embed_dim"
+    dim_given = cur.get(dim_key) is not None
     for key, value in _width(n, model, large_kernel).items():
-        if key in cur:
+        if key in cur and not (dim_given and key in ("k_h", "k_w")):
             put(key, value, f"{n} entities ({band})")
-    if model == "disenkgat" and cur.get("channels") is not None and (
-            cur.get("k_h") is None or cur.get("k_w") is None):
-        kh, kw = _factor(cur["channels"])
-        put("k_h", kh, f"the image tiles --channels {cur['channels']}")
-        put("k_w", kw, f"the image tiles --channels {cur['channels']}")
-    dim = cur.get("channels") if model == "disenkgat" else cur.get("embed_dim")
+    if cur.get("k_h") is None or cur.get("k_w") is None:  # tile a given vector size
+        kh, kw = _factor(cur[dim_key])
+        put("k_h", kh, f"the image tiles --{dim_key.replace('_', '-')} {cur[dim_key]}")
+        put("k_w", kw, f"the image tiles --{dim_key.replace('_', '-')} {cur[dim_key]}")
+    dim = cur[dim_key]
     est = epoch_seconds(stats, batch_size=cur["batch_size"], dim=dim, k_h=cur["k_h"],
                         k_w=cur["k_w"], num_filters=cur["num_filters"],
                         kernel_size=cur["kernel_size"],

@@ -1,0 +1,170 @@
+"""The size-derived defaults (disenkg.defaults) and the presets: one test per rule on a tiny
+KG, a UMLS-size and an FB15k-237-size input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from disenkg.defaults import KGStats, derive_defaults, epoch_seconds
+
+KEYS = ("batch_size", "lr", "channels", "k_h", "k_w", "num_filters", "kernel_size",
+        "init_dim", "mi_weight", "epochs", "patience", "min_epochs")
+TINY = KGStats(num_entities=10, num_relations=2, num_train=20, num_queries=30)
+UMLS = KGStats(num_entities=135, num_relations=46, num_train=5216, num_queries=1560)
+FB = KGStats(num_entities=14541, num_relations=237, num_train=272115, num_queries=149689)
+
+
+def derive(stats, model="disenkgat", **given):
+    base = {k: None for k in KEYS}
+    base["num_components"] = 3
+    base.update(given)
+    return {k: v for k, (v, _) in derive_defaults(stats, model=model, given=base).items()}
+
+
+def test_batch_size_rule():
+    assert derive(TINY)["batch_size"] == 32  # floor at 32
+    assert derive(UMLS)["batch_size"] == 64  # 1560 / 24 = 65 -> 64: 25 steps per epoch
+    assert derive(FB)["batch_size"] == 2048  # the authors' value, the ceiling
+    q = UMLS.num_queries
+    assert -(-q // derive(UMLS)["batch_size"]) >= 24
+
+
+def test_learning_rate_rule():
+    assert derive(UMLS)["lr"] == 0.003 and derive(FB)["lr"] == 0.001
+    assert derive(FB, batch_size=512)["lr"] == 0.003  # follows a given batch size
+
+
+def test_width_rule():
+    t, u, f = derive(TINY), derive(UMLS), derive(FB)
+    assert (t["channels"], t["k_h"], t["k_w"], t["num_filters"], t["kernel_size"]) == \
+        (50, 10, 5, 16, 3)
+    assert (u["channels"], u["k_h"], u["k_w"], u["num_filters"], u["kernel_size"],
+            u["mi_weight"]) == (100, 10, 10, 32, 5, 0.01)
+    assert (f["channels"], f["k_h"], f["k_w"], f["num_filters"], f["kernel_size"],
+            f["mi_weight"], f["init_dim"]) == (200, 20, 10, 200, 9, 0.1, 100)
+    for d in (t, u, f):
+        assert d["k_h"] * d["k_w"] == d["channels"]
+
+
+def test_width_follows_a_given_channel_count():
+    d = derive(UMLS, channels=60)
+    assert "channels" not in d and d["k_h"] * d["k_w"] == 60 and d["k_h"] >= d["k_w"]
+
+
+def test_conve_width_rule():
+    base = {k: None for k in ("batch_size", "lr", "embed_dim", "k_h", "k_w", "num_filters",
+                              "kernel_size", "epochs", "patience", "min_epochs")}
+    c = {k: v for k, (v, _) in derive_defaults(FB, model="conve", given=base).items()}
+    assert (c["embed_dim"], c["k_h"], c["k_w"], c["num_filters"], c["kernel_size"]) == \
+        (200, 20, 10, 32, 3)
+
+
+def test_epoch_rule_fits_the_budget_and_is_clamped():
+    u = derive(UMLS)
+    est = epoch_seconds(UMLS, batch_size=64, dim=100, k_h=10, k_w=10, num_filters=32,
+                        kernel_size=5, num_components=3)
+    assert u["epochs"] == int(300 / est) and 20 <= u["epochs"] <= 500
+    assert derive(TINY)["epochs"] == 500  # a tiny KG hits the ceiling
+    assert derive(FB)["epochs"] == 20  # FB15k-237 at this width: the floor (use its preset)
+    longer = {k: v for k, (v, _) in derive_defaults(
+        UMLS, model="disenkgat", given={**{k: None for k in KEYS}, "num_components": 3},
+        budget_minutes=10).items()}
+    assert longer["epochs"] > u["epochs"]
+
+
+def test_early_stopping_rule():
+    u = derive(UMLS)
+    assert u["patience"] == max(20, u["epochs"] // 5) and u["min_epochs"] == u["epochs"] // 5
+    assert derive(UMLS, epochs=50)["patience"] == 20
+
+
+def test_given_values_are_never_replaced():
+    d = derive(UMLS, batch_size=100, lr=0.01, epochs=7, patience=3, min_epochs=1)
+    assert not {"batch_size", "lr", "epochs", "patience", "min_epochs"} & set(d)
+
+
+def test_reasons_are_given():
+    base = {**{k: None for k in KEYS}, "num_components": 3}
+    for key, (_, why) in derive_defaults(UMLS, model="disenkgat", given=base).items():
+        assert why, key
+
+
+def test_empty_kg_is_refused():
+    with pytest.raises(ValueError, match="needs training triples"):
+        derive(KGStats(5, 1, 0, 0))
+
+
+# ---------------------------------------------------------------------- CLI: presets
+def test_named_dataset_uses_its_preset_and_flags_override(tmp_path, umls_path):
+    from disenkg.cli.link import resolve_args
+
+    args, _ = resolve_args(["--dataset", "umls", "--output-dir", str(tmp_path / "a")])
+    assert args.preset == "umls" and args.batch_size == 128 and args.epochs == 200
+    args, _ = resolve_args(["--dataset", "umls", "--batch-size", "32", "--output-dir",
+                            str(tmp_path / "b")])
+    assert args.batch_size == 32 and args.lr == 0.003
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("epochs = 7\n")
+    args, _ = resolve_args(["--dataset", "kinship", "--config", str(cfg), "--output-dir",
+                            str(tmp_path / "c")])
+    assert args.preset == "kinship" and args.epochs == 7 and args.patience == 20
+    args, _ = resolve_args(["--dataset", "umls", "--preset", "none", "--output-dir",
+                            str(tmp_path / "d")])
+    assert args.preset is None and args.batch_size is None  # derived after loading
+    args, _ = resolve_args(["--dataset", "umls", "--model", "conve", "--output-dir",
+                            str(tmp_path / "e")])
+    assert args.preset is None  # presets configure DisenKGAT
+
+
+def test_unknown_preset_is_an_error(tmp_path):
+    from disenkg.cli.link import resolve_args
+    from disenkg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--preset 'umsl': no such preset"):
+        resolve_args(["--preset", "umsl", "--output-dir", str(tmp_path)])
+
+
+def test_derived_values_are_logged_and_saved(tmp_path):
+    from disenkg.cli.link import main as link_main
+    from tests.training.test_link import write_user_kg
+
+    kg = write_user_kg(tmp_path)
+    out = tmp_path / "o"
+    m = link_main(["--dataset", str(kg), "--output-dir", str(out), "--epochs", "1",
+                   "--no-progress"])
+    cfg = json.loads((out / "config.json").read_text())["args"]
+    # 60 entities, 150 triples: batch floor, mid width
+    assert (cfg["batch_size"], cfg["channels"], cfg["num_filters"]) == (32, 100, 32)
+    assert cfg["preset"] is None and cfg["min_epochs"] == 0 and m["epochs_run"] == 1
+    assert sum(p.numel() for p in __import__("disenkg").load_run(out).model.parameters()) \
+        < 1_000_000
+
+
+def test_min_epochs_delays_early_stopping(umls_path, tmp_path):
+    from disenkg.datasets import KGDataset
+    from disenkg.models import ConvE
+    from disenkg.training import LinkTrainer, TrainConfig
+
+    ds = KGDataset.load(umls_path)
+    model = ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                  embedding_dim=20, k_h=5, k_w=4, num_filters=4)
+    cfg = TrainConfig(epochs=6, batch_size=512, lr=1e-6, patience=1, min_epochs=4,
+                      progress=False)
+    out = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=tmp_path).fit()
+    assert out["epochs_run"] >= 5  # without min_epochs, patience 1 stops at epoch 2-3
+
+
+def test_bn0_scale_fixed_freezes_the_input_scale(tmp_path):
+    from disenkg.cli.link import main as link_main
+    from tests.training.test_link import write_user_kg
+
+    kg = write_user_kg(tmp_path)
+    out = tmp_path / "o"
+    link_main(["--dataset", str(kg), "--output-dir", str(out), "--epochs", "2",
+               "--no-progress", "--bn0-scale", "fixed"])
+    import disenkg
+
+    bn0 = disenkg.load_run(out).model.scorer.interaction.bn0
+    assert bn0.weight.detach().eq(1).all()
