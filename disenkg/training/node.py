@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 from disenkg.datasets.arrays import ArrayDataset, split_indices
 from disenkg.evaluation.binary import average_precision, roc_auc
 from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
+from disenkg.nn.reconstruction import full_reconstruction_loss, reconstruction_targets
 from disenkg.runs.checkpoint import save_checkpoint
 from disenkg.utils import seed_everything
 
-__all__ = ["ArrayModel", "NodeConfig", "run_array", "run_classification", "run_vgae"]
+__all__ = ["RECONS", "ArrayModel", "NodeConfig", "run_array", "run_classification", "run_vgae"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +117,21 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
     return {"seed": seed, "val_acc": best_val, "test_acc": test_acc, "epochs": epoch}
 
 
+RECONS = ("sampled", "full")
+
+
 def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
              latent: int = 16, history: list[dict] | None = None,
-             checkpoint: Path | None = None) -> dict[str, float]:
+             checkpoint: Path | None = None, recon: str = "sampled") -> dict[str, float]:
     """VGAE with the variational GAT encoder on a ``RandomLinkSplit`` (5 % / 10 %);
-    ``history`` and ``checkpoint`` as in :func:`run_classification`."""
+    ``history`` and ``checkpoint`` as in :func:`run_classification`.
+
+    ``recon="sampled"``: PyG's estimator (each positive edge against one sampled negative);
+    ``"full"``: the paper's exact all-pairs loss through the fused op
+    (:func:`~disenkg.nn.reconstruction.full_reconstruction_loss`).
+    """
+    if recon not in RECONS:
+        raise ValueError(f"unknown recon {recon!r}; choose one of {list(RECONS)}")
     from torch_geometric.nn import VGAE
     from torch_geometric.transforms import RandomLinkSplit
 
@@ -132,6 +143,8 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
                                 out_channels=latent, heads=cfg.heads)
     model = VGAE(enc).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    positives = (reconstruction_targets(train.edge_index, train.num_nodes)
+                 if recon == "full" else None)
 
     def evaluate(d) -> tuple[float, float]:
         model.eval()
@@ -149,7 +162,10 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
         model.train()
         opt.zero_grad()
         z = model.encode(train.x, train.edge_index)
-        loss = model.recon_loss(z, train.pos_edge_label_index)
+        if positives is not None:
+            loss = full_reconstruction_loss(z, positives)
+        else:
+            loss = model.recon_loss(z, train.pos_edge_label_index)
         loss = loss + model.kl_loss() / train.num_nodes
         loss.backward()
         opt.step()

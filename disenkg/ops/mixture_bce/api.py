@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from disenkg.ops.mixture_bce.function import MixtureBCEFunction
-from disenkg.ops.mixture_bce.inputs import ORDERS, REDUCTIONS, check_inputs, make_target
+from disenkg.ops.mixture_bce.inputs import (
+    ORDERS,
+    REDUCTIONS,
+    check_inputs,
+    check_pos_weight,
+    make_target,
+)
 from disenkg.ops.mixture_bce.reference import reference_loss
 from disenkg.ops.precision import check_precision, use_bf16
 
@@ -41,6 +47,7 @@ def mixture_bce(
     impl: str = "auto",
     chunk_budget_bytes: int | None = None,
     precision: str = "fp32",
+    pos_weight: float | None = None,
 ) -> Tensor:
     r"""Binary cross-entropy of a K-component mixture scored against all N entities.
 
@@ -57,7 +64,9 @@ def mixture_bce(
 
     Label smoothing follows DisenKGAT/CompGCN: :math:`t = (1-\epsilon) y + 1/N` when
     :math:`\epsilon > 0`, else :math:`t = y`. With ``K = 1`` both orders equal
-    BCE-with-logits over ``(B, N)``.
+    BCE-with-logits over ``(B, N)``. A positive-class weight :math:`w` (``pos_weight``,
+    as in ``BCEWithLogitsLoss``) makes the element loss
+    :math:`-(w\,t\log p + (1-t)\log(1-p))`.
 
     Args:
         query (Tensor): ``(B, K, F)`` per-component query vectors.
@@ -78,6 +87,9 @@ def mixture_bce(
             accumulation and logits, :func:`~disenkg.ops.precision.bf16_matmul`) or
             ``"auto"`` (bf16 on CPUs with bfloat16 matrix hardware). The element-wise
             loss and its gradients stay in the inputs' dtype. (default: ``"fp32"``)
+        pos_weight (float, optional): weight :math:`w > 0` of the positive term; ``None``
+            = 1. Sparse targets keep the op's cost (only the positives' correction and, with
+            label smoothing, a scalar on the background change). (default: ``None``)
 
     Returns:
         Scalar loss, or ``(B, N)`` for ``reduction="none"``.
@@ -92,7 +104,7 @@ def mixture_bce(
     if precision == "bf16" and backend != "chunked":
         raise ValueError(f"precision='bf16' is implemented by impl='chunked', not {backend!r}")
     bf16 = backend == "chunked" and use_bf16(precision, query)
-    tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device)
+    tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device, pos_weight)
     if backend == "torch":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)
         return {"mean": loss.mean, "sum": loss.sum}.get(reduction, lambda: loss)()
@@ -119,6 +131,7 @@ class MixtureBCELoss(nn.Module):
         reduction (str): (default: ``"mean"``)
         impl (str): (default: ``"auto"``)
         precision (str): (default: ``"fp32"``)
+        pos_weight (float, optional): (default: ``None``)
 
     Shapes:
         query ``(B, K, F)``, entity ``(N, K, F)``, att_logits ``(B, K)``, bias ``(N,)``,
@@ -133,6 +146,7 @@ class MixtureBCELoss(nn.Module):
         reduction: str = "mean",
         impl: str = "auto",
         precision: str = "fp32",
+        pos_weight: float | None = None,
     ) -> None:
         super().__init__()
         if order not in ORDERS:
@@ -148,6 +162,8 @@ class MixtureBCELoss(nn.Module):
         self.reduction = reduction
         self.impl = impl
         self.precision = check_precision(precision)
+        check_pos_weight(pos_weight)
+        self.pos_weight = pos_weight
 
     def forward(
         self,
@@ -161,6 +177,7 @@ class MixtureBCELoss(nn.Module):
             query, entity, att_logits, target, bias=bias,
             label_smoothing=self.label_smoothing, order=self.order,
             reduction=self.reduction, impl=self.impl, precision=self.precision,
+            pos_weight=self.pos_weight,
         )
 
     def __repr__(self) -> str:

@@ -218,21 +218,28 @@ def chunked_forward(
     w = scale if want_grad else None
     total = qk.new_zeros(())
     out = qk.new_empty(B, N) if reduction == "none" else None
-    fn = tile if out is not None else _tile_fn(tile_impl, qk, target, w)
+    s0 = target.s0  # the background's loss scale (a positive-class weight with smoothing)
+    wb = None if w is None else w * s0
+    fn = tile if (out is not None or target.scale is not None) else _tile_fn(
+        tile_impl, qk, target, wb)
     with bf16_matmul(bf16):
         for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
             la = None if loga is None else loga[:, r0:r1]
             t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
+            sc = target.scale[r0:r1, s:e] if target.scale is not None else s0
+            wt = None if w is None else (w * sc if target.scale is not None else wb)
             if fn is native_tile:  # the bias joins inside the tile
                 x = _logits(qk[:, r0:r1], ek[:, s:e], None, s, e)
-                loss, gx, gl = fn(x, la, t, w, None if bias is None else bias[s:e])
+                loss, gx, gl = fn(x, la, t, wt, None if bias is None else bias[s:e])
             else:
                 x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
-                loss, gx, gl = fn(x, la, t, w)
+                loss, gx, gl = fn(x, la, t, wt)
             if out is not None:
-                out[r0:r1, s:e] = loss
+                out[r0:r1, s:e] = loss * sc if target.weighted else loss
+            elif target.scale is not None:
+                total += (loss * sc).sum()
             else:
-                total += loss.sum()
+                total += loss.sum() * s0 if s0 != 1.0 else loss.sum()
             if grads is not None:
                 _accumulate(grads, gx, gl, qk, ek, r0, r1, s, e)
     if target.is_sparse and target.rows.numel():
@@ -266,8 +273,9 @@ def chunked_backward(
         for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
             x = _logits(qk[:, r0:r1], ek[:, s:e], bias, s, e)
             t = target.dense[r0:r1, s:e] if target.dense is not None else target.t0
+            sc = target.scale[r0:r1, s:e] if target.scale is not None else target.s0
             _, gx, gl = tile(x, None if loga is None else loga[:, r0:r1], t,
-                             grad_out[r0:r1, s:e])
+                             grad_out[r0:r1, s:e] * sc)
             _accumulate(grads, gx, gl, qk, ek, r0, r1, s, e)
     if target.is_sparse and target.rows.numel():
         w = grad_out[target.rows, target.cols].unsqueeze(-1)
@@ -297,17 +305,19 @@ def _accumulate(grads: Grads, gx: Tensor, gl: Tensor | None, qk, ek, r0: int, r1
 
 
 def _positive_correction(qk, ek, loga, bias, target: Target, w):
-    """Loss change at the positives when their target moves from ``t0`` to ``t1``.
-
-    The loss is affine in ``t``: ``loss(t1) - loss(t0)``, evaluated on gathered logits.
-    """
+    """Loss change at the positives when their element loss moves from the background's
+    ``s0 * loss(t0)`` to ``s1 * loss(t1)``, evaluated on gathered logits (``w``: the
+    gradient weight, scalar or ``(P, 1)``)."""
     rows, cols = target.rows, target.cols
     x = (qk[:, rows] * ek[:, cols]).sum(-1, keepdim=True)  # (K, P, 1)
     if bias is not None:
         x = x + bias[cols].view(1, -1, 1)
     la = loga[:, rows] if loga is not None else None
-    l1, g1x, g1l = tile(x, la, target.t1, w)
-    l0, g0x, g0l = tile(x, la, target.t0, w)
+    s0, s1 = target.s0, target.s1
+    l1, g1x, g1l = tile(x, la, target.t1, None if w is None else w * s1)
+    l0, g0x, g0l = tile(x, la, target.t0, None if w is None else w * s0)
+    if s1 != 1.0 or s0 != 1.0:
+        l1, l0 = l1 * s1, l0 * s0
     gx = None if g1x is None else (g1x - g0x)[..., 0]
     gl = None if g1l is None else g1l - g0l
     return (l1 - l0)[:, 0], (gx, gl)

@@ -42,7 +42,15 @@ class MixtureBCEFunction(torch.autograd.Function):
         if backend == "triton":
             from disenkg.ops.mixture_bce import triton_kernels as tk
 
-            loss = tk.triton_forward(query, entity, loga, bias, target, reduction)
+            if target.scale is not None:  # dense target with a positive-class weight
+                loss = tk.triton_forward(query, entity, loga, bias, target, "none")
+                loss = loss * target.scale
+                if reduction != "none":
+                    loss = loss.sum()
+            else:
+                loss = tk.triton_forward(query, entity, loga, bias, target, reduction)
+                if target.s0 != 1.0:
+                    loss = loss * target.s0
             if target.is_sparse and target.rows.numel():
                 qk, ek, la = _kbf(query, entity, loga)
                 corr, _ = chunked._positive_correction(qk, ek, la, bias, target, None)
@@ -93,6 +101,10 @@ class MixtureBCEFunction(torch.autograd.Function):
             from disenkg.ops.mixture_bce import triton_kernels as tk
 
             w = weight if reduction == "none" else float(weight)
+            if target.scale is not None:  # dense target with a positive-class weight
+                w = target.scale * w
+            elif target.s0 != 1.0:
+                w = w * target.s0
             gq, ge, gl, gb = tk.triton_backward(query, entity, loga, bias, target, w)
             if target.is_sparse and target.rows.numel():
                 grads = chunked.Grads(qk, ek, K, B, N, has_bias)

@@ -8,6 +8,13 @@ Targets reach the kernels in one of two forms:
 
 With label smoothing ``eps > 0`` the DisenKGAT/CompGCN convention is used:
 ``t = (1 - eps) * y + 1 / N``, so ``t0 = 1/N`` and ``t1 = 1 - eps + 1/N``.
+
+A positive-class weight ``w`` (``pos_weight``, as in ``BCEWithLogitsLoss``) makes the
+element loss ``-(w t log p + (1 - t) log(1 - p))``. That is ``s * loss(t')`` with
+``s = w t + 1 - t`` and ``t' = w t / s``, so every kernel keeps computing the unweighted
+loss at a rescaled target and only multiplies by ``s``: for a sparse target the scalars
+``(t0', s0)`` and ``(t1', s1)``; for a dense one a ``(B, N)`` ``scale``. Without smoothing
+``t0 = 0`` gives ``s0 = 1``: the background is untouched and only the positives change.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["ORDERS", "REDUCTIONS", "Target", "check_inputs", "make_target"]
+__all__ = ["ORDERS", "REDUCTIONS", "Target", "check_inputs", "check_pos_weight", "make_target"]
 
 ORDERS = ("after", "before")
 REDUCTIONS = ("mean", "sum", "none")
@@ -34,10 +41,18 @@ class Target:
     cols: Tensor | None = None
     t0: float = 0.0
     t1: float = 1.0
+    s0: float = 1.0
+    s1: float = 1.0
+    scale: Tensor | None = None
 
     @property
     def is_sparse(self) -> bool:
         return self.dense is None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether a positive-class weight rescales any element."""
+        return self.scale is not None or self.s0 != 1.0 or self.s1 != 1.0
 
 
 def _check_finite(name: str, x: Tensor) -> None:
@@ -85,6 +100,28 @@ def check_inputs(
     return B, K, F, N
 
 
+def check_pos_weight(pos_weight: float | None) -> float:
+    """``None`` -> 1; else a finite number > 0 (``ValueError`` naming the value)."""
+    if pos_weight is None:
+        return 1.0
+    if isinstance(pos_weight, Tensor):
+        if pos_weight.numel() != 1:
+            raise ValueError(f"pos_weight must be a scalar, got shape {tuple(pos_weight.shape)}")
+        pos_weight = float(pos_weight)
+    if isinstance(pos_weight, bool) or not isinstance(pos_weight, (int, float)):
+        raise TypeError(f"pos_weight must be a number, got {type(pos_weight).__name__}")
+    w = float(pos_weight)
+    if not (w > 0 and w != float("inf")):
+        raise ValueError(f"pos_weight must be a finite number > 0, got {pos_weight}")
+    return w
+
+
+def _weigh(t: float, w: float) -> tuple[float, float]:
+    """``(t', s)`` with ``s * loss(t') = -(w t log p + (1 - t) log(1 - p))``."""
+    s = w * t + 1.0 - t
+    return w * t / s, s
+
+
 def make_target(
     target: Tensor | tuple[Tensor, Tensor],
     num_rows: int,
@@ -92,8 +129,32 @@ def make_target(
     label_smoothing: float,
     dtype: torch.dtype,
     device: torch.device,
+    pos_weight: float | None = None,
 ) -> Target:
-    """Validates ``target`` and applies label smoothing."""
+    """Validates ``target``, applies label smoothing, then the positive-class weight."""
+    tgt = _make_target(target, num_rows, num_cols, label_smoothing, dtype, device)
+    w = check_pos_weight(pos_weight)
+    if w == 1.0:
+        return tgt
+    if tgt.is_sparse:
+        tgt.t0, tgt.s0 = _weigh(tgt.t0, w)
+        tgt.t1, tgt.s1 = _weigh(tgt.t1, w)
+        return tgt
+    y = tgt.dense
+    scale = y * (w - 1.0) + 1.0
+    tgt.dense = (y * w / scale).contiguous()
+    tgt.scale = scale.contiguous()
+    return tgt
+
+
+def _make_target(
+    target: Tensor | tuple[Tensor, Tensor],
+    num_rows: int,
+    num_cols: int,
+    label_smoothing: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Target:
     eps = float(label_smoothing)
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from disenkg.ops.mixture_bce.inputs import Target
 
-__all__ = ["mixture_loss_from_logits", "mixture_scores_from_logits", "reference_loss"]
+__all__ = ["dense_scale", "dense_target", "mixture_loss_from_logits",
+           "mixture_scores_from_logits", "reference_loss"]
 
 
 def reference_loss(
@@ -31,11 +32,14 @@ def reference_loss(
     :math:`\log(1-p) = \mathrm{LSE}_k(\log a_k + \log\sigma(-x_k))`,
     :math:`\ell = -(t \log p + (1-t)\log(1-p))`.
     ``before``: :math:`\ell = \mathrm{BCEWithLogits}(\sum_k a_k x_k, t)`.
+    A positive-class weight enters as the target's scale (see
+    :mod:`~disenkg.ops.mixture_bce.inputs`).
     """
     x = torch.einsum("bkf,nkf->bkn", query, entity)
     if bias is not None:
         x = x + bias
-    return _elementwise(x, att_logits, dense_target(target, x.dtype), order)
+    loss = _elementwise(x, att_logits, dense_target(target, x.dtype), order)
+    return loss * dense_scale(target, x.dtype) if target.weighted else loss
 
 
 def _elementwise(x: Tensor, att_logits: Tensor, t: Tensor, order: str) -> Tensor:
@@ -69,6 +73,16 @@ def mixture_scores_from_logits(x: Tensor, att_logits: Tensor, order: str = "afte
         return (torch.softmax(att_logits, -1).unsqueeze(-1) * x).sum(1)
     loga = torch.log_softmax(att_logits, -1).unsqueeze(-1)
     return torch.logsumexp(loga + F.logsigmoid(x), dim=1)
+
+
+def dense_scale(target: Target, dtype: torch.dtype) -> Tensor:
+    """The (B, N) loss scale of a positive-class weight (materialised)."""
+    if target.scale is not None:
+        return target.scale.to(dtype)
+    s = torch.full((target.num_rows, target.num_cols), target.s0, dtype=dtype,
+                   device=target.rows.device)
+    s[target.rows, target.cols] = target.s1
+    return s
 
 
 def dense_target(target: Target, dtype: torch.dtype) -> Tensor:
