@@ -68,3 +68,31 @@ def test_bn_drift_trace():
     assert row["epoch"] == 1 and 0 < row["valid_mrr"] <= 1
     assert 0 < row["valid_mrr_bn1_batch_stats"] <= 1 and len(row["bn0_weight"]) == 1
     assert row["bn1_running_var_min"] > 0
+
+
+def test_bench_recon_op_equals_dense():
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_recon.py"),
+                          "--sizes", "600", "--dense-max", "600", "--blocks", "6"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    op, dense = (json.loads(line) for line in out.strip().splitlines())
+    assert (op["method"], dense["method"]) == ("op", "dense")
+    assert abs(op["loss"] - dense["loss"]) < 1e-4 * abs(dense["loss"])
+    assert op["peak_rss_mb"] > 0 and op["seconds"] > 0
+
+
+def test_make_user_kgs_is_transductive(tmp_path):
+    from tests.conftest import SHARED
+
+    if not (SHARED / "kg" / "WN18RR.tar.gz").exists():
+        import pytest
+
+        pytest.skip("needs ../shared/data/kg")
+    subprocess.run([sys.executable, str(REPO / "experiments" / "make_user_kgs.py"),
+                    "--data-dir", str(SHARED / "kg"), "--out", str(tmp_path)],
+                   capture_output=True, text=True, check=True, cwd=REPO)
+    from disenkg.datasets import KGDataset
+
+    for name in ("fb15k237-top400", "wn18rr-top2000"):
+        ds = KGDataset.load(tmp_path / name)
+        assert ds.check() == [] or all("also occur in train" in f for f in ds.check())
+        assert len(ds.train) > 1000 and len(ds.test) > 50
