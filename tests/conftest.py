@@ -22,7 +22,8 @@ SHARED = REPO.parent / "shared" / "data"
 
 def kg_archive(name: str) -> Path:
     """A real KG archive: ../shared/data/kg, else the bundled data/ copy."""
-    for cand in (SHARED / "kg" / f"{name}.tar.gz", REPO / "data" / f"{name}.tar.gz"):
+    for cand in (SHARED / "kg" / f"{name}.tar.gz",
+                 REPO / "disenkg" / "data" / f"{name}.tar.gz"):
         if cand.exists():
             return cand
     pytest.skip(f"dataset archive {name}.tar.gz not available")

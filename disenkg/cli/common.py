@@ -170,6 +170,8 @@ def pick_device(spec: str) -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"--device {spec}: this machine has {torch.cuda.device_count()} "
                           f"CUDA device(s)")
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)  # kernels (Triton) launch on the current device
     return dev
 
 

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory / .tar.gz / .zip holding train.txt, valid.txt, test.txt")
     g.add_argument("--data-dir", default=None,
                    help="directory searched first for named datasets (then $DISENKG_DATA, "
-                        "the repo's data/, then download into ~/.cache/disenkg)")
+                        "the bundled UMLS / Kinship, then download into ~/.cache/disenkg)")
     g.add_argument("--max-archive-mb", type=integer(1), default=None,
                    help="largest decompressed size of a dataset archive in MiB (default: "
                         "1024, or 500x the archive's size if smaller, at least 32)")

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="Cora", help="Planetoid name (Cora, CiteSeer, PubMed)")
     g.add_argument("--root", default=None,
                    help="folder holding NAME/raw/ind.name.* (default: $DISENKG_DATA/planetoid,"
-                        " then the repo's data/planetoid)")
+                        " then the bundled disenkg/data/planetoid)")
     g.add_argument("--encoder", default="gat", choices=["gat", "mlp"],
                    help="classification encoder (mlp = no-graph baseline)")
     g.add_argument("--recon", default="full", choices=["sampled", "full"],

@@ -2,7 +2,7 @@
 
 Raw files (``ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}``) are looked up in
 ``ROOT/<Name>/raw`` for ROOT = the explicit ``root``, ``$DISENKG_DATA/planetoid``, then the
-repository's ``data/planetoid`` (Cora is bundled). PyG processes them into a writable cache
+package's ``disenkg/data/planetoid`` (Cora is bundled). PyG processes them into a writable cache
 copy (``$DISENKG_CACHE/planetoid``), so read-only data directories work.
 """
 
@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from disenkg.datasets.sources import REPO_DATA, cache_dir
+from disenkg.datasets.sources import BUNDLED_DATA, cache_dir
 from disenkg.datasets.triples import DatasetError
 
 __all__ = ["RAW_SUFFIXES", "load_planetoid"]
@@ -28,7 +28,7 @@ def _find_raw(name: str, root: str | os.PathLike | None) -> Path:
     roots = [Path(root)] if root is not None else []
     if os.environ.get("DISENKG_DATA"):
         roots.append(Path(os.environ["DISENKG_DATA"]) / "planetoid")
-    roots.append(REPO_DATA / "planetoid")
+    roots.append(BUNDLED_DATA / "planetoid")
     for r in roots:
         for cand in (r / name / "raw", r / "raw", r):
             if all((cand / f).is_file() for f in _raw_files(name)):

@@ -1,7 +1,7 @@
 """Finding a dataset by name or path, and downloading public benchmarks with sha256 checks.
 
-Lookup order for a name: an explicit path, ``$DISENKG_DATA``, the repository's ``data/``,
-then the cache (``$DISENKG_CACHE`` or ``~/.cache/disenkg``), downloading into it if needed.
+Lookup order for a name: an explicit path, ``$DISENKG_DATA``, the package's bundled
+``disenkg/data/`` (UMLS and Kinship), then the cache (``$DISENKG_CACHE`` or ``~/.cache/disenkg``), downloading into it if needed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ __all__ = ["KNOWN", "Source", "cache_dir", "download", "resolve", "sha256sum"]
 
 logger = logging.getLogger(__name__)
 
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+#: datasets shipped inside the package (also in an installed wheel)
+BUNDLED_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def resolve(dataset: str | os.PathLike, *, data_dir: str | os.PathLike | None = 
     roots = [Path(data_dir)] if data_dir is not None else []
     if os.environ.get("DISENKG_DATA"):
         roots.append(Path(os.environ["DISENKG_DATA"]))
-    roots.append(REPO_DATA)
+    roots.append(BUNDLED_DATA)
     name = src.name if src else str(dataset)
     for root in roots:
         for cand in (_candidates(root, src) if src else [root / name]):

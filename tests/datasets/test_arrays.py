@@ -88,10 +88,10 @@ def test_split_indices():
 def test_planetoid_missing_raw(tmp_path, monkeypatch):
     from disenkg.datasets import sources
 
-    monkeypatch.setattr(sources, "REPO_DATA", tmp_path)
+    monkeypatch.setattr(sources, "BUNDLED_DATA", tmp_path)
     import disenkg.datasets.planetoid as pl
 
-    monkeypatch.setattr(pl, "REPO_DATA", tmp_path)
+    monkeypatch.setattr(pl, "BUNDLED_DATA", tmp_path)
     monkeypatch.delenv("DISENKG_DATA", raising=False)
     with pytest.raises(DatasetError, match=r"Planetoid Cora: raw files .* not found"):
         load_planetoid("Cora", tmp_path / "nowhere")

@@ -140,7 +140,7 @@ def test_download_verifies_checksum(tmp_path, umls_path):
 
 def test_corrupt_cached_file_is_deleted(tmp_path, monkeypatch):
     monkeypatch.setenv("DISENKG_CACHE", str(tmp_path))
-    monkeypatch.setattr(sources, "REPO_DATA", tmp_path / "empty")
+    monkeypatch.setattr(sources, "BUNDLED_DATA", tmp_path / "empty")
     monkeypatch.delenv("DISENKG_DATA", raising=False)
     (tmp_path / "WN18RR.tar.gz").write_bytes(b"corrupt")
     with pytest.raises(DatasetError, match="checksum mismatch"):
@@ -157,7 +157,7 @@ def test_lookup_order(tmp_path, monkeypatch, umls_path):
     explicit = write_dir(tmp_path / "explicit" / "umls")
     assert resolve("umls", data_dir=tmp_path / "explicit") == explicit
     monkeypatch.delenv("DISENKG_DATA")
-    assert resolve("umls").parent == sources.REPO_DATA
+    assert resolve("umls").parent == sources.BUNDLED_DATA
 
 
 def brute_force_index(triples, R):
