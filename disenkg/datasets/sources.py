@@ -1,7 +1,8 @@
 """Finding a dataset by name or path, and downloading public benchmarks with sha256 checks.
 
 Lookup order for a name: an explicit path, ``$DISENKG_DATA``, the package's bundled
-``disenkg/data/`` (UMLS and Kinship), then the cache (``$DISENKG_CACHE`` or ``~/.cache/disenkg``), downloading into it if needed.
+``disenkg/data/`` (UMLS and Kinship), then the cache (``$DISENKG_CACHE`` or
+``~/.cache/disenkg``), downloading into it if needed.
 """
 
 from __future__ import annotations
