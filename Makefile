@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-RUN_ARGS ?= --config experiments/configs/umls_small.toml
+RUN_ARGS ?= --config experiments/configs/umls_small.toml --overwrite
 
 .PHONY: setup run test test-full bench lint clean
 
