@@ -51,9 +51,11 @@ def main() -> None:
     p.add_argument("--runs-dir", default="runs/defaults_study", help="run directories")
     p.add_argument("--out", default="experiments/results/defaults.md", help="markdown table")
     p.add_argument("--reuse", action="store_true", help="keep runs that have metrics.json")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rewrite the table from the runs that have finished")
     a = p.parse_args()
     runs = Path(a.runs_dir)
-    if any(k in BUILT for k in a.kgs):
+    if any(k in BUILT for k in a.kgs) and not a.table_only:
         subprocess.run([sys.executable, "experiments/make_user_kgs.py", "--data-dir",
                         a.data_dir, "--out", str(runs / "kgs")], check=True)
     results: dict[tuple[str, str], list[dict]] = {}
@@ -64,7 +66,9 @@ def main() -> None:
         dataset = str(runs / "kgs" / kg) if kg in BUILT else kg
         for name, flags in variants(kg).items():
             out = runs / f"{kg}-{name}-s{seed}"
-            if not (a.reuse and (out / "metrics.json").exists()):
+            if a.table_only and not (out / "metrics.json").exists():
+                continue
+            if not (a.table_only or (a.reuse and (out / "metrics.json").exists())):
                 cmd = [sys.executable, "-m", "disenkg.run", "--dataset", dataset,
                        "--data-dir", a.data_dir, "--seed", str(seed), "--output-dir",
                        str(out), "--overwrite", "--no-progress", "--log-level", "WARNING",
@@ -88,7 +92,7 @@ def _ms(vals: list[float], fmt: str = ".4f") -> str:
 
 def write_table(a: argparse.Namespace, results: dict) -> None:
     rows = ["| KG | variant | seeds | test MRR | test H@10 | best / run epochs | minutes "
-            "(wall) | settings |", "|---|---|---|---|---|---|---|---|"]
+            "(wall) | minutes (training) | settings |", "|---|---|---|---|---|---|---|---|---|"]
     for (kg, name), ms in results.items():
         cfg = ms[0]["config"]
         settings = (f"batch {cfg['batch_size']}, lr {cfg['lr']}, F {cfg.get('channels')}, "
@@ -98,7 +102,8 @@ def write_table(a: argparse.Namespace, results: dict) -> None:
             f"| {kg} | {name} | {len(ms)} | {_ms([m['test']['mrr'] for m in ms])} | "
             f"{_ms([m['test']['hits@10'] for m in ms])} | "
             + ", ".join(f"{m['best_epoch']}/{m['epochs_run']}" for m in ms)
-            + f" | {_ms([m['wall'] / 60 for m in ms], '.1f')} | {settings} |")
+            + f" | {_ms([m['wall'] / 60 for m in ms], '.1f')} | "
+            f"{_ms([m['train_seconds'] / 60 for m in ms], '.1f')} | {settings} |")
     text = (
         "# Defaults study\n\nWritten by `python experiments/defaults_study.py "
         f"--data-dir {a.data_dir} --seeds {a.seeds}` on a 2-core CPU (filtered realistic "
