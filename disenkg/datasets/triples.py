@@ -7,11 +7,13 @@ the file and line.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import lzma
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from disenkg.errors import UserError
@@ -139,8 +141,21 @@ _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib
                    lzma.LZMAError, ValueError, KeyError, NotImplementedError, RuntimeError)
 
 
-def _read_tar(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
+@contextlib.contextmanager
+def _archive_errors(path: Path) -> Iterator[None]:
+    """Any decompression / container error becomes one :class:`DatasetError` naming the
+    archive (a :class:`DatasetError` raised inside passes unchanged)."""
     try:
+        yield
+    except DatasetError:
+        raise
+    except _ARCHIVE_ERRORS as err:
+        raise DatasetError(f"cannot read archive {path}: it is corrupt or truncated "
+                           f"({type(err).__name__}: {err})") from None
+
+
+def _read_tar(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
+    with _archive_errors(path):
         data = _inflate(path, limit)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
@@ -151,15 +166,10 @@ def _read_tar(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
                 fh = tar.extractfile(members[name])
                 out[split] = (fh.read(), f"{path}:{name}")
             return out
-    except DatasetError:
-        raise
-    except _ARCHIVE_ERRORS as err:
-        raise DatasetError(f"cannot read archive {path}: it is corrupt or truncated "
-                           f"({type(err).__name__}: {err})") from None
 
 
 def _read_zip(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
-    try:
+    with _archive_errors(path):
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
             d = _split_dir(names, path)
@@ -175,11 +185,6 @@ def _read_zip(path: Path, limit: int) -> dict[str, tuple[bytes, str]]:
                             raise _too_big(path, limit)
                 out[split] = (bytes(buf), f"{path}:{name}")
             return out
-    except DatasetError:
-        raise
-    except _ARCHIVE_ERRORS as err:
-        raise DatasetError(f"cannot read archive {path}: it is corrupt or truncated "
-                           f"({type(err).__name__}: {err})") from None
 
 
 def read_splits(path: str | Path, *, max_bytes: int | None = None

@@ -13,8 +13,9 @@ from disenkg.ops import MixtureBCELoss, mixture_bce
 from disenkg.ops.mixture_bce.chunked import chunk_size
 
 
-def naive(q, e, att, y, bias=None, eps=0.0, order="after"):
-    """The textbook formula, written out with explicit loops over k (float64)."""
+def naive(q, e, att, y, bias=None, eps=0.0, order="after", pos_weight=1.0):
+    """The textbook formula, written out with explicit loops over k (float64):
+    ``-(w t log p + (1 - t) log(1 - p))`` with ``w = pos_weight``."""
     B, K, _ = q.shape
     N = e.shape[0]
     t = (1 - eps) * y + 1.0 / N if eps > 0 else y
@@ -22,9 +23,12 @@ def naive(q, e, att, y, bias=None, eps=0.0, order="after"):
     xs = [q[:, k] @ e[:, k].T + (bias if bias is not None else 0) for k in range(K)]
     if order == "before":
         z = sum(a[:, k : k + 1] * xs[k] for k in range(K))
-        return F.binary_cross_entropy_with_logits(z, t, reduction="none")
-    p = sum(a[:, k : k + 1] * torch.sigmoid(xs[k]) for k in range(K))
-    return -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
+        if pos_weight == 1.0:
+            return F.binary_cross_entropy_with_logits(z, t, reduction="none")
+        p = torch.sigmoid(z)
+    else:
+        p = sum(a[:, k : k + 1] * torch.sigmoid(xs[k]) for k in range(K))
+    return -(pos_weight * t * torch.log(p) + (1 - t) * torch.log1p(-p))
 
 
 def make(B=5, K=3, Fd=7, N=37, dtype=torch.float64, seed=0, density=0.2, scale=1.0):

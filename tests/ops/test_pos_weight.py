@@ -10,21 +10,11 @@ import pytest
 import torch
 
 from disenkg.ops import MixtureBCELoss, mixture_bce
-from tests.ops.test_mixture_bce import HAS_TRITON, grads, make
+from tests.ops.test_mixture_bce import HAS_TRITON, grads, make, naive
 
 
 def naive_weighted(q, e, att, y, bias, eps, order, w):
-    B, K, _ = q.shape
-    N = e.shape[0]
-    t = (1 - eps) * y + 1.0 / N if eps > 0 else y
-    a = torch.softmax(att, -1)
-    xs = [q[:, k] @ e[:, k].T + (bias if bias is not None else 0) for k in range(K)]
-    if order == "before":
-        z = sum(a[:, k: k + 1] * xs[k] for k in range(K))
-        p = torch.sigmoid(z)
-    else:
-        p = sum(a[:, k: k + 1] * torch.sigmoid(xs[k]) for k in range(K))
-    return -(w * t * torch.log(p) + (1 - t) * torch.log1p(-p))
+    return naive(q, e, att, y, bias, eps, order, pos_weight=w)
 
 
 CASES = list(itertools.product(["torch", "chunked"], ["after", "before"], [0.0, 0.1],
