@@ -1,0 +1,199 @@
+"""A run directory: everything needed to use a trained model without the original command.
+
+Files (each written atomically; every ``.pt`` loads with ``weights_only=True``):
+
+=================  ==========================================================================
+``config.json``    task, model, resolved flags, package version, dataset name and fingerprint
+``entities.tsv``   ``id<TAB>name`` in id order
+``relations.tsv``  ``id<TAB>name`` in id order (base relations; ``r + R`` is the inverse)
+``triples.pt``     the train / valid / test id triples, ``(n, 3)`` int64 each
+``history.csv``    one row per epoch (see :data:`HISTORY_COLUMNS`)
+``last.pt``        model, optimiser(s), RNG states, epoch, early-stopping state
+``best.pt``        the model with the best validation MRR
+``metrics.json``   final validation and test metrics
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import disenkg
+from disenkg.datasets.kg import KGDataset
+from disenkg.errors import RunDirError
+from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
+from disenkg.utils.io import atomic_write_text
+
+__all__ = ["HISTORY_COLUMNS", "RUN_FILES", "RunDir", "check_writable"]
+
+#: files a run may leave in its directory (``--overwrite`` removes exactly these)
+RUN_FILES = ("config.json", "entities.tsv", "relations.tsv", "triples.pt", "history.csv",
+             "last.pt", "best.pt", "metrics.json")
+#: columns of ``history.csv``; validation columns are empty in epochs without validation
+HISTORY_COLUMNS = ("epoch", "loss", "mi_loss", "valid_mrr", "valid_hits@1", "valid_hits@3",
+                   "valid_hits@10", "seconds")
+
+
+def check_writable(path: Path) -> None:
+    """Creates ``path`` if needed and proves a file can be written in it."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"output directory {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise RunDirError(f"output directory {path} is not writable: {err.strerror or err}"
+                          ) from err
+
+
+class RunDir:
+    """Reads and writes the files of one run directory.
+
+    Args:
+        path (str | Path): the directory.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ------------------------------------------------------------------ guarding
+    def holds_run(self) -> list[str]:
+        """The run files present (empty: the directory holds no run)."""
+        found = [n for n in RUN_FILES if (self.path / n).exists()]
+        return found + sorted(p.name for p in self.path.glob("best-seed*.pt"))
+
+    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Checks, before any training, that a run may write here.
+
+        A directory that already holds a run is refused unless ``resume`` (continue it) or
+        ``overwrite`` (delete its run files first) is set.
+        """
+        check_writable(self.path)
+        present = self.holds_run()
+        if present and not resume:
+            if not overwrite:
+                raise RunDirError(
+                    f"output directory {self.path} already holds a run ({', '.join(present)})",
+                    hint="pass --resume to continue it, --overwrite to replace it, or "
+                         "--output-dir for a new directory")
+            for name in present:
+                (self.path / name).unlink()
+            for extra in self.path.glob("best-seed*.pt"):  # node runs
+                extra.unlink()
+
+    # ------------------------------------------------------------------ config
+    def write_config(self, config: dict[str, Any]) -> None:
+        body = {"package_version": disenkg.__version__, **config}
+        atomic_write_text(json.dumps(body, indent=2, sort_keys=False, default=str) + "\n",
+                          self.path / "config.json")
+
+    def read_config(self) -> dict[str, Any]:
+        return self._read_json("config.json")
+
+    def read_metrics(self) -> dict[str, Any]:
+        return self._read_json("metrics.json")
+
+    def _read_json(self, name: str) -> dict[str, Any]:
+        p = self.path / name
+        if not p.is_file():
+            hint = None if self.path.is_dir() else "is --run-dir the run's output directory?"
+            raise RunDirError(f"{p} does not exist: {self.path} is not a complete run "
+                              f"directory", hint=hint)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RunDirError(f"{p} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise RunDirError(f"{p} must hold a JSON object, got {type(data).__name__}")
+        return data
+
+    # ------------------------------------------------------------------ dataset
+    def write_dataset(self, ds: KGDataset) -> None:
+        """Names in id order and the id triples, so the run needs no dataset files later."""
+        for fname, names in (("entities.tsv", ds.entities), ("relations.tsv", ds.relations)):
+            atomic_write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)),
+                              self.path / fname)
+        save_checkpoint({"train": ds.train, "valid": ds.valid, "test": ds.test,
+                         "name": ds.name, "fingerprint": dict(ds.fingerprint)},
+                        self.path / "triples.pt")
+
+    def load_dataset(self) -> KGDataset:
+        """The dataset exactly as the run saw it (names, ids and splits)."""
+        names = {f: self._read_names(f) for f in ("entities.tsv", "relations.tsv")}
+        t = load_checkpoint(self.path / "triples.pt",
+                            required=("train", "valid", "test", "name", "fingerprint"))
+        ents, rels = names["entities.tsv"], names["relations.tsv"]
+        for split in ("train", "valid", "test"):
+            x = t[split]
+            if x.dtype != torch.int64 or x.dim() != 2 or x.shape[1] != 3:
+                raise RunDirError(f"{self.path / 'triples.pt'}: {split} must be (n, 3) int64, "
+                                  f"got {tuple(x.shape)} {x.dtype}")
+            if len(x) and (int(x[:, [0, 2]].max()) >= len(ents) or int(x[:, 1].max())
+                           >= len(rels) or int(x.min()) < 0):
+                raise RunDirError(f"{self.path / 'triples.pt'}: {split} ids exceed the "
+                                  f"{len(ents)} entities / {len(rels)} relations of the run")
+        return KGDataset(t["name"], ents, rels, t["train"], t["valid"], t["test"],
+                         fingerprint=dict(t["fingerprint"]))
+
+    def _read_names(self, fname: str) -> list[str]:
+        p = self.path / fname
+        if not p.is_file():
+            raise RunDirError(f"{p} does not exist: {self.path} is not a complete run directory")
+        names = []
+        for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            idx, sep, name = line.partition("\t")
+            if not sep or idx != str(lineno - 1):
+                raise RunDirError(f"{p} line {lineno}: expected '{lineno - 1}<TAB>name', "
+                                  f"got {line[:80]!r}")
+            names.append(name)
+        return names
+
+    # ------------------------------------------------------------------ history
+    def write_history(self, rows: list[dict[str, Any]],
+                      columns: tuple[str, ...] = HISTORY_COLUMNS) -> None:
+        """Writes ``history.csv`` (link runs: :data:`HISTORY_COLUMNS`)."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore",
+                           lineterminator="\n")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _fmt(row.get(k)) for k in columns})
+        atomic_write_text(buf.getvalue(), self.path / "history.csv")
+
+    def read_history(self) -> list[dict[str, float | None]]:
+        p = self.path / "history.csv"
+        if not p.is_file():
+            raise RunDirError(f"{p} does not exist")
+        rows = []
+        with open(p, newline="", encoding="utf-8") as fh:
+            for lineno, row in enumerate(csv.DictReader(fh), 2):
+                try:
+                    rows.append({k: (float(v) if v not in ("", None) else None)
+                                 for k, v in row.items()})
+                except ValueError as err:
+                    raise RunDirError(f"{p} line {lineno}: {err}") from err
+        return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
