@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -369,7 +368,6 @@ def test_checkpoint_writer_rejects_unsafe_objects(tmp_path):
     save_checkpoint({"a": [1, 2.0, "s", None, torch.ones(2)], "b": {"c": (1, 2)}},
                     tmp_path / "ok.pt")
     assert load_checkpoint(tmp_path / "ok.pt")["b"]["c"] == (1, 2)
-    assert pickle  # the payload class above is only ever pickled by torch.save
 
 
 def test_tensorboard_logs_every_epoch(tmp_path):
