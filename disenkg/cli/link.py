@@ -94,12 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=integer(1), default=None,
                    help="maximum training epochs (default: the preset's, else as many as "
                         "fit --time-budget, in [20, 500])")
-    t.add_argument("--time-budget", type=pos_float, default=5.0,
-                   help="minutes of training the derived --epochs aim for (KGs without a "
-                        "preset; an estimate, not a hard stop)")
+    t.add_argument("--time-budget", type=pos_float, default=8.0,
+                   help="minutes of training and validation the derived --epochs aim for "
+                        "(KGs without a preset; an estimate, not a hard stop)")
     t.add_argument("--batch-size", type=integer(1), default=None,
                    help="1-N queries per step (default: the preset's, else the largest "
-                        "power of two giving >= 24 steps per epoch, in [32, 2048])")
+                        "power of two giving >= 24 steps per epoch, in [32, 2048], at "
+                        "least 128 from 1024 training queries)")
     t.add_argument("--lr", type=pos_float, default=None,
                    help="Adam learning rate (default: the preset's, else 0.003 for batches "
                         "< 1024 and 0.001 above)")

@@ -165,7 +165,7 @@ def fill_defaults(args: argparse.Namespace, entry: ModelEntry, dataset: KGDatase
         given.pop("embed_dim")
     large = 7 if getattr(args, "scorer", None) == "conve" else 9
     derived = derive_defaults(KGStats.of(dataset), model=args.model, given=given,
-                              budget_minutes=getattr(args, "time_budget", 5.0),
+                              budget_minutes=getattr(args, "time_budget", 8.0),
                               large_kernel=large)
     for key, (value, _) in derived.items():
         setattr(args, key, value)
