@@ -46,7 +46,7 @@ def main() -> None:
     for impl in args.impls.split(","):
         torch.manual_seed(0)
         model = DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
-                          edge_index=ei.flip(0), edge_type=et, scorer=DistMultScorer(),
+                          edge_index=ei, edge_type=et, scorer=DistMultScorer(),
                           conv_impl=impl, mi_estimator=None)
         if state is None:
             state = model.state_dict()

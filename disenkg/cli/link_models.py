@@ -223,10 +223,9 @@ def build_scorer(a: argparse.Namespace) -> Scorer:
 
 def _build_disenkgat(ds: KGDataset, a: argparse.Namespace) -> DisenKGAT:
     edge_index, edge_type = ds.graph()
-    # The authors' convention: the head of (h, r, t) receives the tail's message via r.
     return DisenKGAT(
         num_entities=ds.num_entities, num_relations=ds.num_relations,
-        edge_index=edge_index.flip(0), edge_type=edge_type,
+        edge_index=edge_index, edge_type=edge_type,
         num_components=a.num_components, init_dim=a.init_dim, channels=a.channels,
         num_layers=a.num_layers, composition=a.composition, edge_attention=a.edge_attention,
         attention_dropout=a.attention_dropout, encoder_dropout=a.encoder_dropout,

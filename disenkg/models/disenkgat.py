@@ -48,8 +48,10 @@ class DisenKGAT(MixtureLinkModel):
     Args:
         num_entities (int): N.
         num_relations (int): R base relations (inverses are ``r + R``).
-        edge_index (Tensor): ``(2, E)`` message edges ``j -> i`` (row 0 source), inverse
-            edges included; stored as a buffer.
+        edge_index (Tensor): ``(2, E)`` the KG's edges in their natural direction, row 0 the
+            head and row 1 the tail of each triple ``(h, r, t)``, inverse edges
+            ``(t, r + R, h)`` included: what :meth:`KGDataset.graph()
+            <disenkg.datasets.KGDataset.graph>` returns.
         edge_type (Tensor): ``(E,)`` relation of each edge in ``[0, 2R)``.
         num_components (int): K. (default: ``3``)
         init_dim (int): base embedding size. (default: ``100``)
@@ -101,7 +103,9 @@ class DisenKGAT(MixtureLinkModel):
         self.num_entities, self.num_relations = num_entities, num_relations
         self.num_components, self.channels = num_components, channels
         self.order = order
-        self.register_buffer("edge_index", edge_index.long(), persistent=False)
+        # The authors' convention, owned here: the head of (h, r, t) receives the tail's
+        # message through r, so messages run against the edge, tail -> head.
+        self.register_buffer("message_index", edge_index.long().flip(0), persistent=False)
         self.register_buffer("edge_type", edge_type.long(), persistent=False)
         self.init_embed = nn.Parameter(torch.empty(num_entities, init_dim))
         self.init_rel = nn.Parameter(torch.empty(2 * num_relations, channels))
@@ -156,7 +160,7 @@ class DisenKGAT(MixtureLinkModel):
         r = self.init_rel
         attention = []
         for layer in self.layers:
-            out = layer(x, r, self.edge_index, self.edge_type, return_attention=return_attention)
+            out = layer(x, r, self.message_index, self.edge_type, return_attention=return_attention)
             x, r = out[0], out[1]
             if return_attention:
                 attention.append(out[2])

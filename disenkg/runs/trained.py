@@ -283,7 +283,7 @@ class TrainedRun:
             raise UserError("this model has no message-passing layers (num_layers = 0)")
         alpha = attention[-1].float().cpu()
         N, R = self.dataset.num_entities, self.dataset.num_relations
-        ei, et = self.model.edge_index.cpu(), self.model.edge_type.cpu()
+        ei, et = self.model.message_index.cpu(), self.model.edge_type.cpu()
         loops = torch.arange(N)
         src = torch.cat([ei[0], loops])
         dst = torch.cat([ei[1], loops])

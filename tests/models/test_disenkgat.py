@@ -22,7 +22,7 @@ def small_scorer(name, F=12):
 def small_model(ds, scorer="interacte", **kw):
     ei, et = ds.graph()
     args = dict(num_entities=ds.num_entities, num_relations=ds.num_relations,
-                edge_index=ei.flip(0), edge_type=et, num_components=3, init_dim=8,
+                edge_index=ei, edge_type=et, num_components=3, init_dim=8,
                 channels=12, scorer=small_scorer(scorer))
     args.update(kw)
     return DisenKGAT(**args)
@@ -43,7 +43,7 @@ def test_permuting_entity_ids_permutes_outputs(umls):
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(1))  # old id -> new id
     ei, et = ds.graph()
     other = DisenKGAT(num_entities=N, num_relations=ds.num_relations,
-                      edge_index=perm[ei.flip(0)], edge_type=et, num_components=3,
+                      edge_index=perm[ei], edge_type=et, num_components=3,
                       init_dim=8, channels=12, scorer=small_scorer("interacte")).double().eval()
     state = model.state_dict()
     state["init_embed"] = torch.empty_like(state["init_embed"]).index_copy_(
@@ -114,3 +114,55 @@ def test_bad_arguments(umls):
     with pytest.raises(ValueError, match=r"edge_type must have shape \(2,\), got \(3,\)"):
         small_model(umls, edge_index=torch.zeros(2, 2, dtype=torch.long),
                     edge_type=torch.zeros(3, dtype=torch.long))
+
+
+def test_the_head_receives_the_tails_message_through_the_relation():
+    """The authors' convention, owned by the model: built from the natural (head, tail)
+    edges, the head of (0, r0, 1) hears entity 1 through r0, the tail hears entity 0
+    through the inverse r0 + R, and nothing else reaches either."""
+    torch.manual_seed(0)
+    ei = torch.tensor([[0, 1], [1, 0]])  # (0, r0, 1) and its inverse (1, r0^-1, 0)
+    et = torch.tensor([0, 1])
+    model = DisenKGAT(num_entities=3, num_relations=1, edge_index=ei, edge_type=et,
+                      num_components=2, init_dim=4, channels=6,
+                      scorer=SCORERS.get("distmult")()).double().eval()
+    assert model.message_index.tolist() == [[1, 0], [0, 1]]  # rows: source, destination
+
+    def encoded_after(row: int) -> torch.Tensor:
+        with torch.no_grad():
+            base = model.encode().entity.clone()
+            model.init_rel[row] += 1.0
+            moved = model.encode().entity
+            model.init_rel[row] -= 1.0
+        return (moved - base).abs().flatten(1).amax(1)  # change per entity
+
+    forward, inverse = encoded_after(0), encoded_after(1)
+    assert forward[0] > 1e-6 and forward[1] == 0 and forward[2] == 0
+    assert inverse[1] > 1e-6 and inverse[0] == 0 and inverse[2] == 0
+
+
+def test_cli_and_direct_construction_build_the_same_model(umls):
+    """The CLI passes the dataset's graph as it is; a library user doing the same gets
+    the same model (same scores from the same weights)."""
+    import argparse
+
+    from disenkg.cli.link_models import MODELS
+
+    ei, et = umls.graph()
+    a = argparse.Namespace(num_components=3, init_dim=8, channels=12, num_layers=1,
+                           composition="cross", edge_attention="dot_weight",
+                           attention_dropout=0.0, encoder_dropout=0.0, layer_bias=False,
+                           scorer="distmult", component_attention="dot_rel", order="after",
+                           mi_estimator="none", mi_weight=0.0, mi_lr=1e-3,
+                           mi_recompute=False, conv_impl="auto")
+    cli = MODELS.get("disenkgat").build(umls, a).double().eval()
+    direct = DisenKGAT(num_entities=umls.num_entities, num_relations=umls.num_relations,
+                       edge_index=ei, edge_type=et, num_components=3, init_dim=8,
+                       channels=12, scorer=SCORERS.get("distmult")(), mi_estimator=None,
+                       mi_weight=0.0, attention_dropout=0.0,
+                       encoder_dropout=0.0).double().eval()
+    direct.load_state_dict(cli.state_dict())
+    h, r = torch.tensor([0, 7, 100]), torch.tensor([0, 45, 50])
+    with torch.no_grad():
+        torch.testing.assert_close(direct.score(direct.encode(), h, r),
+                                   cli.score(cli.encode(), h, r), rtol=0, atol=0)
