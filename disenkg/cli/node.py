@@ -32,7 +32,8 @@ __all__ = ["HISTORY_COLUMNS", "build_parser", "main"]
 logger = logging.getLogger(__name__)
 
 #: columns of a node run's ``history.csv`` (``graph``: array task, graph model or baseline)
-HISTORY_COLUMNS = ("seed", "epoch", "loss", "valid_loss", "valid_metric", "graph")
+HISTORY_COLUMNS = ("seed", "epoch", "loss", "valid_loss", "valid_metric", "valid_ap",
+                   "graph")
 #: per-task defaults of flags left unset
 TASK_DEFAULTS = {"classification": {"epochs": 1000, "lr": 0.005},
                  "link": {"epochs": 1000, "lr": 0.002},
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="link task: VGAE reconstruction loss; full = the paper's exact "
                         "all-pairs BCE through the fused op (memory linear in nodes), sampled "
                         "= PyG's one-negative-per-edge estimator")
+    g.add_argument("--select", default="auc", choices=["auc", "auc+ap"],
+                   help="link task: the validation score that picks the checkpoint and "
+                        "drives early stopping")
     g.add_argument("--seeds", type=integer(1), default=10, help="repeat over seeds 0..N-1")
     g.add_argument("--epochs", type=integer(1), default=None,
                    help="maximum epochs (default: 1000 classification and link, 20 array)")
@@ -166,7 +170,8 @@ def _run(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
                              progress=not args.no_progress)
             for s in seeds:
                 rows.append(run_vgae(data, seed=s, cfg=cfg, device=device, history=history,
-                                     checkpoint=ckpt(s), recon=args.recon))
+                                     checkpoint=ckpt(s), recon=args.recon,
+                                     select=args.select))
                 done_seed()
             metrics.update(encoder="variational_gat", recon=args.recon, seeds=rows,
                            **_summary(rows, "auc"),

@@ -30,6 +30,21 @@ def test_cora_vgae_short_run_is_sane(cora):
     assert res["auc"] > 0.72 and res["ap"] > 0.7  # 0.78 / 0.76 measured; random is 0.5
 
 
+@pytest.mark.parametrize("select", ["auc", "auc+ap"])
+def test_vgae_checkpoint_is_the_best_validation_epoch(cora, select):
+    history: list[dict] = []
+    cfg = NodeConfig(epochs=12, lr=0.01, patience=100)
+    res = run_vgae(cora, seed=0, cfg=cfg, device="cpu", history=history, recon="full",
+                   select=select)
+    assert len(history) == 12
+    key = (lambda h: h["valid_metric"]) if select == "auc" else \
+        (lambda h: h["valid_metric"] + h["valid_ap"])
+    best = max(history, key=key)
+    assert (res["val_auc"], res["val_ap"]) == (best["valid_metric"], best["valid_ap"])
+    with pytest.raises(ValueError, match="unknown select 'ap'"):
+        run_vgae(cora, seed=0, cfg=cfg, device="cpu", select="ap")
+
+
 def test_graph_model_beats_no_graph_baseline(tmp_path):
     p = make_synthetic(tmp_path / "syn", shape=(2, 120, 4, 30, 2), extra_edges=15, seed=1)
     ds = ArrayDataset(features=p["features"], targets=p["targets"], target_kind="regression")
@@ -75,7 +90,7 @@ def test_node_run_directory(tmp_path):
             "best-seed1.pt"} <= names
     assert load_checkpoint(out / "best-seed1.pt")["seed"] == 1
     hist = (out / "history.csv").read_text().splitlines()
-    assert hist[0] == "seed,epoch,loss,valid_loss,valid_metric,graph"
+    assert hist[0] == "seed,epoch,loss,valid_loss,valid_metric,valid_ap,graph"
     assert len(hist) == 1 + 2 * 2 * 2  # seeds x epochs x (graph model, baseline)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["task"] == "node-array" and cfg["args"]["epochs"] == 2
