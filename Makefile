@@ -9,26 +9,34 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 RUN_ARGS ?= --config experiments/configs/umls_small.toml --overwrite
 
-.PHONY: setup run test test-full bench lint clean
+.PHONY: setup setup-dev run test test-full bench lint clean
 
+# the package and its required dependencies only (what `make run` needs)
 setup: $(VENV)/.installed
+
+# plus the 'dev' extra: test and lint tools, every optional feature
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
 run: setup
 	$(BIN)/python -m disenkg.run $(RUN_ARGS)
 
-test: setup
+test: setup-dev
 	DISENKG_SLOW_CHEAP=1 $(BIN)/python -m pytest -q
 
-test-full: setup
+test-full: setup-dev
 	$(BIN)/python -m pytest -q -m slow
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check disenkg tests experiments
 
 bench: setup

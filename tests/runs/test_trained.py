@@ -184,12 +184,34 @@ def test_optional_extras_fail_clearly(monkeypatch, tmp_path):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a: None if n in ("matplotlib", "tensorboard") else real(n, *a))
+                        lambda n, *a: None if n in ("matplotlib", "tensorboard", "triton")
+                        else real(n, *a))
     with pytest.raises(ConfigError, match="plot needs matplotlib") as e:
         plot.plot_run(tmp_path)
     assert "disenkg[plot]" in e.value.hint
     with pytest.raises(ConfigError, match="--tensorboard needs the tensorboard package"):
         tracking.check_tracking(True)
+    from disenkg.ops.mixture_bce import mixture_bce
+
+    q, e = torch.randn(2, 1, 3), torch.randn(4, 1, 3)
+    with pytest.raises(ValueError, match=r"impl='triton' needs the 'triton' package "
+                                         r"\(pip install disenkg\[triton\]\)"):
+        mixture_bce(q, e, torch.zeros(2, 1), torch.zeros(2, 4), impl="triton")
+
+
+def test_extras_match_what_the_code_imports():
+    """Each optional extra of pyproject.toml has code behind it, and nothing else."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert set(extras) == {"triton", "plot", "tracking", "dev"}
+    assert extras["plot"] == ["matplotlib>=3.5"] and extras["tracking"] == ["tensorboard>=2.10"]
+    dev = " ".join(extras["dev"])
+    for need in ("pytest", "ruff", "matplotlib", "tensorboard", "triton"):
+        assert need in dev, need
 
 
 # ---------------------------------------------------------------------- checkpoints
