@@ -3,11 +3,13 @@
 Raw files (``ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}``) are looked up in
 ``ROOT/<Name>/raw`` for ROOT = the explicit ``root``, ``$DISENKG_DATA/planetoid``, then the
 package's ``disenkg/data/planetoid`` (Cora is bundled). PyG processes them into a writable cache
-copy (``$DISENKG_CACHE/planetoid``), so read-only data directories work.
+copy (``$DISENKG_CACHE/planetoid``), so read-only data directories work. A dataset found
+nowhere goes through PyG's own download into that cache (CiteSeer, PubMed by name).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +18,8 @@ from disenkg.datasets.sources import BUNDLED_DATA, cache_dir
 from disenkg.datasets.triples import DatasetError
 
 __all__ = ["RAW_SUFFIXES", "load_planetoid"]
+
+logger = logging.getLogger(__name__)
 
 RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
@@ -48,15 +52,23 @@ def load_planetoid(name: str = "Cora", root: str | os.PathLike | None = None, *,
     import torch_geometric.transforms as T
     from torch_geometric.datasets import Planetoid
 
-    raw = _find_raw(name, root)
     work = cache_dir() / "planetoid"
+    transform = T.NormalizeFeatures() if normalize_features else None
+    try:
+        raw = _find_raw(name, root)
+    except DatasetError as missing:
+        logger.info("%s; trying PyG's download into %s", missing, work)
+        try:
+            return Planetoid(str(work), name, transform=transform)[0]
+        except Exception as err:  # re-raised with both causes, not swallowed
+            raise DatasetError(f"{missing}; PyG's download into {work} failed too: "
+                               f"{type(err).__name__}: {err}") from err
     dest = work / name / "raw"
     dest.mkdir(parents=True, exist_ok=True)
     for f in _raw_files(name):
         if not (dest / f).exists() or (dest / f).stat().st_size != (raw / f).stat().st_size:
             shutil.copyfile(raw / f, dest / f)
     try:
-        transform = T.NormalizeFeatures() if normalize_features else None
         return Planetoid(str(work), name, transform=transform)[0]
     except Exception as err:  # re-raised with the file location, not swallowed
         raise DatasetError(f"Planetoid {name}: could not process raw files in {raw}: "
