@@ -34,6 +34,13 @@ class EdgeAttention(nn.Module):
     #: whether the logits need the composed message (``learn``)
     needs_message: bool = False
 
+    def relation_table(self, rel: Tensor, rel_weight: Tensor) -> Tensor | None:
+        r"""``(R', K, F)`` per-relation table :math:`T_r` when the logits are
+        :math:`\langle x_i, x_j \odot T_r\rangle` (then the layer computes them as an edge
+        product without per-edge relation tensors), else ``None``. ``rel``: ``(R', F)``
+        relation embeddings, ``rel_weight``: ``(R', K, F)``."""
+        return None
+
     def __init__(self, *, num_components: int, channels: int) -> None:
         super().__init__()
         self.num_components = num_components
@@ -47,16 +54,32 @@ class EdgeAttention(nn.Module):
         return f"{self.__class__.__name__}({name!r}, K={self.num_components})"
 
 
-@EDGE_ATTENTIONS.register("dot_weight")
-class DotWeightAttention(EdgeAttention):
+class _Dot(EdgeAttention):
+    r""":math:`\langle x_i \odot s, x_j \odot s\rangle = \langle x_i, x_j \odot s^2\rangle`
+    with the scaling ``s`` chosen by :meth:`scaling`; :math:`s^2` is the relation table."""
+
+    def scaling(self, r: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def relation_table(self, rel: Tensor, rel_weight: Tensor) -> Tensor:
+        s = self.scaling(rel.unsqueeze(1), rel_weight)
+        return (s * s).expand_as(rel_weight)
+
     def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
-        return (x_i * x_j * (w * w)).sum(-1)
+        s = self.scaling(r, w)
+        return (x_i * x_j * (s * s)).sum(-1)
+
+
+@EDGE_ATTENTIONS.register("dot_weight")
+class DotWeightAttention(_Dot):
+    def scaling(self, r: Tensor, w: Tensor) -> Tensor:
+        return w
 
 
 @EDGE_ATTENTIONS.register("dot_emb")
-class DotEmbAttention(EdgeAttention):
-    def forward(self, x_i, x_j, r, w, msg=None) -> Tensor:
-        return (x_i * x_j * (r * r)).sum(-1)
+class DotEmbAttention(_Dot):
+    def scaling(self, r: Tensor, w: Tensor) -> Tensor:
+        return r
 
 
 class _Learned(EdgeAttention):

@@ -100,6 +100,33 @@ def test_edge_attention(name):
     assert repr(mod).startswith(type(mod).__name__)
 
 
+@pytest.mark.parametrize("name", sorted(TESTED_EDGE_ATTENTIONS))
+def test_relation_table_gives_the_same_logits(name):
+    """The per-relation table the layer gathers per edge: <x_i, x_j * T_r> equals the
+    attention's own logits (values and gradients) where it has one, and is None where
+    the logits are not of that form."""
+    mod = EDGE_ATTENTIONS.get(name)(num_components=K, channels=Fd).double()
+    R = 4
+    rel = rand(R, Fd, seed=6).requires_grad_()
+    rw = rand(R, K, Fd, seed=7).requires_grad_()
+    et = torch.tensor([0, 3, 1, 1, 2, 0])  # E = 6 edges, relations repeated
+    xi, xj = rand(len(et), K, Fd, seed=1), rand(len(et), K, Fd, seed=2)
+    table = mod.relation_table(rel, rw)
+    if name not in ("dot_weight", "dot_emb"):
+        assert table is None
+        return
+    assert table.shape == (R, K, Fd)
+    got = (xi * xj * table[et]).sum(-1)
+    ref = naive_edge(name, mod, xi, xj, rel[et].unsqueeze(1), rw[et], None)
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(torch.autograd.grad(got.sum(), [rel, rw], allow_unused=True),
+                    torch.autograd.grad(ref.sum(), [rel, rw], allow_unused=True)):
+        if b is None:
+            assert a is None or torch.all(a == 0)
+        else:
+            torch.testing.assert_close(a, b)
+
+
 def naive_component(name, mod, sub, rel, rw, rels):
     if name == "dot_rel":
         s = torch.stack([(sub[:, k] * rw[:, k] * rel[:, k]).sum(-1) for k in range(K)], 1)

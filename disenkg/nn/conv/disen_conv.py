@@ -139,18 +139,16 @@ class DisenConv(MessagePassing):
         # Per-relation tables (tiny) instead of per-edge products where the math allows.
         factor = (self.relation_factor(rel_all.unsqueeze(1), self.rel_weight)
                   if self.relation_factor is not None else None)
-        w_sq = self.rel_weight * self.rel_weight if self.attention_name == "dot_weight" else None
+        table = self.attention.relation_table(rel_all, self.rel_weight)
         if self._use_fused(x, rel_all):
             graph = self._graph(edge_index, edge_type, N)
-            table = (w_sq if w_sq is not None else
-                     (rel_all * rel_all).unsqueeze(1).expand(-1, K, -1))
             logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl="native"),
                                               self.negative_slope)
             alpha = softmax(logits, graph.dst, num_nodes=N)
             out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl="native")
             return self._finish(out, rel, alpha, return_attention)
         ei, et = self._with_loops(edge_index, edge_type, N)
-        tables = (factor, w_sq)
+        tables = (factor, table)
         logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, tables, reduce=False)
         alpha = softmax(logits, ei[1], num_nodes=N)  # over i's incoming edges, per k
         alpha_d = self.att_drop(alpha)
@@ -227,17 +225,18 @@ class DisenConv(MessagePassing):
                 parts.append(res)
         return parts if reduce else torch.cat(parts)
 
-    def _edge_logits(self, ei, et, x, rel_all, factor, w_sq) -> Tensor:
-        return self.edge_updater(ei, x=x, edge_type=et, rel=rel_all, factor=factor, w_sq=w_sq)
+    def _edge_logits(self, ei, et, x, rel_all, factor, table) -> Tensor:
+        return self.edge_updater(ei, x=x, edge_type=et, rel=rel_all, factor=factor,
+                                 table=table)
 
-    def _aggregate(self, ei, et, x, rel_all, factor, w_sq, alpha) -> Tensor:
+    def _aggregate(self, ei, et, x, rel_all, factor, table, alpha) -> Tensor:
         return self.propagate(ei, x=x, edge_type=et, rel=rel_all, factor=factor, alpha=alpha,
                               size=(x.shape[0], x.shape[0]))
 
     def edge_update(self, x_i: Tensor, x_j: Tensor, edge_type: Tensor, rel: Tensor,
-                    factor: Tensor | None, w_sq: Tensor | None) -> Tensor:
-        if w_sq is not None:  # dot_weight: <x_i, x_j * W_r^2> from a per-relation W^2 table
-            logits = (x_i * x_j).mul_(w_sq.index_select(0, edge_type)).sum(-1)
+                    factor: Tensor | None, table: Tensor | None) -> Tensor:
+        if table is not None:  # dot attentions: <x_i, x_j * T_r> from the per-relation table
+            logits = (x_i * x_j).mul_(table.index_select(0, edge_type)).sum(-1)
         else:
             # index_select (not []) so that backward is an index_add, not a sorting index_put
             r = rel.index_select(0, edge_type).unsqueeze(1)
