@@ -31,7 +31,7 @@ from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.conv import DisenConv
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import InteractEScorer, Scorer
-from disenkg.ops.mixture_bce.reference import mixture_loss_from_logits, mixture_scores_from_logits
+from disenkg.ops.mixture_bce.eager import mixture_loss_from_logits, mixture_scores_from_logits
 
 __all__ = ["DisenKGAT", "DisenKGATReps"]
 

@@ -7,6 +7,7 @@ import importlib.util
 import torch
 from torch import Tensor, nn
 
+from disenkg.ops.mixture_bce.eager import reference_loss
 from disenkg.ops.mixture_bce.function import MixtureBCEFunction
 from disenkg.ops.mixture_bce.inputs import (
     ORDERS,
@@ -15,7 +16,6 @@ from disenkg.ops.mixture_bce.inputs import (
     check_pos_weight,
     make_target,
 )
-from disenkg.ops.mixture_bce.reference import reference_loss
 from disenkg.ops.precision import check_precision, use_bf16
 
 __all__ = ["IMPLS", "MixtureBCELoss", "mixture_bce", "resolve_impl"]

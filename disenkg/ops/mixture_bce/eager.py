@@ -1,6 +1,7 @@
-r"""Materialising reference of the mixture BCE: plain, obviously correct, (B, K, N) in memory.
-
-This is the definition the other implementations are tested against.
+r"""The eager, materialising mixture BCE (``impl="torch"``): plain, obviously correct,
+(B, K, N) in memory. It is the production path for the scorers the fused op does not cover
+(``transe_l1``) and the definition the chunked and Triton implementations are tested
+against.
 """
 
 from __future__ import annotations
