@@ -23,10 +23,20 @@ __all__ = ["MixtureLinkModel"]
 
 
 class MixtureLinkModel(nn.Module):
-    """Abstract mixture link predictor (subclasses implement the three hooks)."""
+    """Abstract mixture link predictor (subclasses implement the three hooks).
+
+    What the trainer uses, declared here: :meth:`encode`, :meth:`loss`,
+    :meth:`regularization` (an extra loss term), :meth:`auxiliary_parameters` with
+    :meth:`auxiliary_loss` and :attr:`auxiliary_lr` (a second optimiser's parameters and
+    loss, e.g. DisenKGAT's CLUB estimators; none by default), :meth:`score`.
+    """
 
     #: ``"after"`` mixes probabilities, ``"before"`` mixes logits.
     order: str = "after"
+    #: K, the number of components (1 for single-vector models)
+    num_components: int = 1
+    #: learning rate of the optimiser of :meth:`auxiliary_parameters`
+    auxiliary_lr: float = 1e-3
 
     def encode(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -41,6 +51,15 @@ class MixtureLinkModel(nn.Module):
         """Extra training loss for a batch of queries with subjects ``heads`` (e.g. mutual
         information between components); ``None`` when there is none."""
         return None
+
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by a second optimiser on :meth:`auxiliary_loss` instead of
+        the main loss (excluded from the main optimiser); none by default."""
+        return []
+
+    def auxiliary_loss(self, reps: Any, heads: Tensor) -> Tensor:
+        """The loss of :meth:`auxiliary_parameters` for a batch with subjects ``heads``."""
+        raise NotImplementedError(f"{type(self).__name__} has no auxiliary parameters")
 
     def loss(self, reps: Any, heads: Tensor, rels: Tensor,
              target: Tensor | tuple[Tensor, Tensor], *, label_smoothing: float = 0.0,
@@ -70,4 +89,4 @@ class MixtureLinkModel(nn.Module):
 
     @property
     def _k(self) -> int:
-        return int(getattr(self, "num_components", 1))
+        return int(self.num_components)

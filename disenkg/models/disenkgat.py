@@ -213,7 +213,7 @@ class DisenKGAT(MixtureLinkModel):
             return None
         return self.mi_weight * self.mi(reps.entity.index_select(0, heads))
 
-    def auxiliary_parameters(self):
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the second optimiser (the CLUB estimators)."""
         return list(self.mi.parameters()) if self.mi is not None and self.mi.learns else []
 

@@ -99,8 +99,7 @@ class LinkTrainer:
         self.evaluator = LinkEvaluator(filter_index=dataset.filter_index(),
                                        batch_size=config.eval_batch_size,
                                        rank_type=config.rank_type, progress=config.progress)
-        aux = getattr(model, "auxiliary_parameters", None)
-        aux_params = list(aux()) if aux is not None else []
+        aux_params = list(model.auxiliary_parameters())
         aux_ids = {id(p) for p in aux_params}
         main_params = [p for p in model.parameters() if id(p) not in aux_ids]
         self.optimizer = torch.optim.Adam(main_params, lr=config.lr,
