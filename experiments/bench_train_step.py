@@ -89,7 +89,7 @@ def build_trainer(args, precision: str):
     model = DisenKGAT(
         num_entities=ds.num_entities, num_relations=ds.num_relations,
         edge_index=ei, edge_type=et,
-        scorer=InteractEScorer(dim=200, image_chunk=None if naive else args.image_chunk,
+        scorer=InteractEScorer(embedding_dim=200, image_chunk=None if naive else args.image_chunk,
                                precision=precision),
         conv_impl={"naive": "naive", "chunked": "chunked", "default": "auto"}[args.impl],
         mi_recompute=naive)

@@ -202,23 +202,27 @@ def _build_conve(ds: KGDataset, a: argparse.Namespace) -> ConvE:
                  image_chunk=a.image_chunk or None, precision=a.head_precision)
 
 
+def _conv_scorer_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    return dict(embedding_dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
+                kernel_size=a.kernel_size, feature_dropout=a.feature_dropout,
+                hidden_dropout=a.hidden_dropout, image_chunk=a.image_chunk or None,
+                precision=a.head_precision)
+
+
+#: how a registered scorer's constructor arguments come from the flags; a scorer not
+#: listed here is built without arguments (what a newly registered one gets)
+SCORER_KWARGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "interacte": lambda a: dict(_conv_scorer_kwargs(a), num_perm=a.num_perm, seed=a.seed),
+    "conve": lambda a: dict(_conv_scorer_kwargs(a), input_dropout=a.input_dropout),
+    "transe": lambda a: dict(gamma=a.gamma),
+    "transe_l1": lambda a: dict(gamma=a.gamma),
+}
+
+
 def build_scorer(a: argparse.Namespace) -> Scorer:
-    """The per-component scorer named by ``--scorer``."""
-    cls = SCORERS.get(a.scorer)
-    if a.scorer == "interacte":
-        return cls(dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
-                   kernel_size=a.kernel_size, num_perm=a.num_perm,
-                   feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                   seed=a.seed, image_chunk=a.image_chunk or None,
-                   precision=a.head_precision)
-    if a.scorer == "conve":
-        return cls(embedding_dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
-                   kernel_size=a.kernel_size, input_dropout=a.input_dropout,
-                   feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                   image_chunk=a.image_chunk or None, precision=a.head_precision)
-    if a.scorer.startswith("transe"):
-        return cls(gamma=a.gamma)
-    return cls()
+    """The per-component scorer named by ``--scorer``, from the :data:`SCORERS` registry."""
+    kwargs = SCORER_KWARGS.get(a.scorer)
+    return SCORERS.get(a.scorer)(**(kwargs(a) if kwargs is not None else {}))
 
 
 def _build_disenkgat(ds: KGDataset, a: argparse.Namespace) -> DisenKGAT:

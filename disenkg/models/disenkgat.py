@@ -120,7 +120,7 @@ class DisenKGAT(MixtureLinkModel):
         self._own_rel_weight = (nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
                                                          channels)) if num_layers == 0 else None)
         self.encoder_drop = nn.Dropout(encoder_dropout)
-        self.scorer = scorer if scorer is not None else InteractEScorer(dim=channels)
+        self.scorer = scorer if scorer is not None else InteractEScorer(embedding_dim=channels)
         self.component_attention = COMPONENT_ATTENTIONS.get(component_attention)(
             num_components=num_components, channels=channels, num_relations=num_relations)
         self.bias = nn.Parameter(torch.empty(num_entities))

@@ -13,7 +13,7 @@ from disenkg.training import LinkTrainer, TrainConfig
 
 def small_scorer(name, F=12):
     if name == "interacte":
-        return InteractEScorer(dim=F, k_h=4, k_w=3, num_filters=4, kernel_size=3)
+        return InteractEScorer(embedding_dim=F, k_h=4, k_w=3, num_filters=4, kernel_size=3)
     if name == "conve":
         return ConvEScorer(embedding_dim=F, k_h=4, k_w=3, num_filters=4, kernel_size=3)
     return SCORERS.get(name)()

@@ -18,7 +18,7 @@ def test_chunked_equals_plain(cls):
                                  input_dropout=0.0, feature_dropout=0.0, hidden_dropout=0.0,
                                  image_chunk=None)
     else:
-        plain = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+        plain = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                                      num_perm=2, feature_dropout=0.0, hidden_dropout=0.0,
                                      image_chunk=None)
     plain = plain.double()
@@ -115,7 +115,7 @@ def test_bf16_head_close_to_fp32(cls):
                              input_dropout=0.0, feature_dropout=0.0, hidden_dropout=0.0,
                              image_chunk=16)
     else:
-        a = InteractEInteraction(dim=200, num_filters=24, kernel_size=9, num_perm=2,
+        a = InteractEInteraction(embedding_dim=200, num_filters=24, kernel_size=9, num_perm=2,
                                  feature_dropout=0.0, hidden_dropout=0.0, image_chunk=16)
     b = copy.deepcopy(a)
     b.precision = "bf16"
@@ -148,7 +148,7 @@ def test_bf16_head_close_to_fp32(cls):
 
 
 def test_bf16_needs_a_chunk():
-    m = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+    m = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                              image_chunk=None)
     m.precision = "bf16"
     with pytest.raises(ValueError, match="needs an image chunk"):
@@ -238,7 +238,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch, fast):
     assert chunked_head.compute_dtype("auto", x32, None) == torch.float32
     assert chunked_head.compute_dtype("auto", x32.double(), 8) == torch.float64
     torch.manual_seed(0)
-    a = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+    a = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                              image_chunk=4, precision="auto")
     b = copy.deepcopy(a)
     b.precision = "bf16" if fast else "fp32"
@@ -257,7 +257,7 @@ def test_eval_fc_copy_follows_weight_updates():
     """The evaluation head caches its reordered fc weight; an in-place update (optimiser
     step, load_state_dict) must invalidate it."""
     torch.manual_seed(0)
-    plain = InteractEInteraction(dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+    plain = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                                  image_chunk=None).eval()
     chunked = copy.deepcopy(plain)
     chunked.image_chunk = 4

@@ -19,7 +19,8 @@ B, K, Fd, N = 4, 3, 12, 9
 
 def build(name):
     if name == "interacte":
-        return InteractEScorer(dim=Fd, k_h=4, k_w=3, num_filters=3, kernel_size=3, num_perm=2)
+        return InteractEScorer(embedding_dim=Fd, k_h=4, k_w=3, num_filters=3, kernel_size=3,
+                               num_perm=2)
     if name == "conve":
         return ConvEScorer(embedding_dim=Fd, k_h=4, k_w=3, num_filters=3, kernel_size=3)
     return SCORERS.get(name)()
@@ -79,13 +80,13 @@ def test_checkered_permutation():
 
 
 def test_interacte_buffer_and_errors():
-    s = InteractEScorer(dim=12, k_h=4, k_w=3, num_filters=2, kernel_size=3)
+    s = InteractEScorer(embedding_dim=12, k_h=4, k_w=3, num_filters=2, kernel_size=3)
     assert "perm" in dict(s.named_buffers(recurse=True)) or any(
         n.endswith("perm") for n, _ in s.named_buffers())
     with pytest.raises(ValueError, match="odd kernel_size"):
-        InteractEScorer(dim=12, k_h=4, k_w=3, kernel_size=4)
+        InteractEScorer(embedding_dim=12, k_h=4, k_w=3, kernel_size=4)
     with pytest.raises(ValueError, match=r"k_h \* k_w == dim"):
-        InteractEScorer(dim=13, k_h=4, k_w=3)
+        InteractEScorer(embedding_dim=13, k_h=4, k_w=3)
 
 
 def test_transe_gamma_learnable():

@@ -45,7 +45,7 @@ class InteractEInteraction(nn.Module):
     """Maps ``(head, relation)`` ``(B, D)`` to a query ``(B, D)``.
 
     Args:
-        dim (int): D = ``k_h * k_w``. (default: ``200``)
+        embedding_dim (int): D = ``k_h * k_w``. (default: ``200``)
         k_h (int): image height. (default: ``20``)
         k_w (int): half the image width. (default: ``10``)
         num_filters (int): filters (shared by permutations). (default: ``200``)
@@ -63,7 +63,7 @@ class InteractEInteraction(nn.Module):
             command line uses). (default: ``"fp32"``, exact)
     """
 
-    def __init__(self, *, dim: int = 200, k_h: int = 20, k_w: int = 10,
+    def __init__(self, *, embedding_dim: int = 200, k_h: int = 20, k_w: int = 10,
                  num_filters: int = 200, kernel_size: int = 9, num_perm: int = 1,
                  feature_dropout: float = 0.4, hidden_dropout: float = 0.3,
                  seed: int = 0, image_chunk: int | None = 256,
@@ -71,7 +71,8 @@ class InteractEInteraction(nn.Module):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"InteractE needs an odd kernel_size, got {kernel_size}")
-        self.dim, self.k_h, self.k_w = dim, k_h, k_w
+        dim = embedding_dim
+        self.embedding_dim, self.k_h, self.k_w = dim, k_h, k_w
         self.image_chunk = image_chunk
         self.precision = precision
         self.num_filters, self.kernel_size, self.num_perm = num_filters, kernel_size, num_perm
@@ -102,7 +103,7 @@ class InteractEInteraction(nn.Module):
         return torch.relu(self.bn2(self.hidden_drop(x)))
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(dim={self.dim}, image=({self.k_h}, "
+        return (f"{self.__class__.__name__}(dim={self.embedding_dim}, image=({self.k_h}, "
                 f"{2 * self.k_w}), filters={self.num_filters}, kernel={self.kernel_size}, "
                 f"perm={self.num_perm})")
 
