@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="link task: VGAE reconstruction loss; full = the paper's exact "
                         "all-pairs BCE through the fused op (memory linear in nodes), sampled "
                         "= PyG's one-negative-per-edge estimator")
-    g.add_argument("--select", default="auc", choices=["auc", "auc+ap"],
+    g.add_argument("--select", default="auc+ap", choices=["auc", "auc+ap"],
                    help="link task: the validation score that picks the checkpoint and "
                         "drives early stopping")
     g.add_argument("--seeds", type=integer(1), default=10, help="repeat over seeds 0..N-1")

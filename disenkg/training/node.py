@@ -124,7 +124,7 @@ SELECTIONS = ("auc", "auc+ap")
 def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
              latent: int = 16, history: list[dict] | None = None,
              checkpoint: Path | None = None, recon: str = "sampled",
-             select: str = "auc") -> dict[str, float]:
+             select: str = "auc+ap") -> dict[str, float]:
     """VGAE with the variational GAT encoder on a ``RandomLinkSplit`` (5 % / 10 %);
     ``history`` and ``checkpoint`` as in :func:`run_classification`.
 
