@@ -40,9 +40,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EFFECTIVE_FLOPS", "ENTITY_STEP_S", "STEP_OVERHEAD_S", "KGStats",
+__all__ = ["BUDGET_MINUTES", "EFFECTIVE_FLOPS", "ENTITY_STEP_S", "STEP_OVERHEAD_S", "KGStats",
            "derive_defaults", "epoch_seconds"]
 
+#: default training-and-validation time the derived epoch count aims for (``--time-budget``)
+BUDGET_MINUTES = 8.0
 #: throughput the epoch estimate assumes for the conv head and the 1-N scoring (counted
 #: as multiply-adds x 2, forward + backward; a 2-core CPU, fp32, fitted)
 EFFECTIVE_FLOPS = 110e9
@@ -104,7 +106,7 @@ def epoch_seconds(stats: KGStats, *, batch_size: int, dim: int, k_h: int, k_w: i
 
 
 def derive_defaults(stats: KGStats, *, model: str, given: dict[str, Any],
-                    budget_minutes: float = 8.0, large_kernel: int = 9
+                    budget_minutes: float = BUDGET_MINUTES, large_kernel: int = 9
                     ) -> dict[str, tuple[Any, str]]:
     """The derived value and its reason for every key of ``given`` that is ``None``.
 

@@ -31,6 +31,7 @@ from disenkg.cli.link_models import (
 )
 from disenkg.cli.values import fraction, integer, nonneg_float, pos_float
 from disenkg.datasets import KNOWN, KGDataset
+from disenkg.defaults import BUDGET_MINUTES
 from disenkg.errors import CheckpointError, ConfigError
 from disenkg.ops.precision import PRECISIONS
 from disenkg.presets import PRESET_MODEL, find_preset, preset_names
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=integer(1), default=None,
                    help="maximum training epochs (default: the preset's, else as many as "
                         "fit --time-budget, in [20, 500])")
-    t.add_argument("--time-budget", type=pos_float, default=8.0,
+    t.add_argument("--time-budget", type=pos_float, default=BUDGET_MINUTES,
                    help="minutes of training and validation the derived --epochs aim for "
                         "(KGs without a preset; an estimate, not a hard stop)")
     t.add_argument("--batch-size", type=integer(1), default=None,

@@ -16,7 +16,7 @@ from torch import nn
 
 from disenkg.cli.values import fraction, integer, nonneg_float, pos_float, real
 from disenkg.datasets import KGDataset
-from disenkg.defaults import KGStats, derive_defaults
+from disenkg.defaults import BUDGET_MINUTES, KGStats, derive_defaults
 from disenkg.errors import ConfigError
 from disenkg.models import ConvE, DisenKGAT
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
@@ -165,7 +165,7 @@ def fill_defaults(args: argparse.Namespace, entry: ModelEntry, dataset: KGDatase
         given.pop("embed_dim")
     large = 7 if getattr(args, "scorer", None) == "conve" else 9
     derived = derive_defaults(KGStats.of(dataset), model=args.model, given=given,
-                              budget_minutes=getattr(args, "time_budget", 8.0),
+                              budget_minutes=getattr(args, "time_budget", BUDGET_MINUTES),
                               large_kernel=large)
     for key, (value, _) in derived.items():
         setattr(args, key, value)
