@@ -103,7 +103,7 @@ def build_trainer(args, precision: str):
 def run(args) -> dict:
     import torch
 
-    from disenkg.nn.scorers.chunked_head import compute_dtype
+    from disenkg.ops.conv_head import compute_dtype
 
     naive = args.impl == "naive"
     precision = "fp32" if naive else args.precision

@@ -4,7 +4,7 @@ hardware (AMX or AVX512-BF16).
 Two mechanisms, one policy (``PRECISIONS``: ``fp32``, ``bf16``, ``auto``):
 
 * tensors stored in bfloat16 (the conv scorers' feature maps and their GEMMs,
-  :mod:`disenkg.nn.scorers.chunked_head`), where the memory traffic halves as well;
+  :mod:`disenkg.ops.conv_head`), where the memory traffic halves as well;
 * :func:`bf16_matmul`: float32 tensors whose matrix products oneDNN may compute from
   bfloat16-rounded inputs with float32 accumulation and float32 outputs
   (``torch.backends.mkldnn.matmul.fp32_precision = "bf16"``; like TF32 on GPUs it is a

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from disenkg.nn.scorers.chunked_head import conv_bn_head
+from disenkg.ops.conv_head import conv_bn_head
 
 __all__ = ["ConvEInteraction"]
 

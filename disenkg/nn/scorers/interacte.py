@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from disenkg.nn.scorers.base import Scorer
-from disenkg.nn.scorers.chunked_head import conv_bn_head
+from disenkg.ops.conv_head import conv_bn_head
 
 __all__ = ["InteractEInteraction", "InteractEScorer", "checkered_permutation"]
 
@@ -55,7 +55,7 @@ class InteractEInteraction(nn.Module):
         hidden_dropout (float): after the projection. (default: ``0.3``)
         seed (int): seed of the permutation generator. (default: ``0``)
         image_chunk (int, optional): images per checkpointed chunk in training (exact
-            batch norm, see :func:`~disenkg.nn.scorers.chunked_head.conv_bn_head`);
+            batch norm, see :func:`~disenkg.ops.conv_head.conv_bn_head`);
             ``None`` processes all at once. (default: ``256``)
         precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
             feature maps in bfloat16; batch-norm statistics, outputs and gradients stay

@@ -1,4 +1,4 @@
-/* Kernels of the convolutional scorer head (see disenkg/nn/scorers/chunked_head.py):
+/* Kernels of the convolutional scorer head (see disenkg/ops/conv_head/):
  * channels-last im2col / col2im and the fused ReLU-dropout epilogue and its gradient.
  * Compiled together with edge_kernels.c (see disenkg/ops/native/__init__.py). */
 #include <omp.h>

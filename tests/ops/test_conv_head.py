@@ -1,4 +1,5 @@
-"""The chunked conv-BN head equals the plain one (values, gradients, running stats)."""
+"""The conv head op (:mod:`disenkg.ops.conv_head`): the chunked head equals the plain modules
+(values, gradients, running stats), its Functions against written-out references."""
 
 from __future__ import annotations
 
@@ -51,12 +52,12 @@ def test_chunked_equals_plain(cls):
 @pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
 def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, fc_chunks,
                                           use_store):
-    """The head (with patches rebuilt per chunk, or from a :class:`_PatchStore`) against
+    """The head (with patches rebuilt per chunk, or from a :class:`PatchStore`) against
     conv -> BN -> ReLU -> mask -> fc written out, values and gradients (float64)."""
-    from disenkg.nn.scorers import chunked_head
-    from disenkg.nn.scorers.chunked_head import _Head, _PatchStore
+    from disenkg.ops.conv_head import ConvHeadFunction, HeadPlan, buffers
+    from disenkg.ops.conv_head.buffers import PatchStore
 
-    monkeypatch.setattr(chunked_head, "FC_CHUNKS", fc_chunks)
+    monkeypatch.setattr(buffers, "FC_CHUNKS", fc_chunks)
 
     g = torch.Generator().manual_seed(0)
 
@@ -75,13 +76,15 @@ def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, 
     keep = torch.rand(groups, n, C, generator=g) > 0.3
     mask = keep.double() / 0.7  # Dropout2d(p=0.3)
 
-    store = _PatchStore(x.detach(), k, impl) if use_store else None
+    store = PatchStore(x.detach(), k, impl) if use_store else None
 
     def fn(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         # chunks of 2 images: 2 + 1
-        return _Head.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta, fc_w,
-                           fc_b, keep, 1 / 0.7, k, groups, 1e-5, fc_w.detach() / 0.7, 2, impl,
-                           store)
+        plan = HeadPlan(kernel_size=k, groups=groups, eps=1e-5, chunk=2, impl=impl,
+                        fc_compute=fc_w.detach() / 0.7, keep=keep, drop_scale=1 / 0.7,
+                        store=store)
+        return ConvHeadFunction.apply(x, w, bb[0] if bb else None, mean, var, gamma, beta,
+                                      fc_w, fc_b, plan)
 
     def plain(x, w, mean, var, gamma, beta, fc_w, fc_b, *bb):
         """conv -> BN with the given statistics -> ReLU -> dropout mask -> fc."""
@@ -161,27 +164,29 @@ def test_bf16_needs_a_chunk():
 @pytest.mark.parametrize("impl", ["native", "torch"])
 @pytest.mark.parametrize("groups", [1, 3])
 def test_moments_gradcheck(groups, impl):
-    from disenkg.nn.scorers.chunked_head import _Moments
+    from disenkg.ops.conv_head import PatchMoments
 
     x = torch.randn(3, groups, 5, 4, dtype=torch.float64, requires_grad=True)
     # chunks of 2 images: 2 + 1
-    assert torch.autograd.gradcheck(lambda x: _Moments.apply(x, 2, groups, 2, impl, x.dtype), (x,))
+    assert torch.autograd.gradcheck(
+        lambda x: PatchMoments.apply(x, 2, groups, 2, impl, x.dtype), (x,))
 
 
 @pytest.mark.parametrize("impl", ["native", "torch"])
 def test_moments_backward_from_a_patch_store_is_identical(impl):
-    """The moments' backward reading a :class:`_PatchStore` gives bit-identical gradients
+    """The moments' backward reading a :class:`PatchStore` gives bit-identical gradients
     to rebuilding the patches (float64 and bfloat16 patches)."""
-    from disenkg.nn.scorers.chunked_head import _Moments, _PatchStore
+    from disenkg.ops.conv_head import PatchMoments
+    from disenkg.ops.conv_head.buffers import PatchStore
 
     g = torch.Generator().manual_seed(5)
     x = torch.randn(7, 2, 9, 8, generator=g)
     dgram = torch.randn(2, 10, 10, generator=g)
     for dtype, low in ((torch.float64, torch.float64), (torch.float32, torch.bfloat16)):
         grads = []
-        for store in (None, _PatchStore(x.to(low), 3, impl)):
+        for store in (None, PatchStore(x.to(low), 3, impl)):
             xi = x.to(dtype).requires_grad_()
-            out = _Moments.apply(xi, 3, 2, 3, impl, low, store)
+            out = PatchMoments.apply(xi, 3, 2, 3, impl, low, store)
             grads.append(torch.autograd.grad((out * dgram.to(dtype)).sum(), xi)[0])
         assert torch.equal(grads[0], grads[1])
 
@@ -191,16 +196,16 @@ def test_moments_bf16_backward_close_to_float64(impl):
     """With ``low = bfloat16`` the Gram matrix stays float32 (within the rounding of its
     inputs to bfloat16, which oneDNN may apply) and the input gradient is within bfloat16
     rounding of the float64 one."""
-    from disenkg.nn.scorers.chunked_head import _Moments
+    from disenkg.ops.conv_head import PatchMoments
 
     g = torch.Generator().manual_seed(3)
     x = torch.randn(7, 2, 9, 8, generator=g)
     dgram = torch.randn(2, 10, 10, generator=g)
     x64 = x.double().requires_grad_()
-    ref = _Moments.apply(x64, 3, 2, 3, impl, torch.float64)
+    ref = PatchMoments.apply(x64, 3, 2, 3, impl, torch.float64)
     (g_ref,) = torch.autograd.grad((ref * dgram.double()).sum(), x64)
     x32 = x.clone().requires_grad_()
-    out = _Moments.apply(x32, 3, 2, 3, impl, torch.bfloat16)
+    out = PatchMoments.apply(x32, 3, 2, 3, impl, torch.bfloat16)
     assert out.dtype == torch.float32
     assert (out.double() - ref).norm() <= 2**-8 * ref.norm()
     (g_low,) = torch.autograd.grad((out * dgram).sum(), x32)
@@ -213,10 +218,10 @@ def test_moments_bf16_backward_close_to_float64(impl):
 def test_moments_equal_patch_statistics(groups):
     """The Gram matrix of the augmented patches holds the count, patch sums and second
     moments, computed here from ``F.unfold``."""
-    from disenkg.nn.scorers.chunked_head import _Moments
+    from disenkg.ops.conv_head import PatchMoments
 
     x = torch.randn(5, groups, 6, 7, dtype=torch.float64)
-    gram = _Moments.apply(x, 3, groups, 2, "auto", x.dtype)
+    gram = PatchMoments.apply(x, 3, groups, 2, "auto", x.dtype)
     for grp in range(groups):
         cols = torch.nn.functional.unfold(x[:, grp:grp + 1], 3).transpose(1, 2).reshape(-1, 9)
         assert gram[grp, 9, 9] == cols.shape[0]
@@ -228,15 +233,14 @@ def test_moments_equal_patch_statistics(groups):
 def test_auto_precision_follows_the_hardware(monkeypatch, fast):
     """``auto`` is bf16 exactly when the CPU has bf16 matrix hardware, float32 inputs and
     the chunked path; float64 stays float64 and ``image_chunk=None`` stays plain."""
-    from disenkg.nn.scorers import chunked_head
-    from disenkg.ops import precision
+    from disenkg.ops import conv_head, precision
 
     monkeypatch.setattr(precision, "fast_bf16_cpu", lambda: fast)
     x32 = torch.randn(2, 3)
-    assert chunked_head.compute_dtype("auto", x32, 8) == (torch.bfloat16 if fast
+    assert conv_head.compute_dtype("auto", x32, 8) == (torch.bfloat16 if fast
                                                            else torch.float32)
-    assert chunked_head.compute_dtype("auto", x32, None) == torch.float32
-    assert chunked_head.compute_dtype("auto", x32.double(), 8) == torch.float64
+    assert conv_head.compute_dtype("auto", x32, None) == torch.float32
+    assert conv_head.compute_dtype("auto", x32.double(), 8) == torch.float64
     torch.manual_seed(0)
     a = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                              image_chunk=4, precision="auto")
@@ -269,3 +273,20 @@ def test_eval_fc_copy_follows_weight_updates():
         torch.testing.assert_close(chunked(h, r), plain(h, r))
         chunked.load_state_dict(copy.deepcopy(plain).state_dict())
         torch.testing.assert_close(chunked(h, r), plain(h, r))
+
+
+@pytest.mark.parametrize("groups,with_bias", [(1, True), (1, False), (3, False)])
+def test_batch_statistics_equal_conv_output_moments(groups, with_bias):
+    """Mean and biased variance per (group, channel) read off the patch Gram matrices equal
+    those of the materialised convolution output (float64)."""
+    from disenkg.ops.conv_head import PatchMoments, batch_statistics
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, groups, 7, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64) if with_bias else None
+    y = torch.nn.functional.conv2d(x, w.repeat(groups, 1, 1, 1), b, groups=groups)
+    gram = PatchMoments.apply(x, 3, groups, 4, "auto", x.dtype)
+    mean, var = batch_statistics(gram, w, b, 6 * 5 * 3)
+    torch.testing.assert_close(mean, y.mean((0, 2, 3)))
+    torch.testing.assert_close(var, y.var((0, 2, 3), unbiased=False))
