@@ -1,13 +1,14 @@
 """Benchmark the DisenKGAT encoder alone (forward + backward over the whole graph).
 
-Compares the layer schedules of :class:`disenkg.nn.conv.DisenConv` in one process on the
-same graph and weights: ``fused`` (native edge kernels), ``chunked`` (PyTorch edge chunks
-recomputed in backward) and optionally ``naive`` (all edges at once; needs ~10 GB on
-FB15k-237). Default model setting (cross, dot_weight, K=3, F=200, init_dim 100, 1 layer).
-Prints one line per schedule and a final JSON line with medians and ratios to ``chunked``.
+Compares the implementations of :class:`disenkg.nn.conv.DisenConv` in one process on the
+same graph and weights: ``native`` (the fused schedule's C edge kernels), ``chunked``
+(PyTorch edge chunks recomputed in backward) and optionally ``eager`` (all edges at once;
+needs ~10 GB on FB15k-237). Default model setting (cross, dot_weight, K=3, F=200,
+init_dim 100, 1 layer).
+Prints one line per implementation and a final JSON line with medians and ratios to ``chunked``.
 
     python experiments/bench_encoder.py --dataset FB15k-237 --data-dir ../shared/data/kg \
-        [--impls fused,chunked,naive] [--repeats 3]
+        [--impls native,chunked,eager] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from benchlib import dataset_parser  # noqa: E402
 
 def main() -> None:
     p = dataset_parser(__doc__)
-    p.add_argument("--impls", default="fused,chunked",
-                   help="comma-separated schedules among fused, chunked, naive")
+    p.add_argument("--impls", default="native,chunked",
+                   help="comma-separated encoder impls among native, chunked, eager")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after a warm-up")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = p.parse_args()
@@ -47,7 +48,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
                           edge_index=ei, edge_type=et, scorer=DistMultScorer(),
-                          conv_impl=impl, mi_estimator=None)
+                          encoder_impl=impl, mi_estimator=None)
         if state is None:
             state = model.state_dict()
         model.load_state_dict(state)

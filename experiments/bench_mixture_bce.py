@@ -104,7 +104,7 @@ def main() -> None:
                      a.order, a.repeat, a.device)
         print(json.dumps(res))
         return
-    impls = a.impls or (["torch", "chunked", "chunked:auto"]
+    impls = a.impls or (["eager", "chunked", "native", "native:auto"]
                         + (["triton"] if a.device == "cuda" else []))
     print(f"mixture_bce fwd+bwd, K={a.components} F={a.features} N={a.entities} "
           f"order={a.order} device={a.device}")

@@ -4,23 +4,24 @@ Runs the default model (InteractE, cross, K=3, init_dim 100, F=200, 1 layer, clu
 alpha 0.1, dot_weight, dot_rel, after, batch 2048, lr 1e-3, label smoothing 0.1) and ends
 with one JSON line ``{"step_seconds": <median>, "peak_rss_mb": ..., "eval_seconds": ...}``.
 
-``--impl naive`` is the plain materialising baseline of the same model, as the original
-code runs it: all edges at once (``(E, K, F)`` tensors), un-chunked scorer feature maps,
-the materialising loss (``impl="torch"``), the encoder re-run for the estimator step, and
-(with ``--eval``) the encoder re-run for every evaluation batch of 2048 queries, one row
-per test triple (the default scores each distinct query once).
-``--impl default`` is the package default (fused native edge kernels where they apply,
-channels-last GEMM conv head, fused loss); ``--impl chunked`` the same with the
-pure-PyTorch checkpointed edge chunks instead of the native kernels. ``--precision``
+``--impl eager`` is the plain materialising baseline of the same model, as the original
+code runs it: every op ``eager`` (all edges at once, ``(E, K, F)`` tensors; un-chunked
+scorer feature maps; the ``(B, K, N)`` logits of the loss), the encoder re-run for the
+estimator step, and (with ``--eval``) the encoder re-run for every evaluation batch of
+2048 queries, one row per test triple (the default scores each distinct query once).
+``--impl auto`` is the package default (native edge kernels where they apply, the
+channels-last GEMM conv head, the fused loss); ``--impl chunked`` every op ``chunked``
+(the same bounded-memory schedules in pure PyTorch, no C kernels). The words are the
+package's one implementation vocabulary (:mod:`disenkg.ops.impls`). ``--precision``
 sets the command line's ``--head-precision`` and ``--loss-precision`` together
 (``auto``: bfloat16 head GEMMs and bfloat16-input loss GEMMs on CPUs with AMX /
-AVX512-BF16, else fp32; the naive baseline is always fp32). ``--compare`` runs default
-in fp32, default at ``--precision`` and naive (last: see the comment in :func:`main`) in
+AVX512-BF16, else fp32; the eager baseline is always fp32). ``--compare`` runs auto
+in fp32, auto at ``--precision`` and eager (last: see the comment in :func:`main`) in
 subprocesses and prints the ratios. Like the command line, the script enables
 transparent huge pages for PyTorch (``THP_MEM_ALLOC_ENABLE=1``, inherited by the
 subprocesses, so the baseline gets them too).
 
-    python experiments/bench_train_step.py --dataset FB15k-237 --steps 3 [--impl naive] [--eval]
+    python experiments/bench_train_step.py --dataset FB15k-237 --steps 3 [--impl eager] [--eval]
 """
 
 from __future__ import annotations
@@ -83,20 +84,19 @@ def build_trainer(args, precision: str):
     from disenkg.training import LinkTrainer, TrainConfig
 
     torch.manual_seed(0)
-    naive = args.impl == "naive"
+    eager = args.impl == "eager"
     ds = KGDataset.load(args.dataset, data_dir=args.data_dir)
     ei, et = ds.graph()
     model = DisenKGAT(
         num_entities=ds.num_entities, num_relations=ds.num_relations,
         edge_index=ei, edge_type=et,
-        scorer=InteractEScorer(embedding_dim=200, image_chunk=None if naive else args.image_chunk,
-                               precision=precision),
-        conv_impl={"naive": "naive", "chunked": "chunked", "default": "auto"}[args.impl],
-        mi_recompute=naive)
+        scorer=InteractEScorer(embedding_dim=200, image_chunk=args.image_chunk,
+                               impl=args.impl, precision=precision),
+        encoder_impl=args.impl, mi_recompute=eager)
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
-                      impl="torch" if naive else "auto", progress=False,
-                      loss_precision="fp32" if naive else precision,
-                      eval_batch_size=2048 if naive else args.eval_batch_size)
+                      loss_impl=args.impl, progress=False,
+                      loss_precision="fp32" if eager else precision,
+                      eval_batch_size=2048 if eager else args.eval_batch_size)
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/bench-unused")
 
 
@@ -105,12 +105,11 @@ def run(args) -> dict:
 
     from disenkg.ops.conv_head import compute_dtype
 
-    naive = args.impl == "naive"
-    precision = "fp32" if naive else args.precision
+    eager = args.impl == "eager"
+    precision = "fp32" if eager else args.precision
     trainer = build_trainer(args, precision)
     ds, model = trainer.dataset, trainer.model
-    chunk = None if naive else args.image_chunk
-    dtype = compute_dtype(precision, torch.empty(0), chunk)
+    dtype = compute_dtype(precision, torch.empty(0), args.impl)
     order = torch.randperm(len(trainer.train_index), generator=torch.Generator().manual_seed(0))
     times = []
     for s in range(args.steps + 1):  # the first step is a warm-up
@@ -127,8 +126,8 @@ def run(args) -> dict:
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     if args.eval:
         ev = trainer.evaluator
-        ev.distinct_queries = not naive  # the original scores one row per test triple
-        target = PerBatchEncoding(model) if naive else model
+        ev.distinct_queries = not eager  # the original scores one row per test triple
+        target = PerBatchEncoding(model) if eager else model
         t0 = time.perf_counter()
         metrics = ev.evaluate(target, ds.test, desc="test")
         out["eval_seconds"] = round(time.perf_counter() - t0, 2)
@@ -141,9 +140,9 @@ def main() -> None:
     p = dataset_parser(__doc__)
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--batch-size", type=int, default=2048, help="queries per step")
-    p.add_argument("--impl", default="default", choices=["default", "chunked", "naive"],
-                   help="package default, default with the PyTorch edge-chunk schedule, or "
-                        "the materialising baseline")
+    p.add_argument("--impl", default="auto", choices=["auto", "chunked", "eager"],
+                   help="every op's impl: the package default, the PyTorch chunked "
+                        "schedules, or the materialising baseline")
     p.add_argument("--eval", action="store_true", help="also time a full test evaluation")
     p.add_argument("--eval-batch-size", type=int, default=256, help="queries per eval batch")
     p.add_argument("--image-chunk", type=int, default=256,
@@ -151,20 +150,20 @@ def main() -> None:
     p.add_argument("--precision", "--head-precision", default="auto",
                    choices=["auto", "fp32", "bf16"],
                    help="the InteractE head's and the loss's GEMMs (the command line's "
-                        "--head-precision and --loss-precision; not for --impl naive; auto = "
+                        "--head-precision and --loss-precision; not for --impl eager; auto = "
                         "bf16 on CPUs with AMX / AVX512-BF16, as the command line)")
     p.add_argument("--compare", action="store_true",
-                   help="run default in fp32, (unless --precision fp32) default at "
-                        "--precision, and naive in subprocesses and print the ratios")
+                   help="run auto in fp32, (unless --precision fp32) auto at "
+                        "--precision, and eager in subprocesses and print the ratios")
     args = p.parse_args()
     if args.compare:
-        # The naive baseline runs last: its 19 GB leave memory fragmented, and the next
+        # The eager baseline runs last: its 19 GB leave memory fragmented, and the next
         # process's huge-page faults then pay for compaction (the default step measured
         # 10.8 s right after it vs 7.9 s on its own).
-        runs = [("default", "fp32")]
+        runs = [("auto", "fp32")]
         if args.precision != "fp32":
-            runs.append(("default", args.precision))
-        runs.append(("naive", "fp32"))
+            runs.append(("auto", args.precision))
+        runs.append(("eager", "fp32"))
         res = []
         for impl, precision in runs:
             cmd = [sys.executable, __file__, "--dataset", args.dataset, "--steps",
@@ -179,7 +178,7 @@ def main() -> None:
             print(json.dumps(res[-1]), flush=True)
         n = res[-1]
         for c in res[:-1]:
-            print(f"default, head {c['head_dtype']}: step speed-up "
+            print(f"auto, head {c['head_dtype']}: step speed-up "
                   f"{n['step_seconds'] / c['step_seconds']:.2f}x, peak RSS "
                   f"{n['peak_rss_mb']:.0f} -> {c['peak_rss_mb']:.0f} MB"
                   + (f", eval speed-up {n['eval_seconds'] / c['eval_seconds']:.2f}x"

@@ -82,7 +82,8 @@ def main() -> None:
     model = entry.build(ds, args)
     cfg = TrainConfig(epochs=a.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                      eval_batch_size=args.eval_batch_size, seed=args.seed, impl=args.impl,
+                      eval_batch_size=args.eval_batch_size, seed=args.seed,
+                      loss_impl=args.loss_impl,
                       loss_precision=args.loss_precision, progress=False)
     trainer = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=a.output_dir)
     head = model.scorer.interaction

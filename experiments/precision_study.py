@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--valid", type=int, default=2000,
                    help="validation triples scored at the end (0 = all)")
     args = p.parse_args()
-    args.impl, args.eval_batch_size = "default", 256
+    args.impl, args.eval_batch_size = "auto", 256
     res = {}
     for precision in ("fp32", "bf16"):
         trainer = build_trainer(args, precision)

@@ -33,6 +33,7 @@ from disenkg.cli.values import fraction, integer, nonneg_float, pos_float
 from disenkg.datasets import KNOWN, KGDataset
 from disenkg.defaults import BUDGET_MINUTES
 from disenkg.errors import CheckpointError, ConfigError
+from disenkg.ops.mixture_bce import IMPLS as LOSS_IMPLS
 from disenkg.ops.precision import PRECISIONS
 from disenkg.presets import PRESET_MODEL, find_preset, preset_names
 from disenkg.runs.resume import merge_for_resume
@@ -120,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rank-type", default="realistic",
                    choices=["realistic", "optimistic", "pessimistic"],
                    help="how tied scores are ranked in the headline metrics")
-    t.add_argument("--impl", default="auto", choices=["auto", "torch", "chunked", "triton"],
-                   help="implementation of the fused mixture-BCE loss")
+    t.add_argument("--loss-impl", default="auto", choices=list(LOSS_IMPLS),
+                   help="the fused mixture-BCE loss (README, 'Implementations'): native / "
+                        "chunked = logit tiles with the C / PyTorch element-wise code, "
+                        "triton = GPU kernels, eager = all (B, K, N) logits at once; auto = "
+                        "triton on CUDA, else native where it applies")
     t.add_argument("--loss-precision", default="auto", choices=list(PRECISIONS),
                    help="the mixture-BCE GEMMs (chunked CPU path): fp32; bf16 (float32 "
                         "tensors, bfloat16-rounded GEMM inputs, float32 accumulation and "
@@ -216,7 +220,7 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         eval_every=args.eval_every, patience=args.patience, min_epochs=args.min_epochs,
-        eval_batch_size=args.eval_batch_size, seed=args.seed, impl=args.impl,
+        eval_batch_size=args.eval_batch_size, seed=args.seed, loss_impl=args.loss_impl,
         loss_precision=args.loss_precision,
         rank_type=args.rank_type, progress=not args.no_progress,
     )

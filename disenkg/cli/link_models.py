@@ -21,10 +21,11 @@ from disenkg.errors import ConfigError
 from disenkg.models import ConvE, DisenKGAT
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
-from disenkg.nn.conv.disen_conv import IMPLS as CONV_IMPLS
+from disenkg.nn.conv.disen_conv import IMPLS as ENCODER_IMPLS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, Scorer
+from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
 from disenkg.ops.precision import PRECISIONS
 from disenkg.utils import Registry
 
@@ -81,13 +82,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-perm", type=integer(1), default=1,
                    help="InteractE: number of checkered feature permutations")
     g.add_argument("--gamma", type=real, default=9.0, help="TransE: initial margin gamma")
-    g.add_argument("--image-chunk", type=integer(0), default=256,
-                   help="scorer feature-map images per checkpointed chunk in training (exact "
-                        "batch norm; 0 = all at once)")
+    g.add_argument("--image-chunk", type=integer(1), default=256,
+                   help="feature-map images per chunk of the chunked head (exact batch norm)")
+    g.add_argument("--head-impl", default="auto", choices=list(HEAD_IMPLS),
+                   help="the conv scorers' head (README, 'Implementations'): chunks of "
+                        "--image-chunk images with the C (native) or PyTorch (chunked) patch "
+                        "kernels, or all feature maps at once (eager); auto = native where "
+                        "it applies")
     g.add_argument("--head-precision", default="auto", choices=list(PRECISIONS),
                    help="compute dtype of the conv scorers' GEMMs and feature maps: fp32; "
                         "bf16 (batch-norm statistics, outputs and gradients stay fp32; needs "
-                        "--image-chunk); auto (default) = bf16 on CPUs with AMX / "
+                        "a chunked --head-impl); auto (default) = bf16 on CPUs with AMX / "
                         "AVX512-BF16 matrix hardware, else fp32 (see README, 'Precision')")
     d = parser.add_argument_group("DisenKGAT")
     d.add_argument("--num-components", type=integer(1), default=3,
@@ -129,10 +134,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--mi-recompute", action="store_true",
                    help="re-run the encoder for the estimator step (original behaviour) "
                         "instead of reusing the main step's embeddings")
-    d.add_argument("--conv-impl", default="auto", choices=list(CONV_IMPLS),
-                   help="layer schedule: fused native edge kernels (mult/cross messages with "
-                        "dot_weight/dot_emb logits, CPU), edge chunks recomputed in backward, "
-                        "all edges at once, or auto (fused where it applies, else chunked)")
+    d.add_argument("--encoder-impl", default="auto", choices=list(ENCODER_IMPLS),
+                   help="the DisenConv layers (README, 'Implementations'): native = fused C "
+                        "edge kernels (mult/cross messages with dot_weight/dot_emb logits, "
+                        "CPU); chunked = edge chunks recomputed in backward; eager = all "
+                        "edges at once; auto = native where it applies, else chunked")
 
 
 def check_shapes(args: argparse.Namespace) -> None:
@@ -199,14 +205,15 @@ def _build_conve(ds: KGDataset, a: argparse.Namespace) -> ConvE:
                  embedding_dim=a.embed_dim, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                  kernel_size=a.kernel_size, input_dropout=a.input_dropout,
                  feature_dropout=a.feature_dropout, hidden_dropout=a.hidden_dropout,
-                 image_chunk=a.image_chunk or None, precision=a.head_precision)
+                 image_chunk=a.image_chunk, head_impl=a.head_impl,
+                 precision=a.head_precision)
 
 
 def _conv_scorer_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     return dict(embedding_dim=a.channels, k_h=a.k_h, k_w=a.k_w, num_filters=a.num_filters,
                 kernel_size=a.kernel_size, feature_dropout=a.feature_dropout,
-                hidden_dropout=a.hidden_dropout, image_chunk=a.image_chunk or None,
-                precision=a.head_precision)
+                hidden_dropout=a.hidden_dropout, image_chunk=a.image_chunk,
+                impl=a.head_impl, precision=a.head_precision)
 
 
 #: how a registered scorer's constructor arguments come from the flags; a scorer not
@@ -237,7 +244,7 @@ def _build_disenkgat(ds: KGDataset, a: argparse.Namespace) -> DisenKGAT:
         component_attention=a.component_attention, order=a.order,
         mi_estimator=None if a.mi_estimator == "none" else a.mi_estimator,
         mi_weight=a.mi_weight, mi_lr=a.mi_lr, mi_recompute=a.mi_recompute,
-        conv_impl=a.conv_impl)
+        encoder_impl=a.encoder_impl)
 
 
 MODELS.register("disenkgat")(ModelEntry(

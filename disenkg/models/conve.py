@@ -34,6 +34,8 @@ class ConvE(MixtureLinkModel):
         embedding_dim (int): D. (default: ``200``)
         k_h, k_w, num_filters, kernel_size, input_dropout, feature_dropout,
         hidden_dropout, image_chunk, precision: see :class:`~disenkg.nn.scorers.ConvEInteraction`.
+        head_impl (str): the interaction's ``impl`` (:mod:`disenkg.ops.impls`).
+            (default: ``"auto"``)
 
     Shapes:
         ``query``: ``(B, 1, D)``, ``candidates``: ``(N, 1, D)`` and bias ``(N,)``.
@@ -42,8 +44,8 @@ class ConvE(MixtureLinkModel):
     def __init__(self, *, num_entities: int, num_relations: int, embedding_dim: int = 200,
                  k_h: int = 20, k_w: int = 10, num_filters: int = 32, kernel_size: int = 3,
                  input_dropout: float = 0.2, feature_dropout: float = 0.2,
-                 hidden_dropout: float = 0.3, image_chunk: int | None = 256,
-                 precision: str = "fp32") -> None:
+                 hidden_dropout: float = 0.3, image_chunk: int = 256,
+                 head_impl: str = "auto", precision: str = "fp32") -> None:
         super().__init__()
         self.num_entities, self.num_relations = num_entities, num_relations
         self.entity = nn.Embedding(num_entities, embedding_dim)
@@ -53,7 +55,7 @@ class ConvE(MixtureLinkModel):
             embedding_dim=embedding_dim, k_h=k_h, k_w=k_w, num_filters=num_filters,
             kernel_size=kernel_size, input_dropout=input_dropout,
             feature_dropout=feature_dropout, hidden_dropout=hidden_dropout,
-            image_chunk=image_chunk, precision=precision)
+            image_chunk=image_chunk, impl=head_impl, precision=precision)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -73,8 +73,9 @@ class DisenKGAT(MixtureLinkModel):
         mi_weight (float): weight of the dependence penalty (``alpha``). (default: ``0.1``)
         mi_lr (float): learning rate of the CLUB estimators' optimiser. (default: ``1e-3``)
         mi_recompute (bool): re-run the encoder for the estimator step. (default: ``False``)
-        conv_impl (str): layer schedule ``auto``/``fused``/``chunked``/``naive``, see
-            :class:`~disenkg.nn.conv.DisenConv`. (default: ``"auto"``)
+        encoder_impl (str): the layers' ``impl``: ``auto``/``native``/``chunked``/``eager``,
+            see :class:`~disenkg.nn.conv.DisenConv` and :mod:`disenkg.ops.impls`.
+            (default: ``"auto"``)
 
     Shapes:
         ``query``: ``(B, K, F')`` and ``(B, K)`` attention logits; ``candidates``:
@@ -89,7 +90,7 @@ class DisenKGAT(MixtureLinkModel):
                  scorer: Scorer | None = None, component_attention: str = "dot_rel",
                  order: str = "after", mi_estimator: str | None = "club_b",
                  mi_weight: float = 0.1, mi_lr: float = 1e-3, mi_recompute: bool = False,
-                 conv_impl: str = "auto") -> None:
+                 encoder_impl: str = "auto") -> None:
         super().__init__()
         if order not in ("after", "before"):
             raise ValueError(f"unknown order {order!r}; choose one of ['after', 'before']")
@@ -114,7 +115,7 @@ class DisenKGAT(MixtureLinkModel):
             DisenConv(num_entities=num_entities, num_relations=num_relations,
                       num_components=num_components, channels=channels,
                       composition=composition, attention=edge_attention,
-                      attention_dropout=attention_dropout, bias=layer_bias, impl=conv_impl)
+                      attention_dropout=attention_dropout, bias=layer_bias, impl=encoder_impl)
             for _ in range(num_layers))
         # Relation weights for the decoder: the last layer's, else a fresh table.
         self._own_rel_weight = (nn.Parameter(torch.empty(2 * num_relations + 1, num_components,

@@ -27,7 +27,8 @@ reduction, which the native kernels fuse into the SpMM pass that gathers the sam
 
 ``impl="native"`` runs the C/OpenMP kernels of :mod:`disenkg.ops.native` (CPU, float32 /
 float64; an edge weight of exactly 0 is skipped, so ``0 * inf`` terms count as 0);
-``impl="torch"`` is the plain gather / scatter reference.
+``impl="eager"`` is the plain gather / scatter reference (it materialises the
+``(E, K, F)`` products).
 """
 
 from __future__ import annotations
@@ -108,8 +109,7 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _fn(name: str, dtype: torch.dtype):
-    return getattr(native.load(), f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+_fn = native.kernel
 
 
 def _sddmm(a: Tensor, b: Tensor, table: Tensor | None, g: EdgeGraph) -> Tensor:
@@ -199,7 +199,7 @@ def _resolve(impl: str, *tensors: Tensor) -> str:
     bad = _native_inputs(tensors)
     need = ("CPU float32/float64 tensors"
             + ("" if bad is None else f", got {bad.dtype} on {bad.device}"))
-    return "native" if native.use(impl, bad is None, need) else "torch"
+    return "native" if native.use(impl, bad is None, need) else "eager"
 
 
 def edge_dot(x: Tensor, table: Tensor, graph: EdgeGraph, impl: str = "auto") -> Tensor:

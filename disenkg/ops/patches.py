@@ -20,7 +20,7 @@ feature map in channels-last order, and the Gram matrix
 :math:`\partial z = \partial a \odot [a > 0]`, in place.
 
 ``impl="native"`` runs the C/OpenMP kernels of :mod:`disenkg.ops.native` (CPU float32,
-float64, bfloat16), ``"torch"`` the pure-PyTorch reference, ``"auto"`` the former when
+float64, bfloat16), ``"eager"`` the pure-PyTorch reference, ``"auto"`` the former when
 it applies.
 """
 
@@ -42,8 +42,7 @@ def _use_native(impl: str, *tensors: Tensor) -> bool:
     return native.use(impl, bad is None, need)
 
 
-def _fn(name: str, dtype: torch.dtype):
-    return getattr(native.load(), f"{name}_{_SUFFIX[dtype]}")
+_fn = native.kernel
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -20,7 +20,7 @@ __all__ = ["SAFE_TO_CHANGE", "merge_for_resume"]
 #: keys an explicit flag may change when resuming
 SAFE_TO_CHANGE = frozenset({
     "epochs", "patience", "eval_every", "eval_batch_size",  # schedule and early stopping
-    "device", "impl", "conv_impl",  # where / by which schedule the same function runs
+    "device", "loss_impl", "encoder_impl", "head_impl",  # where / how the same function runs
     "dataset", "data_dir", "max_archive_mb",  # the data may move; its fingerprint is checked
     "output_dir", "resume", "overwrite", "config",  # the run's own bookkeeping
     "no_progress", "log_level", "debug", "tensorboard",  # what is shown

@@ -32,7 +32,7 @@ from disenkg.errors import RunDirError
 from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
 from disenkg.utils.io import atomic_write_text
 
-__all__ = ["HISTORY_COLUMNS", "RUN_FILES", "RunDir", "check_writable"]
+__all__ = ["HISTORY_COLUMNS", "RUN_FILES", "RunDir", "check_writable", "upgrade_args"]
 
 #: files a run may leave in its directory (``--overwrite`` removes exactly these)
 RUN_FILES = ("config.json", "entities.tsv", "relations.tsv", "triples.pt", "history.csv",
@@ -54,6 +54,27 @@ def check_writable(path: Path) -> None:
     except OSError as err:
         raise RunDirError(f"output directory {path} is not writable: {err.strerror or err}"
                           ) from err
+
+
+#: implementation flags renamed to the one vocabulary (disenkg.ops.impls):
+#: old key -> (new key, old value -> new value)
+_RENAMED_IMPLS = {"impl": ("loss_impl", {"torch": "eager"}),
+                  "conv_impl": ("encoder_impl", {"fused": "native", "naive": "eager"})}
+
+
+def upgrade_args(args: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's flags under today's names: ``impl`` -> ``loss_impl``, ``conv_impl`` ->
+    ``encoder_impl`` (values mapped to :mod:`disenkg.ops.impls`), ``image_chunk = 0`` ->
+    ``head_impl = "eager"``. Flags already under today's names are kept as they are."""
+    out = dict(args)
+    for old, (new, values) in _RENAMED_IMPLS.items():
+        if old in out and new not in out:
+            value = out.pop(old)
+            out[new] = values.get(value, value)
+    if "image_chunk" in out and "head_impl" not in out:
+        out["head_impl"] = "eager" if not out["image_chunk"] else "auto"
+        out["image_chunk"] = out["image_chunk"] or 256
+    return out
 
 
 class RunDir:
@@ -104,7 +125,11 @@ class RunDir:
                           self.path / "config.json")
 
     def read_config(self) -> dict[str, Any]:
-        return self._read_json("config.json")
+        """``config.json``, with the flags of earlier versions under today's names."""
+        config = self._read_json("config.json")
+        if isinstance(config.get("args"), dict):
+            config["args"] = upgrade_args(config["args"])
+        return config
 
     def read_metrics(self) -> dict[str, Any]:
         return self._read_json("metrics.json")

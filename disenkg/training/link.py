@@ -51,7 +51,7 @@ class TrainConfig:
     min_epochs: int = 0
     eval_batch_size: int = 256
     seed: int = 0
-    impl: str = "auto"
+    loss_impl: str = "auto"
     loss_precision: str = "fp32"
     rank_type: str = "realistic"
     progress: bool = True
@@ -216,7 +216,7 @@ class LinkTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         reps = model.encode()
         loss = model.loss(reps, queries[:, 0], queries[:, 1], target,
-                          label_smoothing=self.config.label_smoothing, impl=self.config.impl,
+                          label_smoothing=self.config.label_smoothing, impl=self.config.loss_impl,
                           precision=self.config.loss_precision)
         reg = model.regularization(reps, queries[:, 0])
         if reg is not None:

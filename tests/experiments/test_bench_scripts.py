@@ -17,15 +17,15 @@ def run_script(name: str, *args: str) -> dict:
 
 def test_bench_encoder(umls_path):
     res = run_script("bench_encoder.py", "--dataset", str(umls_path), "--impls",
-                     "fused,chunked", "--repeats", "1")
+                     "native,chunked", "--repeats", "1")
     assert res["chunked"]["speedup_vs_chunked"] == 1.0
-    assert res["fused"]["total_s"] > 0
+    assert res["native"]["total_s"] > 0
 
 
 def test_bench_train_step(umls_path, tmp_path):
     res = run_script("bench_train_step.py", "--dataset", str(umls_path), "--steps", "1",
                      "--batch-size", "64", "--eval")
-    assert res["impl"] == "default" and res["step_seconds"] > 0 and res["eval_seconds"] > 0
+    assert res["impl"] == "auto" and res["step_seconds"] > 0 and res["eval_seconds"] > 0
     assert 0 < res["eval_mrr_untrained"] <= 1
 
 
@@ -37,9 +37,9 @@ def test_bench_train_step_compare_precisions(umls_path):
     lines = out.strip().splitlines()
     runs = [json.loads(line) for line in lines[:3]]
     assert [(r["impl"], r["head_dtype"]) for r in runs] == [
-        ("default", "float32"), ("default", "bfloat16"), ("naive", "float32")]
-    assert lines[3].startswith("default, head float32: step speed-up")
-    assert lines[4].startswith("default, head bfloat16: step speed-up")
+        ("auto", "float32"), ("auto", "bfloat16"), ("eager", "float32")]
+    assert lines[3].startswith("auto, head float32: step speed-up")
+    assert lines[4].startswith("auto, head bfloat16: step speed-up")
 
 
 def test_precision_study(umls_path):
@@ -53,10 +53,10 @@ def test_bench_mixture_bce_small():
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_mixture_bce.py"),
                           "--batch", "8", "--entities", "50", "--features", "4", "--repeat",
                           "1"], capture_output=True, text=True, check=True, cwd=REPO).stdout
-    rows = [line.split() for line in out.strip().splitlines()[2:5]]
-    assert [r[1] for r in rows] == ["torch", "chunked", "chunked:auto"]
+    rows = [line.split() for line in out.strip().splitlines()[2:6]]
+    assert [r[1] for r in rows] == ["eager", "chunked", "native", "native:auto"]
     assert all(float(r[2]) > 0 for r in rows)
-    assert float(out.strip().splitlines()[-1].split("=")[-1]) < 1e-3  # torch vs chunked:auto
+    assert float(out.strip().splitlines()[-1].split("=")[-1]) < 1e-3  # eager vs native:auto
 
 
 def test_bn_drift_trace():

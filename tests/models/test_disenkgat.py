@@ -154,7 +154,7 @@ def test_cli_and_direct_construction_build_the_same_model(umls):
                            attention_dropout=0.0, encoder_dropout=0.0, layer_bias=False,
                            scorer="distmult", component_attention="dot_rel", order="after",
                            mi_estimator="none", mi_weight=0.0, mi_lr=1e-3,
-                           mi_recompute=False, conv_impl="auto")
+                           mi_recompute=False, encoder_impl="auto")
     cli = MODELS.get("disenkgat").build(umls, a).double().eval()
     direct = DisenKGAT(num_entities=umls.num_entities, num_relations=umls.num_relations,
                        edge_index=ei, edge_type=et, num_components=3, init_dim=8,

@@ -1,4 +1,4 @@
-"""DisenConv against an explicit per-node loop, chunked == naive, softmax normalisation."""
+"""DisenConv against an explicit per-node loop, chunked == eager, softmax normalisation."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_against_per_node_loop(comp, att, impl):
 
 @pytest.mark.parametrize("att", ["dot_weight", "dot_emb", "cat_weight", "cat_emb", "learn"])
 def test_chunked_equals_naive_train_mode(att):
-    a, b = make(att=att, impl="chunked", chunk=2), make(att=att, impl="naive")
+    a, b = make(att=att, impl="chunked", chunk=2), make(att=att, impl="eager")
     b.load_state_dict(a.state_dict())
     g = torch.Generator().manual_seed(2)
     x = torch.randn(N, K, Fd, generator=g, dtype=torch.float64, requires_grad=True)
@@ -98,7 +98,7 @@ def test_chunked_equals_naive_train_mode(att):
 @pytest.mark.parametrize("att", ["dot_weight", "dot_emb"])
 def test_fused_equals_naive_train_mode(comp, att):
     """Same dropout mask (same RNG state): the native schedule matches the naive one."""
-    a, b = make(comp, att, impl="fused"), make(comp, att, impl="naive")
+    a, b = make(comp, att, impl="native"), make(comp, att, impl="eager")
     a.att_drop.p = b.att_drop.p = 0.5
     b.load_state_dict(a.state_dict())
     g = torch.Generator().manual_seed(3)
@@ -119,8 +119,8 @@ def test_fused_equals_naive_train_mode(comp, att):
 
 
 def test_fused_float32_matches_float64():
-    a = make(impl="fused").train()
-    b = make(impl="fused").float().train()
+    a = make(impl="native").train()
+    b = make(impl="native").float().train()
     a.att_drop.p = b.att_drop.p = 0.0
     x = torch.randn(N, K, Fd, dtype=torch.float64)
     rel = torch.randn(2 * R, Fd, dtype=torch.float64)
@@ -130,11 +130,12 @@ def test_fused_float32_matches_float64():
 
 
 def test_fused_rejects_unsupported_composition():
-    with pytest.raises(ValueError, match="impl='fused' needs composition in"):
-        make("sub", impl="fused")
+    with pytest.raises(ValueError,
+                       match=r"impl='native' \(the fused schedule\) needs composition in"):
+        make("sub", impl="native")
 
 
-@pytest.mark.parametrize("impl", ["chunked", "fused"])
+@pytest.mark.parametrize("impl", ["chunked", "native"])
 def test_attention_sums_to_one_per_node_and_component(impl):
     conv = make(impl=impl).eval()
     x = torch.randn(N, K, Fd, dtype=torch.float64)
@@ -163,11 +164,11 @@ def test_errors_and_repr():
 
 def test_fused_graph_cache_follows_the_graph():
     """A different (or edited) edge_index must not reuse the cached CSR orders."""
-    conv = make(impl="fused").eval()
+    conv = make(impl="native").eval()
     x = torch.randn(N, K, Fd, dtype=torch.float64)
     rel = torch.randn(2 * R, Fd, dtype=torch.float64)
     ei, et = graph()
-    ref = make(impl="naive").eval()
+    ref = make(impl="eager").eval()
     ref.load_state_dict(conv.state_dict())
     for edges in (ei, ei.flip(0).clone(), ei[:, :4].clone()):
         types = et[:edges.shape[1]].clone()

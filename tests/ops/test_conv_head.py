@@ -9,22 +9,27 @@ import pytest
 import torch
 
 from disenkg.nn.scorers import ConvEInteraction, InteractEInteraction
+from disenkg.ops import native
 
 
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason="native kernels unavailable"))])
 @pytest.mark.parametrize("cls", ["conve", "interacte"])
-def test_chunked_equals_plain(cls):
+def test_chunked_equals_plain(cls, impl):
+    """``impl="chunked"`` (PyTorch patch kernels) and ``"native"`` (C kernels) against the
+    plain modules (``"eager"``)."""
     torch.manual_seed(0)
     if cls == "conve":
         plain = ConvEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                                  input_dropout=0.0, feature_dropout=0.0, hidden_dropout=0.0,
-                                 image_chunk=None)
+                                 impl="eager")
     else:
         plain = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                                      num_perm=2, feature_dropout=0.0, hidden_dropout=0.0,
-                                     image_chunk=None)
+                                     impl="eager")
     plain = plain.double()
     chunked = copy.deepcopy(plain)
-    chunked.image_chunk = 7  # 23 images -> chunks of 7, 7, 7, 2
+    chunked.image_chunk, chunked.impl = 7, impl  # 23 images -> chunks of 7, 7, 7, 2
     g = torch.Generator().manual_seed(1)
     h = torch.randn(23, 12, generator=g, dtype=torch.float64, requires_grad=True)
     r = torch.randn(23, 12, generator=g, dtype=torch.float64, requires_grad=True)
@@ -48,7 +53,7 @@ def test_chunked_equals_plain(cls):
 
 @pytest.mark.parametrize("use_store", [False, True])
 @pytest.mark.parametrize("fc_chunks", [1, 2])
-@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("impl", ["native", "eager"])
 @pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
 def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, fc_chunks,
                                           use_store):
@@ -152,16 +157,16 @@ def test_bf16_head_close_to_fp32(cls):
 
 def test_bf16_needs_a_chunk():
     m = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
-                             image_chunk=None)
+                             impl="eager")
     m.precision = "bf16"
-    with pytest.raises(ValueError, match="needs an image chunk"):
+    with pytest.raises(ValueError, match="needs a chunked impl"):
         m(torch.randn(3, 12), torch.randn(3, 12))
     m.precision = "fp16"
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         m(torch.randn(3, 12), torch.randn(3, 12))
 
 
-@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("impl", ["native", "eager"])
 @pytest.mark.parametrize("groups", [1, 3])
 def test_moments_gradcheck(groups, impl):
     from disenkg.ops.conv_head import PatchMoments
@@ -172,7 +177,7 @@ def test_moments_gradcheck(groups, impl):
         lambda x: PatchMoments.apply(x, 2, groups, 2, impl, x.dtype), (x,))
 
 
-@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("impl", ["native", "eager"])
 def test_moments_backward_from_a_patch_store_is_identical(impl):
     """The moments' backward reading a :class:`PatchStore` gives bit-identical gradients
     to rebuilding the patches (float64 and bfloat16 patches)."""
@@ -191,7 +196,7 @@ def test_moments_backward_from_a_patch_store_is_identical(impl):
         assert torch.equal(grads[0], grads[1])
 
 
-@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("impl", ["native", "eager"])
 def test_moments_bf16_backward_close_to_float64(impl):
     """With ``low = bfloat16`` the Gram matrix stays float32 (within the rounding of its
     inputs to bfloat16, which oneDNN may apply) and the input gradient is within bfloat16
@@ -232,15 +237,16 @@ def test_moments_equal_patch_statistics(groups):
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_precision_follows_the_hardware(monkeypatch, fast):
     """``auto`` is bf16 exactly when the CPU has bf16 matrix hardware, float32 inputs and
-    the chunked path; float64 stays float64 and ``image_chunk=None`` stays plain."""
+    the chunked path; float64 stays float64 and ``impl="eager"`` stays plain."""
     from disenkg.ops import conv_head, precision
 
     monkeypatch.setattr(precision, "fast_bf16_cpu", lambda: fast)
     x32 = torch.randn(2, 3)
-    assert conv_head.compute_dtype("auto", x32, 8) == (torch.bfloat16 if fast
-                                                           else torch.float32)
-    assert conv_head.compute_dtype("auto", x32, None) == torch.float32
-    assert conv_head.compute_dtype("auto", x32.double(), 8) == torch.float64
+    for impl in ("auto", "chunked", "native"):
+        assert conv_head.compute_dtype("auto", x32, impl) == (torch.bfloat16 if fast
+                                                              else torch.float32)
+    assert conv_head.compute_dtype("auto", x32, "eager") == torch.float32
+    assert conv_head.compute_dtype("auto", x32.double(), "auto") == torch.float64
     torch.manual_seed(0)
     a = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
                              image_chunk=4, precision="auto")
@@ -262,9 +268,9 @@ def test_eval_fc_copy_follows_weight_updates():
     step, load_state_dict) must invalidate it."""
     torch.manual_seed(0)
     plain = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
-                                 image_chunk=None).eval()
+                                 impl="eager").eval()
     chunked = copy.deepcopy(plain)
-    chunked.image_chunk = 4
+    chunked.image_chunk, chunked.impl = 4, "auto"
     h, r = torch.randn(9, 12), torch.randn(9, 12)
     with torch.no_grad():
         torch.testing.assert_close(chunked(h, r), plain(h, r))

@@ -78,7 +78,7 @@ def test_float32_and_torch_reference_on_a_real_kg(umls_path):
     w = torch.rand(g.num_edges, 3, generator=gen) * (torch.rand(g.num_edges, 3) > 0.4)
     w.requires_grad_(True)
     for fn, args in ((edge_dot, (x, table)), (edge_aggregate, (x, table, w))):
-        a, b = fn(*args, g, impl="native"), fn(*args, g, impl="torch")
+        a, b = fn(*args, g, impl="native"), fn(*args, g, impl="eager")
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
         up = torch.randn_like(a)
         for ga, gb in zip(torch.autograd.grad((a * up).sum(), args),
@@ -112,7 +112,7 @@ def test_disabled_kernels_fall_back_and_explain(monkeypatch):
     assert native.unavailable_reason() == "disabled by DISENKG_NATIVE=0"
     g, _, _, x, table, _ = random_case(5, 2, 3, 2, 9)
     torch.testing.assert_close(edge_dot(x, table, g, impl="auto"),
-                               edge_dot(x, table, g, impl="torch"))
+                               edge_dot(x, table, g, impl="eager"))
     with pytest.raises(native.NativeUnavailableError, match="DISENKG_NATIVE=0"):
         edge_dot(x, table, g, impl="native")
 

@@ -86,8 +86,8 @@ def _sparse_problem(B=37, K=3, Fd=11, N=301, seed=1):
     return q, e, att, (rows, cols)
 
 
-@pytest.mark.parametrize("tile_impl", ["native", "torch"])
-def test_chunked_forward_tile_impls_agree(tile_impl):
+@pytest.mark.parametrize("impl", ["native", "eager"])
+def test_chunked_forward_tile_impls_agree(impl):
     q, e, att, (rows, cols) = _sparse_problem()
     B, K, _ = q.shape
     N = e.shape[0]
@@ -95,23 +95,46 @@ def test_chunked_forward_tile_impls_agree(tile_impl):
     qk, ek = q.transpose(0, 1).contiguous(), e.transpose(0, 1)
     la = att.log_softmax(-1).t().unsqueeze(-1).contiguous()
     ref, ref_g = chunked.chunked_forward(qk.double(), ek.double(), la.double(), None, target,
-                                         "mean", True, budget=4096, tile_impl="torch")
+                                         "mean", True, budget=4096, impl="eager")
     out, g = chunked.chunked_forward(qk, ek, la, None, target, "mean", True, budget=4096,
-                                     tile_impl=tile_impl)
+                                     impl=impl)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-7)
     for a, b in ((g.q, ref_g.q), (g.e, ref_g.e), (g.loga, ref_g.loga)):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-8)
 
 
 def test_tile_impl_validation():
+    """The element tile's ``impl``, and the op's ``impl="native"`` that requires it."""
     q, e, att, (rows, cols) = _sparse_problem(B=3, N=20)
     target = make_target((rows, cols), 3, 20, 0.1, torch.float64, q.device)
     qk, ek = q.double().transpose(0, 1).contiguous(), e.double().transpose(0, 1)
     la = att.double().log_softmax(-1).t().unsqueeze(-1).contiguous()
-    with pytest.raises(ValueError, match="tile_impl='native' needs float32"):
-        chunked.chunked_forward(qk, ek, la, None, target, "mean", True, tile_impl="native")
-    with pytest.raises(ValueError, match="unknown tile_impl 'fast'"):
-        chunked.chunked_forward(qk, ek, la, None, target, "mean", True, tile_impl="fast")
+    with pytest.raises(ValueError, match="impl='native' needs float32"):
+        chunked.chunked_forward(qk, ek, la, None, target, "mean", True, impl="native")
+    with pytest.raises(ValueError, match="unknown impl 'fast'"):
+        chunked.chunked_forward(qk, ek, la, None, target, "mean", True, impl="fast")
+    with pytest.raises(ValueError, match="impl='native' needs float32"):
+        mixture_bce(q.double(), e.double(), att.double(), (rows, cols), impl="native")
+    with pytest.raises(ValueError, match="unknown impl 'torch'; choose one of"):
+        mixture_bce(q, e, att, (rows, cols), impl="torch")
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
+@pytest.mark.parametrize("order", ["after", "before"])
+def test_op_impls_native_and_chunked_equal_eager(order):
+    """``impl="native"`` (the C tile) and ``"chunked"`` (the PyTorch tile) through the op's
+    API against the materialising ``"eager"`` (float32, sparse target, values and
+    gradients)."""
+    q, e, att, tgt = _sparse_problem(B=9, N=131)
+    leaves = [t.clone().requires_grad_() for t in (q, e, att)]
+    ref = mixture_bce(*leaves, tgt, label_smoothing=0.1, order=order, impl="eager")
+    ref_g = torch.autograd.grad(ref, leaves)
+    for impl in ("native", "chunked"):
+        leaves = [t.clone().requires_grad_() for t in (q, e, att)]
+        out = mixture_bce(*leaves, tgt, label_smoothing=0.1, order=order, impl=impl)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-7)
+        for a, b in zip(torch.autograd.grad(out, leaves), ref_g):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
 
 
 @pytest.mark.parametrize("order", ["after", "before"])

@@ -8,7 +8,7 @@ import torch
 from disenkg.ops import native
 from disenkg.ops.patches import fold_patches, patches, relu_mask_, relu_mask_backward_
 
-IMPLS = ["torch", pytest.param("native", marks=pytest.mark.skipif(
+IMPLS = ["eager", pytest.param("native", marks=pytest.mark.skipif(
     not native.available(), reason=f"native kernels: {native.unavailable_reason()}"))]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 
@@ -121,10 +121,12 @@ def test_accumulate_bf16_into_fp32(impl):
 
 def test_native_use_resolves_impl_choices():
     """The impl resolver shared by every op with a native kernel."""
-    assert native.use("torch", True, "anything") is False
+    assert native.use("eager", True, "anything") is False
     assert native.use("auto", False, "anything") is False
     assert native.use("auto", True, "anything") is native.available()
-    with pytest.raises(ValueError, match="unknown tile_impl 'gpu'; choose one of"):
-        native.use("gpu", True, "anything", name="tile_impl")
+    with pytest.raises(ValueError, match="unknown impl 'gpu'; choose one of"):
+        native.use("gpu", True, "anything")
+    with pytest.raises(ValueError, match="unknown impl 'torch'; choose one of"):
+        native.use("torch", True, "anything")
     with pytest.raises(ValueError, match="impl='native' needs float16 support"):
         native.use("native", False, "float16 support")

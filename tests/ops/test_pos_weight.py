@@ -17,7 +17,7 @@ def naive_weighted(q, e, att, y, bias, eps, order, w):
     return naive(q, e, att, y, bias, eps, order, pos_weight=w)
 
 
-CASES = list(itertools.product(["torch", "chunked"], ["after", "before"], [0.0, 0.1],
+CASES = list(itertools.product(["eager", "chunked"], ["after", "before"], [0.0, 0.1],
                                [False, True], ["mean", "sum", "none"]))
 
 

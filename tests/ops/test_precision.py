@@ -90,14 +90,14 @@ def test_mixture_bce_bf16_close_to_float64():
 
 def test_mixture_bce_precision_validation():
     q, e, att, bias, tgt = _problem(B=4, N=9, Fd=3)
-    with pytest.raises(ValueError, match="implemented by impl='chunked', not 'torch'"):
-        mixture_bce(q, e, att, tgt, impl="torch", precision="bf16")
+    with pytest.raises(ValueError, match="implemented by the chunked schedule .* not by 'eager'"):
+        mixture_bce(q, e, att, tgt, impl="eager", precision="bf16")
     with pytest.raises(ValueError, match="unknown precision"):
         mixture_bce(q, e, att, tgt, precision="tf32")
     # auto on float64 inputs stays exact
     args = [t.double() for t in (q, e, att)]
     torch.testing.assert_close(mixture_bce(*args, tgt, precision="auto", impl="chunked"),
-                               mixture_bce(*args, tgt, impl="torch"))
+                               mixture_bce(*args, tgt, impl="eager"))
 
 
 def test_train_config_checks_loss_precision():

@@ -284,6 +284,30 @@ def test_resume_alone_continues_with_changed_epochs(user_run):
     assert cfg["args"]["epochs"] == 3 and cfg["args"]["channels"] == 20
 
 
+def test_run_of_the_old_impl_flags_loads_and_resumes(user_run):
+    """A run saved with the flags before the one implementation vocabulary (``impl=torch``,
+    ``conv_impl=naive``, ``image_chunk=0``) is read under today's names: it predicts,
+    and resumes with a changed encoder implementation."""
+    from disenkg.runs.trained import TrainedRun
+
+    _, out = user_run
+    cfg = json.loads((out / "config.json").read_text())
+    args = cfg["args"]
+    for new in ("loss_impl", "encoder_impl", "head_impl"):
+        del args[new]
+    args.update(impl="torch", conv_impl="naive", image_chunk=0)
+    (out / "config.json").write_text(json.dumps(cfg))
+    run = TrainedRun.load(out)
+    assert run.config["args"]["loss_impl"] == "eager"
+    assert run.config["args"]["encoder_impl"] == "eager"
+    assert run.config["args"]["head_impl"] == "eager" and run.config["args"]["image_chunk"] == 256
+    h, r, _ = run.dataset.test[0].tolist()
+    assert len(run.predict_tails(run.dataset.entities[h], run.dataset.relations[r], k=3)) == 3
+    m = link_main(["--resume", "--output-dir", str(out), "--epochs", "3", "--no-progress",
+                   "--encoder-impl", "chunked"])
+    assert m["epochs_run"] == 3 and m["config"]["encoder_impl"] == "chunked"
+
+
 @pytest.mark.parametrize("flags,key", [(["--channels", "40", "--k-h", "8", "--k-w", "5"],
                                         "channels"),
                                        (["--lr", "0.5"], "lr"),

@@ -111,20 +111,23 @@ def test_cli_on_user_tsv_directory(tmp_path):
     assert m["dataset"] == "mykg" and m["model"] == "disenkgat" and 0 < m["test"]["mrr"] <= 1
 
 
-@pytest.mark.parametrize("conv_impl,precision", [("fused", "bf16"), ("chunked", "fp32"),
-                                                  ("naive", "fp32")])
-def test_cli_layer_schedule_and_head_precision(tmp_path, conv_impl, precision):
+@pytest.mark.parametrize("impl,precision", [("native", "bf16"), ("chunked", "fp32"),
+                                             ("eager", "fp32")])
+def test_cli_impls_and_head_precision(tmp_path, impl, precision):
+    """The three implementation flags take one vocabulary (README, 'Implementations')."""
     from disenkg.ops import native
 
-    if conv_impl == "fused" and not native.available():
+    if impl == "native" and not native.available():
         pytest.skip(f"native kernels: {native.unavailable_reason()}")
     d = write_user_kg(tmp_path)
     m = link_main(["--dataset", str(d), "--epochs", "2", "--output-dir", str(tmp_path / "o"),
                    "--no-progress", "--channels", "20", "--k-h", "5", "--k-w", "4",
                    "--num-filters", "4", "--kernel-size", "3", "--batch-size", "64",
-                   "--image-chunk", "32", "--conv-impl", conv_impl,
+                   "--image-chunk", "32", "--encoder-impl", impl, "--loss-impl", impl,
+                   "--head-impl", impl,
                    "--head-precision", precision])
-    assert m["config"]["conv_impl"] == conv_impl
+    for flag in ("encoder_impl", "loss_impl", "head_impl"):
+        assert m["config"][flag] == impl
     assert m["config"]["head_precision"] == precision
     assert 0 < m["test"]["mrr"] <= 1
 

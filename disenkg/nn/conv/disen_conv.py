@@ -16,17 +16,19 @@ relation :math:`r` plus a self loop with its own relation:
 with the composition :math:`\phi` from :data:`~disenkg.nn.composition.COMPOSITIONS` and the
 attention score :math:`s` from :data:`~disenkg.nn.edge_attention.EDGE_ATTENTIONS`.
 
-Memory: only the attention logits are ``(E, K)``; messages are ``(E, K, F)``. Schedules:
+Memory: only the attention logits are ``(E, K)``; messages are ``(E, K, F)``.
+Implementations (:mod:`disenkg.ops.impls`):
 
-* ``impl="fused"``: for ``mult`` / ``cross`` messages (:math:`x_j \odot u_r`) with
-  ``dot_weight`` / ``dot_emb`` logits (:math:`\langle x_i, x_j \odot T_r\rangle`, with
-  :math:`T = W^2` or :math:`r^2`), logits and aggregation are the relation-weighted edge
-  products of :mod:`disenkg.ops.edge_products` (native CPU kernels): no ``(E, K, F)``
-  tensor exists in forward or backward, and nothing is recomputed;
+* ``impl="native"`` (the fused schedule): for ``mult`` / ``cross`` messages
+  (:math:`x_j \odot u_r`) with ``dot_weight`` / ``dot_emb`` logits
+  (:math:`\langle x_i, x_j \odot T_r\rangle`, with :math:`T = W^2` or :math:`r^2`),
+  logits and aggregation are the relation-weighted edge products of
+  :mod:`disenkg.ops.edge_products` (native CPU kernels): no ``(E, K, F)`` tensor exists in
+  forward or backward, and nothing is recomputed;
 * ``impl="chunked"``: edges are processed in chunks whose activations are recomputed in
   backward (activation checkpointing), so no ``(E, K, F)`` tensor is ever alive;
-* ``impl="naive"``: the same code on all edges at once (the materialising baseline);
-* ``impl="auto"`` (default): ``fused`` where it applies (CPU, float32/64, native kernels
+* ``impl="eager"``: the same code on all edges at once (the materialising reference);
+* ``impl="auto"`` (default): ``native`` where it applies (CPU, float32/64, native kernels
   built), else ``chunked``.
 """
 
@@ -42,10 +44,12 @@ from disenkg.nn.composition import COMPOSITIONS, RELATION_FACTORS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.ops import native
 from disenkg.ops.edge_products import EdgeGraph, edge_aggregate, edge_dot, native_supported
+from disenkg.ops.impls import OP_IMPLS, check_impl
 
 __all__ = ["FUSED_ATTENTIONS", "IMPLS", "DisenConv"]
 
-IMPLS = ("auto", "fused", "chunked", "naive")
+#: the layer's ``impl`` choices (:mod:`disenkg.ops.impls`)
+IMPLS = OP_IMPLS["disen_conv"]
 #: edge attentions of the form <x_i, x_j * T_r> (the fused schedule's logits)
 FUSED_ATTENTIONS = ("dot_weight", "dot_emb")
 
@@ -66,8 +70,8 @@ class DisenConv(MessagePassing):
         negative_slope (float): LeakyReLU slope of the logits. (default: ``0.2``)
         bias (bool): add a learned bias before batch norm. (default: ``False``)
         activation (str): ``tanh`` or ``none``. (default: ``"tanh"``)
-        impl (str): ``auto``, ``fused``, ``chunked`` or ``naive`` (see the module
-            docstring). (default: ``"auto"``)
+        impl (str): ``auto``, ``native`` (fused edge products), ``chunked`` or ``eager``
+            (see the module docstring). (default: ``"auto"``)
         edge_chunk (int, optional): edges per chunk; default from a 256 MB budget.
 
     Shapes:
@@ -83,8 +87,7 @@ class DisenConv(MessagePassing):
                  negative_slope: float = 0.2, bias: bool = False, activation: str = "tanh",
                  impl: str = "auto", edge_chunk: int | None = None) -> None:
         super().__init__(aggr="add", node_dim=0)
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+        check_impl(impl, IMPLS)
         if activation not in ("tanh", "none"):
             raise ValueError(f"unknown activation {activation!r}; choose one of ['none', 'tanh']")
         self.num_entities, self.num_relations = num_entities, num_relations
@@ -97,9 +100,10 @@ class DisenConv(MessagePassing):
         self.att_drop = nn.Dropout(attention_dropout)
         self.negative_slope = negative_slope
         self.activation = activation
-        if impl == "fused" and not self.fusable:
-            raise ValueError(f"impl='fused' needs composition in {sorted(RELATION_FACTORS)} "
-                             f"and attention in {list(FUSED_ATTENTIONS)}, got "
+        if impl == "native" and not self.fusable:
+            raise ValueError(f"impl='native' (the fused schedule) needs composition in "
+                             f"{sorted(RELATION_FACTORS)} and attention in "
+                             f"{list(FUSED_ATTENTIONS)}, got "
                              f"{composition!r} and {attention!r}")
         self.impl = impl
         self._graph_cache: tuple[Tensor, Tensor, tuple, EdgeGraph] | None = None
@@ -162,9 +166,9 @@ class DisenConv(MessagePassing):
                 and self.attention_name in FUSED_ATTENTIONS)
 
     def _use_fused(self, x: Tensor, rel_all: Tensor) -> bool:
-        if self.impl == "fused":
+        if self.impl == "native":
             if not native_supported(x, rel_all):
-                raise RuntimeError(f"impl='fused' cannot run on {x.dtype} {x.device} tensors "
+                raise RuntimeError(f"impl='native' cannot run on {x.dtype} {x.device} tensors "
                                    f"(native kernels: {native.unavailable_reason() or 'ok'})")
             return True
         return self.impl == "auto" and self.fusable and native_supported(x, rel_all)
@@ -211,7 +215,7 @@ class DisenConv(MessagePassing):
         explicitly so that the recomputation in backward sees exactly these tensors.
         """
         E = ei.shape[1]
-        if self.impl == "naive" or E <= self.edge_chunk:
+        if self.impl == "eager" or E <= self.edge_chunk:
             return fn(ei, et, x, rel_all, *tables, *extra)
         parts = None if reduce else []
         for s in range(0, E, self.edge_chunk):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
 from disenkg.ops.conv_head import conv_bn_head
+from disenkg.ops.impls import check_impl
 
 __all__ = ["ConvEInteraction"]
 
@@ -31,8 +33,11 @@ class ConvEInteraction(nn.Module):
         input_dropout (float): on the stacked image. (default: ``0.2``)
         feature_dropout (float): 2-D dropout on feature maps. (default: ``0.2``)
         hidden_dropout (float): after the projection. (default: ``0.3``)
-        image_chunk (int, optional): images per checkpointed chunk in training (exact
-            batch norm); ``None`` processes all at once. (default: ``256``)
+        image_chunk (int): images per chunk of the chunked head (exact batch norm, see
+            :func:`~disenkg.ops.conv_head.conv_bn_head`). (default: ``256``)
+        impl (str): the head's implementation (:mod:`disenkg.ops.impls`): ``auto``,
+            ``eager`` (all feature maps at once), ``chunked`` or ``native`` (chunks with
+            the PyTorch / C patch kernels). (default: ``"auto"``)
         precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
             feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
             fp32) or ``auto`` (bf16 on CPUs with AMX / AVX512-BF16, else fp32; what the
@@ -45,7 +50,7 @@ class ConvEInteraction(nn.Module):
     def __init__(self, *, embedding_dim: int, k_h: int = 20, k_w: int = 10,
                  num_filters: int = 32, kernel_size: int = 3, input_dropout: float = 0.2,
                  feature_dropout: float = 0.2, hidden_dropout: float = 0.3,
-                 image_chunk: int | None = 256,
+                 image_chunk: int = 256, impl: str = "auto",
                  precision: str = "fp32") -> None:
         super().__init__()
         if k_h * k_w != embedding_dim:
@@ -56,7 +61,7 @@ class ConvEInteraction(nn.Module):
             raise ValueError(f"kernel_size {kernel_size} exceeds the image ({2 * k_h}, {k_w})")
         self.embedding_dim, self.k_h, self.k_w = embedding_dim, k_h, k_w
         self.num_filters, self.kernel_size = num_filters, kernel_size
-        self.image_chunk = image_chunk
+        self.image_chunk, self.impl = image_chunk, check_impl(impl, HEAD_IMPLS)
         self.precision = precision
         self.bn0 = nn.BatchNorm2d(1)
         self.conv = nn.Conv2d(1, num_filters, kernel_size)
@@ -79,7 +84,8 @@ class ConvEInteraction(nn.Module):
                        relation.view(B, 1, self.k_h, self.k_w)], dim=2)
         x = self.input_drop(self.bn0(x))
         x = conv_bn_head(x, self.conv.weight, self.conv.bias, 1, self.bn1, self.feature_drop,
-                         self.fc, self.image_chunk, self.precision)
+                         self.fc, chunk=self.image_chunk, precision=self.precision,
+                         impl=self.impl)
         return torch.relu(self.bn2(self.hidden_drop(x)))
 
     def __repr__(self) -> str:

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from disenkg.nn.scorers.base import Scorer
+from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
 from disenkg.ops.conv_head import conv_bn_head
+from disenkg.ops.impls import check_impl
 
 __all__ = ["InteractEInteraction", "InteractEScorer", "checkered_permutation"]
 
@@ -54,9 +56,11 @@ class InteractEInteraction(nn.Module):
         feature_dropout (float): 2-D dropout on feature maps. (default: ``0.4``)
         hidden_dropout (float): after the projection. (default: ``0.3``)
         seed (int): seed of the permutation generator. (default: ``0``)
-        image_chunk (int, optional): images per checkpointed chunk in training (exact
-            batch norm, see :func:`~disenkg.ops.conv_head.conv_bn_head`);
-            ``None`` processes all at once. (default: ``256``)
+        image_chunk (int): images per chunk of the chunked head (exact batch norm, see
+            :func:`~disenkg.ops.conv_head.conv_bn_head`). (default: ``256``)
+        impl (str): the head's implementation (:mod:`disenkg.ops.impls`): ``auto``,
+            ``eager`` (all feature maps at once), ``chunked`` or ``native`` (chunks with
+            the PyTorch / C patch kernels). (default: ``"auto"``)
         precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
             feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
             fp32) or ``auto`` (bf16 on CPUs with AMX / AVX512-BF16, else fp32; what the
@@ -66,14 +70,14 @@ class InteractEInteraction(nn.Module):
     def __init__(self, *, embedding_dim: int = 200, k_h: int = 20, k_w: int = 10,
                  num_filters: int = 200, kernel_size: int = 9, num_perm: int = 1,
                  feature_dropout: float = 0.4, hidden_dropout: float = 0.3,
-                 seed: int = 0, image_chunk: int | None = 256,
+                 seed: int = 0, image_chunk: int = 256, impl: str = "auto",
                  precision: str = "fp32") -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"InteractE needs an odd kernel_size, got {kernel_size}")
         dim = embedding_dim
         self.embedding_dim, self.k_h, self.k_w = dim, k_h, k_w
-        self.image_chunk = image_chunk
+        self.image_chunk, self.impl = image_chunk, check_impl(impl, HEAD_IMPLS)
         self.precision = precision
         self.num_filters, self.kernel_size, self.num_perm = num_filters, kernel_size, num_perm
         self.register_buffer("perm", checkered_permutation(dim, k_h, k_w, num_perm, seed))
@@ -99,7 +103,8 @@ class InteractEInteraction(nn.Module):
         pad = self.kernel_size // 2
         x = F.pad(x, (pad, pad, pad, pad), mode="circular")
         x = conv_bn_head(x, self.filters, None, self.num_perm, self.bn1, self.feature_drop,
-                         self.fc, self.image_chunk, self.precision)
+                         self.fc, chunk=self.image_chunk, precision=self.precision,
+                         impl=self.impl)
         return torch.relu(self.bn2(self.hidden_drop(x)))
 
     def __repr__(self) -> str:

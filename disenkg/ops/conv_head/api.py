@@ -38,18 +38,27 @@ from disenkg.ops.conv_head.eager import conv_bn_head_eager
 from disenkg.ops.conv_head.eval import eval_head
 from disenkg.ops.conv_head.function import ConvHeadFunction, HeadPlan, PatchMoments
 from disenkg.ops.conv_head.layout import fc_weight
+from disenkg.ops.impls import OP_IMPLS, check_impl
 from disenkg.ops.precision import auto_bf16, check_precision
 
-__all__ = ["batch_statistics", "compute_dtype", "conv_bn_head"]
+__all__ = ["IMPLS", "batch_statistics", "compute_dtype", "conv_bn_head"]
+
+#: ``eager`` = the plain modules (all feature maps at once); ``chunked`` / ``native`` = image
+#: chunks with the PyTorch / C patch kernels (:mod:`disenkg.ops.impls`)
+IMPLS = OP_IMPLS["conv_head"]
+
+#: the patch kernels' ``impl`` (:mod:`disenkg.ops.patches`) per head ``impl``
+_KERNELS = {"auto": "auto", "chunked": "eager", "native": "native"}
 
 
-def compute_dtype(precision: str, x: Tensor, chunk: int | None) -> torch.dtype:
+def compute_dtype(precision: str, x: Tensor, impl: str = "auto") -> torch.dtype:
     """The head's compute dtype: ``fp32`` is ``x.dtype``, ``bf16`` bfloat16, and ``auto``
     bfloat16 where :func:`~disenkg.ops.precision.auto_bf16` says so and the chunked path
-    runs (``chunk``), else ``x.dtype``."""
+    runs (``impl`` other than ``eager``), else ``x.dtype``."""
     check_precision(precision)
+    check_impl(impl, IMPLS)
     if precision == "auto":
-        return torch.bfloat16 if chunk and auto_bf16(x) else x.dtype
+        return torch.bfloat16 if impl != "eager" and auto_bf16(x) else x.dtype
     return torch.bfloat16 if precision == "bf16" else x.dtype
 
 
@@ -86,43 +95,49 @@ def _update_running(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -
 
 
 def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
-                 bn: nn.BatchNorm2d, drop: nn.Dropout2d, fc: nn.Linear,
-                 chunk: int | None, precision: str = "fp32", impl: str = "auto") -> Tensor:
+                 bn: nn.BatchNorm2d, drop: nn.Dropout2d, fc: nn.Linear, *,
+                 chunk: int = 256, precision: str = "fp32", impl: str = "auto") -> Tensor:
     """``fc(drop(relu(bn(conv2d(x, weight.repeat(groups), bias, groups))))).flatten(1)``.
 
     ``weight`` is ``(C, 1, k, k)``, shared by the ``groups`` input channels of ``x``
     ``(n, groups, H, W)``; ``bias`` (``(C,)``) requires ``groups == 1``. ``precision``
     ``"bf16"`` runs the conv and fc GEMMs, the feature maps and the GEMM of the gradient
     through the batch-norm statistics in bfloat16 (the statistics themselves, outputs and
-    parameter gradients stay in ``x.dtype``); it needs ``chunk``.
+    parameter gradients stay in ``x.dtype``); it needs a chunked ``impl``.
     ``"auto"`` picks bfloat16 where the hardware makes it fast (:func:`compute_dtype`)
     and the input's dtype on the plain path.
-    ``impl`` selects the patch kernels (:mod:`disenkg.ops.patches`).
+    ``impl`` (:data:`IMPLS`): ``"eager"`` runs the plain modules on all images at once;
+    ``"chunked"`` / ``"native"`` process ``chunk`` images at a time with the PyTorch / C
+    patch kernels (:mod:`disenkg.ops.patches`); ``"auto"`` the latter where they apply.
 
-    Paths: training with gradients and more than ``chunk`` images (or bfloat16) runs
-    :class:`~disenkg.ops.conv_head.function.ConvHeadFunction`; evaluation mode without
-    gradients with ``chunk`` runs :func:`~disenkg.ops.conv_head.eval.eval_head`;
-    everything else the plain modules (:func:`~disenkg.ops.conv_head.eager.conv_bn_head_eager`).
+    Paths of the chunked ``impl``: training with gradients and more than ``chunk`` images
+    (or bfloat16) runs :class:`~disenkg.ops.conv_head.function.ConvHeadFunction`;
+    evaluation mode without gradients runs :func:`~disenkg.ops.conv_head.eval.eval_head`;
+    everything else the plain modules
+    (:func:`~disenkg.ops.conv_head.eager.conv_bn_head_eager`).
     """
-    low = compute_dtype(precision, x, chunk)
-    if low != x.dtype and not chunk:
-        raise ValueError("precision='bf16' needs an image chunk (image_chunk=None is the "
-                         "plain full-precision path)")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive number of images, got {chunk!r}")
+    low = compute_dtype(precision, x, impl)
+    if low != x.dtype and impl == "eager":
+        raise ValueError("precision='bf16' needs a chunked impl ('auto', 'chunked' or "
+                         "'native'); impl='eager' is the plain full-precision path")
+    kernels = _KERNELS.get(impl)
     k = weight.shape[-1]
     params = (x, weight, bias, bn.weight, bn.bias, fc.weight, fc.bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                  for t in params)
-    if chunk and not bn.training and not drop.training and not needs_grad:
-        return eval_head(x, weight, bias, groups, bn, fc, chunk, low, impl)
-    if not (bn.training and chunk and (x.shape[0] > chunk or low != x.dtype)
+    if kernels is not None and not bn.training and not drop.training and not needs_grad:
+        return eval_head(x, weight, bias, groups, bn, fc, chunk, low, kernels)
+    if not (bn.training and kernels is not None and (x.shape[0] > chunk or low != x.dtype)
             and torch.is_grad_enabled()):
         if low != x.dtype and precision != "auto":
             raise ValueError("precision='bf16' is for training with gradients or evaluation "
                              "mode without gradients")
         return conv_bn_head_eager(x, weight, bias, groups, bn, drop, fc)
     n, C = x.shape[0], weight.shape[0]
-    store = PatchStore(x.to(low), k, impl) if low == torch.bfloat16 != x.dtype else None
-    gram = PatchMoments.apply(x, k, groups, chunk, impl, low, store)
+    store = PatchStore(x.to(low), k, kernels) if low == torch.bfloat16 != x.dtype else None
+    gram = PatchMoments.apply(x, k, groups, chunk, kernels, low, store)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     mean, var = batch_statistics(gram, weight, bias, n * L)
     _update_running(bn, mean, var, n * L)
@@ -134,7 +149,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         drop_scale = 1.0 / (1 - p) if p < 1 else 1.0
     # the GEMMs' copy, with the dropout rescaling folded in
     fc_w_c = (fc_w.detach() * drop_scale if drop_scale != 1.0 else fc_w.detach())
-    plan = HeadPlan(kernel_size=k, groups=groups, eps=bn.eps, chunk=chunk, impl=impl,
+    plan = HeadPlan(kernel_size=k, groups=groups, eps=bn.eps, chunk=chunk, impl=kernels,
                     fc_compute=fc_w_c.to(low).contiguous(), keep=keep,
                     drop_scale=drop_scale, store=store)
     return ConvHeadFunction.apply(x, weight, bias, mean, var, bn.weight, bn.bias, fc_w,

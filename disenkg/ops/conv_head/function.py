@@ -42,7 +42,7 @@ class HeadPlan:
         groups (int): G, input channels sharing the filter bank.
         eps (float): batch norm's epsilon.
         chunk (int): images per chunk.
-        impl (str): the patch kernels (:data:`disenkg.ops.native.IMPLS`).
+        impl (str): the patch kernels' ``impl`` (:data:`disenkg.ops.native.IMPLS`).
         fc_compute (Tensor): the fc weight ``(D, G * L * C)`` in the ``(G, L, C)`` column
             order, in the compute dtype (which the feature maps share), times dropout's
             ``1 / (1 - p)``; detached (the GEMMs' copy; the gradient goes to ``fc_w``).

@@ -7,6 +7,7 @@ import importlib.util
 import torch
 from torch import Tensor, nn
 
+from disenkg.ops.impls import OP_IMPLS, check_impl
 from disenkg.ops.mixture_bce.eager import reference_loss
 from disenkg.ops.mixture_bce.function import MixtureBCEFunction
 from disenkg.ops.mixture_bce.inputs import (
@@ -20,18 +21,25 @@ from disenkg.ops.precision import check_precision, use_bf16
 
 __all__ = ["IMPLS", "MixtureBCELoss", "mixture_bce", "resolve_impl"]
 
-IMPLS = ("auto", "torch", "chunked", "triton")
+#: ``eager`` materialises the (B, K, N) logits; ``chunked`` / ``native`` run the chunked
+#: schedule with the PyTorch / C element tile; ``triton`` the GPU kernels
+#: (:mod:`disenkg.ops.impls`)
+IMPLS = OP_IMPLS["mixture_bce"]
+
+#: the chunked schedule's element tile per ``impl`` (:data:`disenkg.ops.native.IMPLS`)
+_TILES = {"auto": "auto", "chunked": "eager", "native": "native"}
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """``auto`` -> ``triton`` on CUDA when importable, else ``chunked``."""
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
-    if impl != "auto":
-        return impl
-    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
-        return "triton"
-    return "chunked"
+def resolve_impl(impl: str, device: torch.device) -> tuple[str, str]:
+    """``(backend, tile)``: the backend ``eager``, ``chunked`` or ``triton``, and for the
+    chunked one the element tile's ``impl`` (``auto`` = the C tile where the inputs allow
+    it). ``auto`` is ``triton`` on CUDA when importable, else the chunked schedule."""
+    check_impl(impl, IMPLS)
+    if impl == "auto" and device.type == "cuda" and importlib.util.find_spec("triton"):
+        return "triton", "auto"
+    if impl in _TILES:
+        return "chunked", _TILES[impl]
+    return impl, "auto"
 
 
 def mixture_bce(
@@ -79,8 +87,11 @@ def mixture_bce(
         order (str): ``"after"`` or ``"before"``. (default: ``"after"``)
         reduction (str): ``"mean"`` over all ``B * N`` elements, ``"sum"`` or ``"none"``
             (returns ``(B, N)``). (default: ``"mean"``)
-        impl (str): ``"auto"``, ``"torch"``, ``"chunked"`` or ``"triton"``.
-            (default: ``"auto"``)
+        impl (str): ``"auto"``, ``"eager"`` (materialises the ``(B, K, N)`` logits; the
+            reference), ``"chunked"`` (logit tiles, PyTorch element-wise code),
+            ``"native"`` (logit tiles, the C element-wise kernel: float32 CPU inputs, a
+            sparse or constant target) or ``"triton"`` (CUDA); see
+            :mod:`disenkg.ops.impls`. (default: ``"auto"``)
         chunk_budget_bytes (int, optional): memory budget of one chunked tile.
         precision (str): the chunked path's GEMMs: ``"fp32"`` (the inputs' precision),
             ``"bf16"`` (float32 CPU inputs rounded to bfloat16 inside the GEMMs, float32
@@ -99,13 +110,14 @@ def mixture_bce(
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
     B, K, F, N = check_inputs(query, entity, att_logits, bias)
-    backend = resolve_impl(impl, query.device)
+    backend, tile = resolve_impl(impl, query.device)
     check_precision(precision)
     if precision == "bf16" and backend != "chunked":
-        raise ValueError(f"precision='bf16' is implemented by impl='chunked', not {backend!r}")
+        raise ValueError(f"precision='bf16' is implemented by the chunked schedule (impl "
+                         f"'chunked', 'native' or 'auto' on a CPU), not by {backend!r}")
     bf16 = backend == "chunked" and use_bf16(precision, query)
     tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device, pos_weight)
-    if backend == "torch":
+    if backend == "eager":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)
         return {"mean": loss.mean, "sum": loss.sum}.get(reduction, lambda: loss)()
     if backend == "triton" and importlib.util.find_spec("triton") is None:
@@ -118,7 +130,7 @@ def mixture_bce(
         att_logits = att_logits.new_zeros(B, 1)
     loga = torch.log_softmax(att_logits, dim=-1)
     return MixtureBCEFunction.apply(
-        query, entity, loga, bias, tgt, reduction, backend, chunk_budget_bytes, bf16
+        query, entity, loga, bias, tgt, reduction, backend, chunk_budget_bytes, bf16, tile
     )
 
 
@@ -153,8 +165,7 @@ class MixtureBCELoss(nn.Module):
             raise ValueError(f"unknown order {order!r}; choose one of {list(ORDERS)}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+        check_impl(impl, IMPLS)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing

@@ -27,8 +27,9 @@ For ``K = 1`` this collapses to BCE-with-logits: ``softplus(x) - t x`` with grad
 ``sigmoid(x) - t``, which gets its own fast path.
 
 On a CPU the element-wise part of a float32 tile with a scalar target (the background of a
-sparse target) runs as one fused native pass (``mixture_kernels.c``, selected by
-``tile_impl``); :func:`tile` is its reference and the path for everything else.
+sparse target) runs as one fused native pass (``mixture_kernels.c``; the op's
+``impl="native"``, or ``"auto"`` where it applies); :func:`tile` is its reference and the
+path for everything else.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def native_tile(x: Tensor, loga: Tensor | None, t: float, w: float | None,
         la = loga.reshape(K, R).to(torch.float32).contiguous()
     rows = torch.empty(R, dtype=torch.float64)
     gl = torch.zeros(K, R) if (w is not None and la is not None) else None
-    native.load().mixture_bce_tile_f32(
+    native.kernel("mixture_bce_tile", torch.float32)(
         x.data_ptr(), None if bias is None else bias.data_ptr(),
         None if la is None else la.data_ptr(), K, R, C, float(t),
         0.0 if w is None else float(w), int(w is not None), rows.data_ptr(),
@@ -172,7 +173,7 @@ def _tile_fn(impl: str, qk: Tensor, target: Target, w: Tensor | float | None):
           and not isinstance(w, Tensor) and qk.shape[0] <= NATIVE_MAX_K)
     need = ("float32 CPU inputs, a sparse or constant target, scalar weights and "
             f"K <= {NATIVE_MAX_K}")
-    return native_tile if native.use(impl, ok, need, name="tile_impl") else tile
+    return native_tile if native.use(impl, ok, need) else tile
 
 
 def _wsum(p: Tensor, w: Tensor | float) -> Tensor:
@@ -200,14 +201,14 @@ def chunked_forward(
     reduction: str,
     want_grad: bool,
     budget: int | None = None,
-    tile_impl: str = "auto",
+    impl: str = "auto",
     bf16: bool = False,
 ) -> tuple[Tensor, Grads | None]:
     """Loss (scalar for mean/sum, (B, N) for none) and, if ``want_grad``, its gradients.
 
     ``qk`` is ``(K, B, F)``, ``ek`` ``(K, N, F)``, ``loga`` ``(K, B, 1)`` or None (K=1).
     Gradients are of the *reduced* loss (so ``mean`` includes ``1 / (B N)``).
-    ``tile_impl`` picks the element-wise tile (``auto`` / ``native`` / ``torch``; the loss matrix of
+    ``impl`` picks the element-wise tile (``auto`` / ``native`` / ``eager``; the loss matrix of
     ``reduction="none"`` always comes from :func:`tile`); ``bf16`` runs the GEMMs under
     :func:`~disenkg.ops.precision.bf16_matmul`.
     """
@@ -221,7 +222,7 @@ def chunked_forward(
     s0 = target.s0  # the background's loss scale (a positive-class weight with smoothing)
     wb = None if w is None else w * s0
     fn = tile if (out is not None or target.scale is not None) else _tile_fn(
-        tile_impl, qk, target, wb)
+        impl, qk, target, wb)
     with bf16_matmul(bf16):
         for r0, r1, s, e in _tiles(K, B, N, qk.element_size(), budget):
             la = None if loga is None else loga[:, r0:r1]

@@ -1,4 +1,4 @@
-r"""The eager, materialising mixture BCE (``impl="torch"``): plain, obviously correct,
+r"""The eager, materialising mixture BCE (``impl="eager"``): plain, obviously correct,
 (B, K, N) in memory. It is the production path for the scorers the fused op does not cover
 (``transe_l1``) and the definition the chunked and Triton implementations are tested
 against.

@@ -18,7 +18,8 @@ def _to_bkf(g: Tensor) -> Tensor:
 class MixtureBCEFunction(torch.autograd.Function):
     """Mixture BCE with ``loga = log_softmax(att_logits)`` as input (autograd does the rest).
 
-    ``backend`` is ``"chunked"`` or ``"triton"``. For ``K = 1`` the mixture is skipped and
+    ``backend`` is ``"chunked"`` (with the element ``tile`` kernel ``auto`` / ``native`` /
+    ``eager``) or ``"triton"``. For ``K = 1`` the mixture is skipped and
     the op is plain BCE-with-logits.
     """
 
@@ -34,6 +35,7 @@ class MixtureBCEFunction(torch.autograd.Function):
         backend: str,
         budget: int | None,
         bf16: bool = False,
+        tile: str = "auto",
     ) -> Tensor:
         B, K, _ = query.shape
         N = entity.shape[0]
@@ -65,7 +67,7 @@ class MixtureBCEFunction(torch.autograd.Function):
         qk, ek, la = _kbf(query, entity, loga)
         fused = want and reduction != "none"
         loss, grads = chunked.chunked_forward(qk, ek, la, bias, target, reduction, fused, budget,
-                                              bf16=bf16)
+                                              impl=tile, bf16=bf16)
         if fused:
             gb = grads.bias if grads.bias is not None else None
             ctx.save_for_backward(_to_bkf(grads.q), _to_bkf(grads.e), grads.loga.t(), gb)
@@ -83,7 +85,7 @@ class MixtureBCEFunction(torch.autograd.Function):
             if not bool(grad_out == 1):  # the usual case (loss.backward()) needs no copy
                 grads = tuple(g * grad_out if g is not None else None for g in grads)
             gq, ge, gl, gb = grads
-            return gq, ge, gl, gb if has_bias else None, None, None, None, None, None
+            return gq, ge, gl, gb if has_bias else None, None, None, None, None, None, None
         query, entity, loga, bias = ctx.saved_tensors
         B, K, _ = query.shape
         N = entity.shape[0]
@@ -119,7 +121,7 @@ class MixtureBCEFunction(torch.autograd.Function):
                     gb = gb + grads.bias
         if K == 1:
             gl = torch.zeros_like(loga)
-        return gq, ge, gl, (gb if has_bias else None), None, None, None, None, None
+        return gq, ge, gl, (gb if has_bias else None), None, None, None, None, None, None
 
 
 def _dense_weight(weight: Tensor | float, B: int, N: int) -> Tensor:

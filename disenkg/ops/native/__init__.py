@@ -36,13 +36,18 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["IMPLS", "NativeUnavailableError", "available", "enabled", "library_path", "load",
-           "unavailable_reason", "use"]
+from disenkg.ops.impls import KERNEL_IMPLS
 
-#: the ``impl`` choices of every op with a native kernel and a PyTorch path
-IMPLS = ("auto", "native", "torch")
+__all__ = ["IMPLS", "SUFFIXES", "NativeUnavailableError", "available", "enabled", "kernel",
+           "library_path", "load", "unavailable_reason", "use"]
+
+#: the ``impl`` choices of every element kernel with a native and a PyTorch version
+#: (:data:`disenkg.ops.impls.KERNEL_IMPLS`)
+IMPLS = KERNEL_IMPLS
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +205,16 @@ def library_path(compiler: str | None = None) -> Path:
     return _cache_dir() / f"disenkg_kernels-{h.hexdigest()[:16]}.so"
 
 
+#: the C kernels' name suffix per element type (``str(torch dtype)`` without ``torch.``)
+SUFFIXES = {"float32": "f32", "float64": "f64", "bfloat16": "bf16"}
+
+
+def kernel(name: str, dtype: object) -> Callable[..., Any]:
+    """The kernel ``{name}_{suffix}`` of the loaded library for the torch ``dtype``
+    (:data:`SUFFIXES`; builds the library on first use, raises when unavailable)."""
+    return getattr(load(), f"{name}_{SUFFIXES[str(dtype).removeprefix('torch.')]}")
+
+
 def load() -> ctypes.CDLL:
     """Returns the loaded library, building it if needed (raises when unavailable)."""
     global _lib, _error
@@ -287,7 +302,7 @@ def use(impl: str, supported: bool, need: str, name: str = "impl") -> bool:
     """Whether an op runs its native kernel: ``impl`` (an :data:`IMPLS` value, the op's
     argument ``name``) ``"native"`` requires it (``ValueError`` naming ``need`` when the
     inputs are not ``supported``, :class:`NativeUnavailableError` when the kernels cannot be
-    built), ``"auto"`` takes it when ``supported`` and :func:`available`, ``"torch"``
+    built), ``"auto"`` takes it when ``supported`` and :func:`available`, ``"eager"``
     never does."""
     if impl not in IMPLS:
         raise ValueError(f"unknown {name} {impl!r}; choose one of {list(IMPLS)}")
