@@ -8,6 +8,7 @@ from disenkg.nn.composition import COMPOSITIONS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS
+from disenkg.training.node import NODE_ENCODERS
 from tests.nn.test_composition_attention import (
     TESTED_COMPONENT_ATTENTIONS,
     TESTED_COMPOSITIONS,
@@ -15,6 +16,10 @@ from tests.nn.test_composition_attention import (
 )
 from tests.nn.test_mi import TESTED_MI
 from tests.nn.test_scorers import TESTED_SCORERS
+
+#: node encoders with a test against a reference (tests/nn/encoders) and a training run
+#: (tests/training/test_node.py)
+TESTED_NODE_ENCODERS = {"gat", "mlp"}
 
 
 def test_every_variant_is_tested():
@@ -28,3 +33,4 @@ def test_every_variant_is_tested():
         assert set(registry.names()) == tested, f"untested {registry.kind}: " \
             f"{set(registry.names()) - tested}"
     assert set(MODELS.names()) == {"conve", "disenkgat"}
+    assert set(NODE_ENCODERS.names()) == TESTED_NODE_ENCODERS

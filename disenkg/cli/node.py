@@ -25,6 +25,7 @@ from disenkg.cli.common import (
 from disenkg.cli.values import integer, nonneg_float, pos_float
 from disenkg.errors import ConfigError
 from disenkg.runs.rundir import RunDir
+from disenkg.training.node import NODE_ENCODERS
 from disenkg.utils.io import atomic_write_text
 
 __all__ = ["HISTORY_COLUMNS", "build_parser", "main"]
@@ -56,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--root", default=None,
                    help="folder holding NAME/raw/ind.name.* (default: $DISENKG_DATA/planetoid,"
                         " then the bundled disenkg/data/planetoid)")
-    g.add_argument("--encoder", default="gat", choices=["gat", "mlp"],
-                   help="classification encoder (mlp = no-graph baseline)")
+    g.add_argument("--encoder", default="gat", choices=NODE_ENCODERS.names(),
+                   help="classification encoder: " + "; ".join(
+                       f"{n} = {NODE_ENCODERS.get(n).description}"
+                       for n in NODE_ENCODERS.names()))
     g.add_argument("--recon", default="full", choices=["sampled", "full"],
                    help="link task: VGAE reconstruction loss; full = the paper's exact "
                         "all-pairs BCE through the fused op (memory linear in nodes), sampled "

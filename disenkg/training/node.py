@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from disenkg.evaluation.binary import average_precision, roc_auc
 from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
 from disenkg.nn.reconstruction import full_reconstruction_loss, reconstruction_targets
 from disenkg.runs.checkpoint import save_checkpoint
-from disenkg.utils import seed_everything
+from disenkg.utils import Registry, seed_everything
 
-__all__ = ["RECONS", "ArrayModel", "NodeConfig", "run_array", "run_classification", "run_vgae"]
+__all__ = ["NODE_ENCODERS", "RECONS", "ArrayModel", "NodeConfig", "NodeEncoderEntry",
+           "build_node_encoder", "run_array", "run_classification", "run_vgae"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +55,33 @@ def _save(checkpoint: Path | None, state: dict, seed: int) -> None:
         save_checkpoint({"model": state, "seed": seed}, checkpoint)
 
 
+@dataclass(frozen=True)
+class NodeEncoderEntry:
+    """A node classifier: ``build(in_channels, out_channels, cfg)`` and whether its
+    ``forward`` takes the graph (``model(x, edge_index)``) or the features alone."""
+
+    build: Callable[[int, int, NodeConfig], nn.Module]
+    uses_graph: bool
+    description: str
+
+
+#: the node classifiers of ``python -m disenkg.run node --task classification --encoder``
+NODE_ENCODERS: Registry[NodeEncoderEntry] = Registry("node encoder")
+NODE_ENCODERS.register("gat")(NodeEncoderEntry(
+    lambda i, o, cfg: GATEncoder(in_channels=i, hidden_channels=cfg.hidden, out_channels=o,
+                                 heads=cfg.heads, dropout=cfg.dropout,
+                                 attention_dropout=cfg.dropout),
+    uses_graph=True, description="GAT (Velickovic et al. 2018)"))
+NODE_ENCODERS.register("mlp")(NodeEncoderEntry(
+    lambda i, o, cfg: MLPEncoder(in_channels=i, hidden_channels=64, out_channels=o,
+                                 dropout=0.5),
+    uses_graph=False, description="MLP on the features alone (no graph)"))
+
+
 def build_node_encoder(kind: str, in_channels: int, out_channels: int,
                        cfg: NodeConfig) -> nn.Module:
-    if kind == "gat":
-        return GATEncoder(in_channels=in_channels, hidden_channels=cfg.hidden,
-                          out_channels=out_channels, heads=cfg.heads, dropout=cfg.dropout,
-                          attention_dropout=cfg.dropout)
-    if kind == "mlp":
-        return MLPEncoder(in_channels=in_channels, hidden_channels=64,
-                          out_channels=out_channels, dropout=0.5)
-    raise ValueError(f"unknown encoder {kind!r}; choose one of ['gat', 'mlp']")
+    """The :data:`NODE_ENCODERS` entry ``kind`` built for the given sizes."""
+    return NODE_ENCODERS.get(kind).build(in_channels, out_channels, cfg)
 
 
 def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
@@ -76,11 +95,12 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
     seed_everything(seed)
     data = data.to(device)
     num_classes = int(data.y.max()) + 1
-    model = build_node_encoder(encoder, data.num_features, num_classes, cfg).to(device)
+    entry = NODE_ENCODERS.get(encoder)
+    model = entry.build(data.num_features, num_classes, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def logits():
-        return model(data.x, data.edge_index) if encoder == "gat" else model(data.x)
+        return model(data.x, data.edge_index) if entry.uses_graph else model(data.x)
 
     # The GAT authors' criterion: patience resets when validation accuracy or loss reaches
     # its best so far; the model is kept when both are at their best.
