@@ -56,15 +56,11 @@ class InteractEInteraction(nn.Module):
         feature_dropout (float): 2-D dropout on feature maps. (default: ``0.4``)
         hidden_dropout (float): after the projection. (default: ``0.3``)
         seed (int): seed of the permutation generator. (default: ``0``)
-        image_chunk (int): images per chunk of the chunked head (exact batch norm, see
-            :func:`~disenkg.ops.conv_head.conv_bn_head`). (default: ``256``)
-        impl (str): the head's implementation (:mod:`disenkg.ops.impls`): ``auto``,
-            ``eager`` (all feature maps at once), ``chunked`` or ``native`` (chunks with
-            the PyTorch / C patch kernels). (default: ``"auto"``)
-        precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
-            feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
-            fp32) or ``auto`` (bf16 on CPUs with AMX / AVX512-BF16, else fp32; what the
-            command line uses). (default: ``"fp32"``, exact)
+        image_chunk (int): as :class:`~disenkg.nn.scorers.ConvEInteraction`.
+            (default: ``256``)
+        impl (str): as :class:`~disenkg.nn.scorers.ConvEInteraction`. (default: ``"auto"``)
+        precision (str): as :class:`~disenkg.nn.scorers.ConvEInteraction`.
+            (default: ``"fp32"``, exact)
     """
 
     def __init__(self, *, embedding_dim: int = 200, k_h: int = 20, k_w: int = 10,
