@@ -15,7 +15,8 @@ Two mechanisms, one policy (``PRECISIONS``: ``fp32``, ``bf16``, ``auto``):
   inputs lose precision, the result is never rounded to bfloat16.
 
 ``auto`` means bfloat16 where the hardware makes it fast (:func:`fast_bf16_cpu`) and the
-input is float32 on a CPU, else the input's own precision (GPUs, float64).
+input is float32 on a CPU, else the input's own precision (float64); for the Triton loss
+kernels, bfloat16 GEMM inputs on CUDA devices with bfloat16 support (:func:`triton_bf16`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["PRECISIONS", "auto_bf16", "bf16_matmul", "bf16_matmul_supported",
-           "check_precision", "fast_bf16_cpu", "use_bf16"]
+           "check_precision", "fast_bf16_cpu", "triton_bf16", "use_bf16"]
 
 #: precision policies of the scoring head and loss
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -78,6 +79,16 @@ def use_bf16(precision: str, x: Tensor) -> bool:
                              f"{x.dtype} on {x.device}")
         return True
     return auto_bf16(x) and bf16_matmul_supported()
+
+
+def triton_bf16(precision: str, x: Tensor) -> bool:
+    """Whether the Triton kernels take bfloat16 GEMM inputs (tensor cores, float32
+    accumulation) under ``precision``: ``bf16`` always, ``auto`` on CUDA devices with
+    bfloat16 support, ``fp32`` never (exact float32 products, no TF32)."""
+    check_precision(precision)
+    if precision == "auto":
+        return x.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
 
 
 @contextmanager

@@ -90,7 +90,8 @@ def test_mixture_bce_bf16_close_to_float64():
 
 def test_mixture_bce_precision_validation():
     q, e, att, bias, tgt = _problem(B=4, N=9, Fd=3)
-    with pytest.raises(ValueError, match="implemented by the chunked schedule .* not by 'eager'"):
+    with pytest.raises(ValueError,
+                       match="by the chunked schedule and the Triton .* not by 'eager'"):
         mixture_bce(q, e, att, tgt, impl="eager", precision="bf16")
     with pytest.raises(ValueError, match="unknown precision"):
         mixture_bce(q, e, att, tgt, precision="tf32")

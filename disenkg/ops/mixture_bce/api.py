@@ -17,7 +17,7 @@ from disenkg.ops.mixture_bce.inputs import (
     check_pos_weight,
     make_target,
 )
-from disenkg.ops.precision import check_precision, use_bf16
+from disenkg.ops.precision import check_precision, triton_bf16, use_bf16
 
 __all__ = ["IMPLS", "MixtureBCELoss", "mixture_bce", "resolve_impl"]
 
@@ -30,12 +30,19 @@ IMPLS = OP_IMPLS["mixture_bce"]
 _TILES = {"auto": "auto", "chunked": "eager", "native": "native"}
 
 
-def resolve_impl(impl: str, device: torch.device) -> tuple[str, str]:
+def resolve_impl(impl: str, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> tuple[str, str]:
     """``(backend, tile)``: the backend ``eager``, ``chunked`` or ``triton``, and for the
     chunked one the element tile's ``impl`` (``auto`` = the C tile where the inputs allow
-    it). ``auto`` is ``triton`` on CUDA when importable, else the chunked schedule."""
+    it). ``auto`` is ``triton`` on CUDA when importable (not for float64 inputs: the
+    kernels compute in float32), else the chunked schedule. ``triton`` for float64 inputs
+    is a ``ValueError``."""
     check_impl(impl, IMPLS)
-    if impl == "auto" and device.type == "cuda" and importlib.util.find_spec("triton"):
+    if impl == "triton" and dtype == torch.float64:
+        raise ValueError("impl='triton' computes in float32 and cannot take float64 inputs "
+                         "exactly; use impl 'chunked' or 'eager' (or float32 inputs)")
+    if (impl == "auto" and device.type == "cuda" and dtype != torch.float64
+            and importlib.util.find_spec("triton")):
         return "triton", "auto"
     if impl in _TILES:
         return "chunked", _TILES[impl]
@@ -110,12 +117,16 @@ def mixture_bce(
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
     B, K, F, N = check_inputs(query, entity, att_logits, bias)
-    backend, tile = resolve_impl(impl, query.device)
+    backend, tile = resolve_impl(impl, query.device, query.dtype)
     check_precision(precision)
-    if precision == "bf16" and backend != "chunked":
-        raise ValueError(f"precision='bf16' is implemented by the chunked schedule (impl "
-                         f"'chunked', 'native' or 'auto' on a CPU), not by {backend!r}")
-    bf16 = backend == "chunked" and use_bf16(precision, query)
+    if precision == "bf16" and backend == "eager":
+        raise ValueError("precision='bf16' is implemented by the chunked schedule and the "
+                         "Triton kernels (impl 'chunked', 'native', 'triton' or 'auto'), "
+                         "not by 'eager'")
+    if backend == "triton":
+        bf16 = triton_bf16(precision, query)
+    else:
+        bf16 = backend == "chunked" and use_bf16(precision, query)
     tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device, pos_weight)
     if backend == "eager":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)

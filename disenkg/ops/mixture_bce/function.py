@@ -44,13 +44,16 @@ class MixtureBCEFunction(torch.autograd.Function):
         if backend == "triton":
             from disenkg.ops.mixture_bce import triton_kernels as tk
 
+            if want and reduction != "none" and target.scale is None:
+                return _triton_fused(ctx, query, entity, loga, bias, target, reduction, bf16)
+            ctx.fused = False
             if target.scale is not None:  # dense target with a positive-class weight
-                loss = tk.triton_forward(query, entity, loga, bias, target, "none")
+                loss = tk.triton_forward(query, entity, loga, bias, target, "none", bf16=bf16)
                 loss = loss * target.scale
                 if reduction != "none":
                     loss = loss.sum()
             else:
-                loss = tk.triton_forward(query, entity, loga, bias, target, reduction)
+                loss = tk.triton_forward(query, entity, loga, bias, target, reduction, bf16=bf16)
                 if target.s0 != 1.0:
                     loss = loss * target.s0
             if target.is_sparse and target.rows.numel():
@@ -80,7 +83,7 @@ class MixtureBCEFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         target, reduction, backend, budget, has_bias, bf16 = ctx.meta
-        if backend == "chunked" and ctx.fused:
+        if ctx.fused:
             grads = ctx.saved_tensors
             if not bool(grad_out == 1):  # the usual case (loss.backward()) needs no copy
                 grads = tuple(g * grad_out if g is not None else None for g in grads)
@@ -107,7 +110,8 @@ class MixtureBCEFunction(torch.autograd.Function):
                 w = target.scale * w
             elif target.s0 != 1.0:
                 w = w * target.s0
-            gq, ge, gl, gb = tk.triton_backward(query, entity, loga, bias, target, w)
+            gq, ge, gl, gb = tk.triton_backward(query, entity, loga, bias, target, w,
+                                                bf16=bf16)
             if target.is_sparse and target.rows.numel():
                 grads = chunked.Grads(qk, ek, K, B, N, has_bias)
                 wp = (weight[target.rows, target.cols].unsqueeze(-1)
@@ -122,6 +126,39 @@ class MixtureBCEFunction(torch.autograd.Function):
         if K == 1:
             gl = torch.zeros_like(loga)
         return gq, ge, gl, (gb if has_bias else None), None, None, None, None, None, None
+
+
+def _triton_fused(ctx, query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None,
+                  target: Target, reduction: str, bf16: bool) -> Tensor:
+    """Loss and gradients of a mean / sum reduction from one Triton sweep (each logit tile
+    computed twice, not three times); backward only scales the saved gradients."""
+    from disenkg.ops.mixture_bce import triton_kernels as tk
+
+    B, K, _ = query.shape
+    N = entity.shape[0]
+    base = 1.0 / (B * N) if reduction == "mean" else 1.0
+    loss, gq, ge, gl, gb = tk.triton_grads(query, entity, loga, bias, target,
+                                           base * target.s0, with_loss=True, bf16=bf16)
+    if target.s0 != 1.0:
+        loss = loss * target.s0
+    if target.is_sparse and target.rows.numel():
+        qk, ek, la = _kbf(query, entity, loga)
+        corr, gpos = chunked._positive_correction(qk, ek, la, bias, target, base)
+        loss = loss + corr.sum()
+        grads = chunked.Grads(qk, ek, K, B, N, bias is not None)
+        chunked._scatter_positive(grads, gpos, qk, ek, target, la is not None)
+        gq = gq + _to_bkf(grads.q)
+        ge = ge + _to_bkf(grads.e)
+        gl = gl + grads.loga.t()
+        if gb is not None:
+            gb = gb + grads.bias
+    if reduction == "mean":
+        loss = loss / (B * N)
+    if K == 1:
+        gl = torch.zeros_like(gl)
+    ctx.save_for_backward(gq, ge, gl, gb)
+    ctx.fused = True
+    return loss
 
 
 def _dense_weight(weight: Tensor | float, B: int, N: int) -> Tensor:

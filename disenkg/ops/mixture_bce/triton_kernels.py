@@ -10,20 +10,40 @@ exists. The mixture uses an online log-sum-exp over ``K``:
     L1  = LSE_k l_k = log p                     L0  = LSE_k m_k = log(1 - p)
     loss = -(t L1 + (1 - t) L0)
 
-Backward recomputes the logit tiles (Cut Cross-Entropy style). With
-``c_k = l_k + m_k - log a_k = log a_k + logsigmoid(x_k) + logsigmoid(-x_k)``::
+With ``c_k = l_k + m_k - log a_k = log a_k + logsigmoid(x_k) + logsigmoid(-x_k)`` and the
+element weight ``w``::
 
     d loss / d x_k     = w (-t exp(c_k - L1) + (1 - t) exp(c_k - L0))
     d loss / d log a_k = -w (t exp(l_k - L1) + (1 - t) exp(m_k - L0))
-    grad_q[b, k]  += sum_n gx[b, n] e[n, k]      (atomic add over N tiles)
-    grad_e[n, k]  += sum_b gx[b, n] q[b, k]      (atomic add over B tiles)
+    grad_q[b, k]  += sum_n gx[b, n] e[n, k]
+    grad_e[n, k]  += sum_b gx[b, n] q[b, k]
 
-Sparse positives are handled outside the kernel by the exact affine correction in ``t``
-(see :mod:`disenkg.ops.mixture_bce.chunked`), so the kernel only needs the constant
+Schedules (the logits of a tile are recomputed, Cut Cross-Entropy style; never stored):
+
+* loss only (:func:`triton_forward`): one pass over ``k`` per tile;
+* loss and gradients in the forward pass (:func:`triton_grads` with ``with_loss=True``,
+  what training uses, as the chunked CPU path): the log-sum-exp pass and the gradient
+  pass, so each logit tile is computed twice per step (a separate backward would
+  compute it three times); gradients are added with atomics across tiles;
+* deterministic (``torch.use_deterministic_algorithms(True)``, or ``deterministic=True``):
+  no float atomics; one kernel owns query rows and loops over all entity tiles (grad_q,
+  grad_log_a, the loss rows), another owns entity rows and loops over all query tiles
+  (grad_e, grad_bias); each recomputes its tiles, so the logits are computed four times.
+
+Offsets are 64-bit (``N * K * F`` may exceed ``2^31``). Precision: ``bf16=False`` computes
+the products in float32 exactly (``input_precision="ieee"``: no TF32); ``bf16=True``
+rounds the GEMM inputs to bfloat16 for the tensor cores and accumulates in float32; the
+element-wise part, the loss and all gradients are float32 either way. Inputs must be
+float32, bfloat16 or float16 (float64 is refused by the caller, :mod:`.api`).
+
+Sparse positives are handled outside the kernels by the exact affine correction in ``t``
+(see :mod:`disenkg.ops.mixture_bce.chunked`), so the kernels only need the constant
 background target ``t0`` or, when given, a dense target tile.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -32,7 +52,7 @@ from torch import Tensor
 
 from disenkg.ops.mixture_bce.inputs import Target
 
-__all__ = ["triton_backward", "triton_forward"]
+__all__ = ["triton_backward", "triton_forward", "triton_grads"]
 
 
 @triton.jit
@@ -41,11 +61,24 @@ def _logsigmoid(x):
 
 
 @triton.jit
+def _dot(a, b, DOT_BF16: tl.constexpr):
+    """``a @ b`` accumulated in float32: ``DOT_BF16`` 0 = exact float32 inputs, 1 =
+    bfloat16 inputs (tensor cores), 2 = the same bfloat16-rounded inputs multiplied in
+    float32 (the interpreter, whose bfloat16 ``tl.dot`` is not numeric)."""
+    if DOT_BF16 == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    if DOT_BF16 == 2:
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),
+                      input_precision="ieee")
+    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+
+
+@triton.jit
 def _logit_tile(
     q_ptr, e_ptr, bias_ptr, k, offs_b, offs_n, mask_b, mask_n,
     s_qb, s_qk, s_eb, s_ek, F,
-    HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_BF16: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     for f0 in range(0, F, BLOCK_F):
@@ -59,7 +92,7 @@ def _logit_tile(
             e_ptr + offs_n[None, :] * s_eb + k * s_ek + offs_f[:, None],
             mask=mask_n[None, :] & mask_f[:, None], other=0.0,
         )
-        acc += tl.dot(q.to(tl.float32), e.to(tl.float32), allow_tf32=False)
+        acc += _dot(q, e, DOT_BF16)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     return acc
@@ -69,8 +102,8 @@ def _logit_tile(
 def _lse_pass(
     q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
     s_qb, s_qk, s_eb, s_ek, F, K,
-    HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_BF16: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     """Online log-sum-exp over k of l_k and m_k; returns (L1, L0)."""
     M1 = tl.full((BLOCK_B, BLOCK_N), float("-inf"), tl.float32)
@@ -79,7 +112,8 @@ def _lse_pass(
     S0 = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
     for k in range(0, K):
         x = _logit_tile(q_ptr, e_ptr, bias_ptr, k, offs_b, offs_n, mask_b, mask_n,
-                        s_qb, s_qk, s_eb, s_ek, F, HAS_BIAS, BLOCK_B, BLOCK_N, BLOCK_F)
+                        s_qb, s_qk, s_eb, s_ek, F, HAS_BIAS, DOT_BF16, BLOCK_B, BLOCK_N,
+                        BLOCK_F)
         la = tl.load(loga_ptr + offs_b * K + k, mask=mask_b, other=0.0).to(tl.float32)
         l = la[:, None] + _logsigmoid(x)
         m = l - x
@@ -93,27 +127,84 @@ def _lse_pass(
 
 
 @triton.jit
-def _tile(
-    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, B, N, F, K, t0, s_qb, s_qk, s_eb, s_ek,
-    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
-):
-    """This program's tile: offsets, masks, smoothed targets and the two log-sum-exps."""
-    pid_b = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < N
-    mask = mask_b[:, None] & mask_n[None, :]
-    L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
-                       s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, BLOCK_B, BLOCK_N, BLOCK_F)
+def _offsets(pid, BLOCK: tl.constexpr, n):
+    """64-bit offsets of block ``pid`` and their mask."""
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    return offs, offs < n
+
+
+@triton.jit
+def _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE: tl.constexpr):
     if HAS_DENSE:
         t = tl.load(t_ptr + offs_b[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
-        t = t.to(tl.float32)
+        return t.to(tl.float32)
+    return t0
+
+
+@triton.jit
+def _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W: tl.constexpr):
+    """The two element weights ``-t w`` and ``(1 - t) w`` (0 outside the tile)."""
+    if HAS_W:
+        w = tl.load(w_ptr + offs_b[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
+        w = w.to(tl.float32)
     else:
-        t = t0
-    return offs_b, offs_n, mask_b, mask_n, mask, t, L1, L0
+        w = w0
+    return tl.where(mask, -t * w, 0.0), tl.where(mask, (1.0 - t) * w, 0.0)
+
+
+@triton.jit
+def _add(ptr, val, mask, ATOMIC: tl.constexpr):
+    """``*ptr += val``: an atomic add, or a read-modify-write by the one owning program."""
+    if ATOMIC:
+        tl.atomic_add(ptr, val, mask=mask)
+    else:
+        tl.store(ptr, tl.load(ptr, mask=mask, other=0.0) + val, mask=mask)
+
+
+@triton.jit
+def _grad_pass(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, gq_ptr, ge_ptr, gloga_ptr,
+    offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
+    s_qb, s_qk, s_eb, s_ek, F, K,
+    HAS_BIAS: tl.constexpr, DOT_BF16: tl.constexpr, DO_Q: tl.constexpr,
+    DO_E: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    """Adds this tile's gradients to grad_q / grad_log_a (``DO_Q``) and grad_e (``DO_E``);
+    returns the tile's column sums of ``gx`` (the bias gradient)."""
+    gb_acc = tl.zeros((BLOCK_N,), tl.float32)
+    for k in range(0, K):
+        x = _logit_tile(q_ptr, e_ptr, bias_ptr, k, offs_b, offs_n, mask_b, mask_n,
+                        s_qb, s_qk, s_eb, s_ek, F, HAS_BIAS, DOT_BF16, BLOCK_B, BLOCK_N,
+                        BLOCK_F)
+        la = tl.load(loga_ptr + offs_b * K + k, mask=mask_b, other=0.0).to(tl.float32)
+        ls = _logsigmoid(x)
+        l = la[:, None] + ls
+        m = l - x
+        c = l + ls - x
+        gx = w1 * tl.exp(c - L1) + wz * tl.exp(c - L0)
+        if DO_Q:
+            gl = w1 * tl.exp(l - L1) - wz * tl.exp(m - L0)
+            _add(gloga_ptr + offs_b * K + k, tl.sum(gl, axis=1), mask_b, ATOMIC)
+        gb_acc += tl.sum(gx, axis=0)
+        for f0 in range(0, F, BLOCK_F):
+            offs_f = f0 + tl.arange(0, BLOCK_F)
+            mask_f = offs_f < F
+            if DO_Q:
+                me = mask_n[:, None] & mask_f[None, :]
+                e = tl.load(e_ptr + offs_n[:, None] * s_eb + k * s_ek + offs_f[None, :],
+                            mask=me, other=0.0)
+                mq = mask_b[:, None] & mask_f[None, :]
+                _add(gq_ptr + offs_b[:, None] * s_qb + k * s_qk + offs_f[None, :],
+                     _dot(gx, e, DOT_BF16), mq, ATOMIC)  # (BLOCK_B, BLOCK_F)
+            if DO_E:
+                mq = mask_b[:, None] & mask_f[None, :]
+                q = tl.load(q_ptr + offs_b[:, None] * s_qb + k * s_qk + offs_f[None, :],
+                            mask=mq, other=0.0)
+                me = mask_n[:, None] & mask_f[None, :]
+                _add(ge_ptr + offs_n[:, None] * s_eb + k * s_ek + offs_f[None, :],
+                     _dot(tl.trans(gx), q, DOT_BF16), me, ATOMIC)  # (BLOCK_N, BLOCK_F)
+    return gb_acc
 
 
 @triton.jit
@@ -122,13 +213,18 @@ def _fwd_kernel(
     B, N, F, K, t0,
     s_qb, s_qk, s_eb, s_ek,
     HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, REDUCE: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+    DOT_BF16: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_F: tl.constexpr,
 ):
-    offs_b, offs_n, mask_b, mask_n, mask, t, L1, L0 = _tile(
-        q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, B, N, F, K, t0, s_qb, s_qk, s_eb, s_ek,
-        HAS_BIAS, HAS_DENSE, BLOCK_B, BLOCK_N, BLOCK_F)
-    loss = -(t * L1 + (1.0 - t) * L0)
-    loss = tl.where(mask, loss, 0.0)
+    """The loss of one tile: row sums (``REDUCE``) or the ``(B, N)`` matrix."""
+    offs_b, mask_b = _offsets(tl.program_id(0), BLOCK_B, B)
+    offs_n, mask_n = _offsets(tl.program_id(1), BLOCK_N, N)
+    mask = mask_b[:, None] & mask_n[None, :]
+    L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
+                       s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, BLOCK_B, BLOCK_N,
+                       BLOCK_F)
+    t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
+    loss = tl.where(mask, -(t * L1 + (1.0 - t) * L0), 0.0)
     if REDUCE:
         tl.atomic_add(out_ptr + offs_b, tl.sum(loss, axis=1), mask=mask_b)
     else:
@@ -136,57 +232,107 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_kernel(
-    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr,
+def _tile_grad_kernel(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, out_ptr,
     gq_ptr, ge_ptr, gbias_ptr, gloga_ptr,
     B, N, F, K, t0, w0,
     s_qb, s_qk, s_eb, s_ek,
     HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_W: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+    WITH_LOSS: tl.constexpr, DOT_BF16: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
-    offs_b, offs_n, mask_b, mask_n, mask, t, L1, L0 = _tile(
-        q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, B, N, F, K, t0, s_qb, s_qk, s_eb, s_ek,
-        HAS_BIAS, HAS_DENSE, BLOCK_B, BLOCK_N, BLOCK_F)
-    if HAS_W:
-        w = tl.load(w_ptr + offs_b[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
-        w = w.to(tl.float32)
-    else:
-        w = w0
-    w1 = tl.where(mask, -t * w, 0.0)
-    wz = tl.where(mask, (1.0 - t) * w, 0.0)
-    gb_acc = tl.zeros((BLOCK_N,), tl.float32)
-    for k in range(0, K):
-        x = _logit_tile(q_ptr, e_ptr, bias_ptr, k, offs_b, offs_n, mask_b, mask_n,
-                        s_qb, s_qk, s_eb, s_ek, F, HAS_BIAS, BLOCK_B, BLOCK_N, BLOCK_F)
-        la = tl.load(loga_ptr + offs_b * K + k, mask=mask_b, other=0.0).to(tl.float32)
-        ls = _logsigmoid(x)
-        l = la[:, None] + ls
-        m = l - x
-        c = l + ls - x
-        gx = w1 * tl.exp(c - L1) + wz * tl.exp(c - L0)
-        gl = w1 * tl.exp(l - L1) - wz * tl.exp(m - L0)
-        tl.atomic_add(gloga_ptr + offs_b * K + k, tl.sum(gl, axis=1), mask=mask_b)
-        gb_acc += tl.sum(gx, axis=0)
-        for f0 in range(0, F, BLOCK_F):
-            offs_f = f0 + tl.arange(0, BLOCK_F)
-            mask_f = offs_f < F
-            mq = mask_b[:, None] & mask_f[None, :]
-            me = mask_n[:, None] & mask_f[None, :]
-            q = tl.load(q_ptr + offs_b[:, None] * s_qb + k * s_qk + offs_f[None, :],
-                        mask=mq, other=0.0).to(tl.float32)
-            e = tl.load(e_ptr + offs_n[:, None] * s_eb + k * s_ek + offs_f[None, :],
-                        mask=me, other=0.0).to(tl.float32)
-            gq = tl.dot(gx, e, allow_tf32=False)  # (BLOCK_B, BLOCK_F)
-            ge = tl.dot(tl.trans(gx), q, allow_tf32=False)  # (BLOCK_N, BLOCK_F)
-            tl.atomic_add(gq_ptr + offs_b[:, None] * s_qb + k * s_qk + offs_f[None, :],
-                          gq, mask=mq)
-            tl.atomic_add(ge_ptr + offs_n[:, None] * s_eb + k * s_ek + offs_f[None, :],
-                          ge, mask=me)
+    """One tile's gradients (and, ``WITH_LOSS``, its loss row sums), added with atomics."""
+    offs_b, mask_b = _offsets(tl.program_id(0), BLOCK_B, B)
+    offs_n, mask_n = _offsets(tl.program_id(1), BLOCK_N, N)
+    mask = mask_b[:, None] & mask_n[None, :]
+    L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
+                       s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, BLOCK_B, BLOCK_N,
+                       BLOCK_F)
+    t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
+    if WITH_LOSS:
+        loss = tl.where(mask, -(t * L1 + (1.0 - t) * L0), 0.0)
+        tl.atomic_add(out_ptr + offs_b, tl.sum(loss, axis=1), mask=mask_b)
+    w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
+    gb = _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, gq_ptr, ge_ptr, gloga_ptr,
+                    offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
+                    s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, True, True, True,
+                    BLOCK_B, BLOCK_N, BLOCK_F)
     if HAS_BIAS:
-        tl.atomic_add(gbias_ptr + offs_n, gb_acc, mask=mask_n)
+        tl.atomic_add(gbias_ptr + offs_n, gb, mask=mask_n)
 
 
+@triton.jit
+def _rows_grad_kernel(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, out_ptr, gq_ptr, gloga_ptr,
+    B, N, F, K, t0, w0,
+    s_qb, s_qk, s_eb, s_ek,
+    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_W: tl.constexpr,
+    WITH_LOSS: tl.constexpr, DOT_BF16: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    """Deterministic: this program owns ``BLOCK_B`` query rows and sweeps all entities,
+    so grad_q, grad_log_a and the loss rows are written without atomics."""
+    offs_b, mask_b = _offsets(tl.program_id(0), BLOCK_B, B)
+    rows = tl.zeros((BLOCK_B,), tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
+        mask_n = offs_n < N
+        mask = mask_b[:, None] & mask_n[None, :]
+        L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b,
+                           mask_n, s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16,
+                           BLOCK_B, BLOCK_N, BLOCK_F)
+        t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
+        if WITH_LOSS:
+            rows += tl.sum(tl.where(mask, -(t * L1 + (1.0 - t) * L0), 0.0), axis=1)
+        w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
+        _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, gq_ptr, gq_ptr, gloga_ptr,
+                   offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
+                   s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, True, False, False,
+                   BLOCK_B, BLOCK_N, BLOCK_F)
+    if WITH_LOSS:
+        tl.store(out_ptr + offs_b, rows, mask=mask_b)
+
+
+@triton.jit
+def _cols_grad_kernel(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, ge_ptr, gbias_ptr,
+    B, N, F, K, t0, w0,
+    s_qb, s_qk, s_eb, s_ek,
+    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_W: tl.constexpr,
+    DOT_BF16: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+):
+    """Deterministic: this program owns ``BLOCK_N`` entities and sweeps all queries, so
+    grad_e and grad_bias are written without atomics."""
+    offs_n, mask_n = _offsets(tl.program_id(0), BLOCK_N, N)
+    gb = tl.zeros((BLOCK_N,), tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        offs_b = b0 + tl.arange(0, BLOCK_B).to(tl.int64)
+        mask_b = offs_b < B
+        mask = mask_b[:, None] & mask_n[None, :]
+        L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b,
+                           mask_n, s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16,
+                           BLOCK_B, BLOCK_N, BLOCK_F)
+        t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
+        w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
+        gb += _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, ge_ptr, ge_ptr, ge_ptr,
+                         offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
+                         s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, False, True,
+                         False, BLOCK_B, BLOCK_N, BLOCK_F)
+    if HAS_BIAS:
+        tl.store(gbias_ptr + offs_n, gb, mask=mask_n)
+
+
+#: tile sizes; tl.dot needs each dimension >= 16
 _BLOCKS = {"BLOCK_B": 32, "BLOCK_N": 64, "BLOCK_F": 32}
+
+
+def _dot_mode(bf16: bool) -> int:
+    """:func:`_dot`'s ``DOT_BF16``: 2 under ``TRITON_INTERPRET=1``, where the same rounding
+    is emulated."""
+    if not bf16:
+        return 0
+    return 2 if os.environ.get("TRITON_INTERPRET") == "1" else 1
 
 
 def _prep(query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None):
@@ -199,7 +345,7 @@ def _prep(query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None):
 
 def triton_forward(
     query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None, target: Target,
-    reduction: str,
+    reduction: str, *, bf16: bool = False,
 ) -> Tensor:
     """Loss: per-row sums reduced to a scalar, or the ``(B, N)`` matrix for ``none``.
 
@@ -216,34 +362,62 @@ def triton_forward(
         q, e, b, la, t, out, B, N, F, K, float(target.t0),
         q.stride(0), q.stride(1), e.stride(0), e.stride(1),
         HAS_BIAS=bias is not None, HAS_DENSE=target.dense is not None, REDUCE=reduce,
-        **_BLOCKS,
+        DOT_BF16=_dot_mode(bf16), **_BLOCKS,
     )
     out = out.to(query.dtype)
     return out.sum() if reduce else out
 
 
-def triton_backward(
+def triton_grads(
     query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None, target: Target,
-    weight: Tensor | float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Gradients of ``sum(weight * loss)`` (dense part) w.r.t. query, entity, loga, bias."""
+    weight: Tensor | float, *, with_loss: bool = False, bf16: bool = False,
+    deterministic: bool | None = None,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor | None]:
+    """Gradients of ``sum(weight * loss)`` (dense part) w.r.t. query, entity, log a and
+    bias, and with ``with_loss`` the unweighted loss summed (a scalar) from the same
+    tiles; ``deterministic`` (default: :func:`torch.are_deterministic_algorithms_enabled`)
+    avoids float atomics (see the module docstring).
+
+    Returns ``(loss or None, grad_query, grad_entity, grad_loga, grad_bias or None)`` in
+    the inputs' dtype.
+    """
     B, K, F = query.shape
     N = entity.shape[0]
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
     q, e, la, b = _prep(query, entity, loga, bias)
     gq = torch.zeros(B, K, F, dtype=torch.float32, device=q.device)
     ge = torch.zeros(N, K, F, dtype=torch.float32, device=q.device)
     gl = torch.zeros(B, K, dtype=torch.float32, device=q.device)
     gb = torch.zeros(N, dtype=torch.float32, device=q.device)
+    out = torch.zeros(B, dtype=torch.float32, device=q.device)
     has_w = isinstance(weight, Tensor)
     w = weight.contiguous() if has_w else q
+    w0 = 0.0 if has_w else float(weight)
     t = target.dense if target.dense is not None else q
-    grid = (triton.cdiv(B, _BLOCKS["BLOCK_B"]), triton.cdiv(N, _BLOCKS["BLOCK_N"]))
-    _bwd_kernel[grid](
-        q, e, b, la, t, w, gq, ge, gb, gl, B, N, F, K, float(target.t0),
-        0.0 if has_w else float(weight),
-        q.stride(0), q.stride(1), e.stride(0), e.stride(1),
-        HAS_BIAS=bias is not None, HAS_DENSE=target.dense is not None, HAS_W=has_w,
-        **_BLOCKS,
-    )
+    flags = dict(HAS_BIAS=bias is not None, HAS_DENSE=target.dense is not None, HAS_W=has_w,
+                 DOT_BF16=_dot_mode(bf16), **_BLOCKS)
+    strides = (q.stride(0), q.stride(1), e.stride(0), e.stride(1))
+    nb, nn = triton.cdiv(B, _BLOCKS["BLOCK_B"]), triton.cdiv(N, _BLOCKS["BLOCK_N"])
+    if deterministic:
+        _rows_grad_kernel[(nb,)](q, e, b, la, t, w, out, gq, gl, B, N, F, K,
+                                 float(target.t0), w0, *strides, WITH_LOSS=with_loss, **flags)
+        _cols_grad_kernel[(nn,)](q, e, b, la, t, w, ge, gb, B, N, F, K, float(target.t0),
+                                 w0, *strides, **flags)
+    else:
+        _tile_grad_kernel[(nb, nn)](q, e, b, la, t, w, out, gq, ge, gb, gl, B, N, F, K,
+                                    float(target.t0), w0, *strides, WITH_LOSS=with_loss,
+                                    **flags)
     dt = query.dtype
-    return gq.to(dt), ge.to(dt), gl.to(dt), (gb.to(dt) if bias is not None else None)
+    loss = out.sum().to(dt) if with_loss else None
+    return (loss, gq.to(dt), ge.to(dt), gl.to(dt),
+            gb.to(dt) if bias is not None else None)
+
+
+def triton_backward(
+    query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None, target: Target,
+    weight: Tensor | float, *, bf16: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Gradients of ``sum(weight * loss)`` (dense part) w.r.t. query, entity, loga, bias."""
+    _, gq, ge, gl, gb = triton_grads(query, entity, loga, bias, target, weight, bf16=bf16)
+    return gq, ge, gl, gb
