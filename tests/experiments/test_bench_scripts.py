@@ -96,3 +96,18 @@ def test_make_user_kgs_is_transductive(tmp_path):
         ds = KGDataset.load(tmp_path / name)
         assert ds.check() == [] or all("also occur in train" in f for f in ds.check())
         assert len(ds.train) > 1000 and len(ds.test) > 50
+
+
+def test_bench_gpu_smoke_on_cpu():
+    """The prepared GPU benchmark runs end to end in its CPU smoke form (tiny sizes,
+    chunked instead of triton), so a lent GPU session only has to run it."""
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_gpu.py"),
+                          "--device", "cpu", "--small"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["device"] == "cpu" and res["loss"]["speedup"] > 0
+    assert abs(res["loss"]["chunked"]["loss"] - res["loss"]["eager"]["loss"]) < 1e-4
+    d = res["default"]
+    assert d["auto"]["step_seconds"] > 0 and d["plain"]["step_seconds"] > 0
+    assert 0 < d["auto"]["test_mrr"] <= 1 and d["auto"]["epoch_with_validation_seconds"] > 0
+    assert res["distmult"]["epoch_with_validation_seconds"] > 0

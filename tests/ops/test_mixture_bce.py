@@ -46,12 +46,22 @@ def grads(loss, *xs):
 
 
 IMPLS = ["eager", "chunked"]
-try:  # the triton impl is tested under the interpreter on CPU tensors
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+try:  # the triton impl: under the interpreter on CPU tensors, else on a GPU when present
     import triton  # noqa: F401
 
-    HAS_TRITON = os.environ.get("TRITON_INTERPRET") == "1"
+    HAS_TRITON = INTERPRET or torch.cuda.is_available()
 except ImportError:  # pragma: no cover
     HAS_TRITON = False
+#: where the Triton tests put their tensors
+TRITON_DEVICE = "cuda" if HAS_TRITON and not INTERPRET else "cpu"
+
+
+def make_t(**kw):
+    """:func:`make` on :data:`TRITON_DEVICE` (leaves, gradients as requested)."""
+    return tuple(None if x is None else
+                 x.detach().to(TRITON_DEVICE).requires_grad_(x.requires_grad)
+                 for x in make(**kw))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -266,7 +276,7 @@ def test_module_wrapper_and_repr():
         MixtureBCELoss(precision="fp16")
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="needs triton with TRITON_INTERPRET=1 on CPU")
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 @pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("order,sparse", [("after", True), ("before", False)])
 def test_triton_schedules_agree(order, sparse, deterministic):
@@ -277,7 +287,7 @@ def test_triton_schedules_agree(order, sparse, deterministic):
     from disenkg.ops.mixture_bce import triton_kernels as tk
     from disenkg.ops.mixture_bce.inputs import make_target
 
-    q, e, att, bias, y = make(B=37, K=3, Fd=45, N=131, dtype=torch.float32, seed=4)
+    q, e, att, bias, y = make_t(B=37, K=3, Fd=45, N=131, dtype=torch.float32, seed=4)
     tgt = tuple(y.nonzero().T) if sparse else y
     kw = dict(bias=bias, label_smoothing=0.1, order=order)
     qd, ed, ad, bd = (x.detach().double().requires_grad_() for x in (q, e, att, bias))
@@ -304,11 +314,11 @@ def test_triton_schedules_agree(order, sparse, deterministic):
     assert all(torch.equal(a, b) for a, b in zip(runs[1], runs[2]))
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="needs triton with TRITON_INTERPRET=1 on CPU")
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 def test_triton_precision_policy():
     """float64 is refused by ``triton`` (it would compute in float32) and never picked by
     ``auto``; ``precision="bf16"`` rounds the GEMM inputs (close to float32, not equal)."""
-    q, e, att, bias, y = make(B=33, K=2, Fd=40, N=70, dtype=torch.float32, seed=8)
+    q, e, att, bias, y = make_t(B=33, K=2, Fd=40, N=70, dtype=torch.float32, seed=8)
     with pytest.raises(ValueError, match="impl='triton' computes in float32"):
         mixture_bce(q.double(), e.double(), att.double(), y.double(), impl="triton")
     from disenkg.ops.mixture_bce.api import resolve_impl
@@ -324,13 +334,13 @@ def test_triton_precision_policy():
         assert (a - b).norm() <= 2e-2 * b.norm()
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="needs triton with TRITON_INTERPRET=1 on CPU")
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 @pytest.mark.parametrize("order,sparse,use_bias,reduction", [
     (o, s, b, r) for o, s, b, r in itertools.product(
         ["after", "before"], [False, True], [True, False], ["mean", "none"])
 ])
 def test_triton_interpreter(order, sparse, use_bias, reduction):
-    q, e, att, bias, y = make(B=5, K=3, Fd=7, N=37, dtype=torch.float32)
+    q, e, att, bias, y = make_t(B=5, K=3, Fd=7, N=37, dtype=torch.float32)
     b = bias if use_bias else None
     tgt = tuple(y.nonzero().T) if sparse else y
     kw = dict(bias=b, label_smoothing=0.1, order=order, reduction=reduction)
@@ -338,7 +348,8 @@ def test_triton_interpreter(order, sparse, use_bias, reduction):
                       **{**kw, "bias": None if b is None else b.double()}, impl="eager")
     out = mixture_bce(q, e, att, tgt, **kw, impl="triton")
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
-    w = torch.randn(out.shape, dtype=torch.float32) if reduction == "none" else 1.0
+    w = (torch.randn(out.shape, dtype=torch.float32, device=out.device)
+         if reduction == "none" else 1.0)
     g_out = grads((out * w).sum(), q, e, att, b)
     qd, ed, ad = (x.detach().double().requires_grad_() for x in (q, e, att))
     bd = None if b is None else b.detach().double().requires_grad_()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from disenkg.ops import MixtureBCELoss, mixture_bce
-from tests.ops.test_mixture_bce import HAS_TRITON, grads, make, naive
+from tests.ops.test_mixture_bce import HAS_TRITON, grads, make, make_t, naive
 
 
 def naive_weighted(q, e, att, y, bias, eps, order, w):
@@ -94,11 +94,11 @@ def test_module_passes_pos_weight():
     torch.testing.assert_close(mod(q, e, att, y), ref)
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="needs triton with TRITON_INTERPRET=1 on CPU")
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 @pytest.mark.parametrize("order,sparse,reduction,eps", list(itertools.product(
     ["after", "before"], [False, True], ["mean", "none"], [0.0, 0.1])))
 def test_triton_pos_weight(order, sparse, reduction, eps):
-    q, e, att, bias, y = make(B=5, K=3, Fd=7, N=37, dtype=torch.float32, seed=6)
+    q, e, att, bias, y = make_t(B=5, K=3, Fd=7, N=37, dtype=torch.float32, seed=6)
     tgt = tuple(y.nonzero().T) if sparse else y
     kw = dict(bias=bias, label_smoothing=eps, order=order, reduction=reduction, pos_weight=5.0)
     out = mixture_bce(q, e, att, tgt, **kw, impl="triton")
@@ -107,7 +107,7 @@ def test_triton_pos_weight(order, sparse, reduction, eps):
     ref = ref.mean() if reduction == "mean" else ref
     # float32: the positives' correction cancels against the background, scaled by w = 5
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=5e-6)
-    g = torch.randn(out.shape) if reduction == "none" else 1.0
+    g = torch.randn(out.shape, device=out.device) if reduction == "none" else 1.0
     gd = g.double() if isinstance(g, torch.Tensor) else g
     for go, gr in zip(grads((out * g).sum(), q, e, att, bias),
                       grads((ref * gd).sum(), qd, ed, ad, bd)):
