@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from disenkg.utils.seed import get_rng_state, set_rng_state
 __all__ = ["LinkTrainer", "TrainConfig"]
 
 logger = logging.getLogger(__name__)
+
+#: training steps between progress-bar loss updates on a GPU (each update waits for it)
+SHOW_EVERY = 20
 
 
 @dataclass
@@ -194,21 +198,33 @@ class LinkTrainer:
         cfg, model = self.config, self.model
         model.train()
         order = torch.randperm(len(self.train_index), generator=self.shuffle_gen)
-        total, batches = 0.0, 0
-        self._reg_sum = torch.zeros(())
+        total, batches = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        self._reg_sum = torch.zeros((), device=self.device)
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
                    leave=False, disable=not cfg.progress)
-        for s in bar:
-            ids = order[s:s + cfg.batch_size]
-            loss = self.train_step(ids)
+        # On a GPU the host reads a loss only for the progress bar (every SHOW_EVERY steps)
+        # and at the end of the epoch, so the device is never waited for in between.
+        lazy = self.device.type != "cpu"
+        for i, s in enumerate(bar):
+            loss = self._step(order[s:s + cfg.batch_size], check=not lazy)
             total += loss
             batches += 1
-            bar.set_postfix(loss=f"{loss:.4f}")
+            if cfg.progress and (not lazy or i % SHOW_EVERY == 0):
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        mean = float(total) / max(1, batches)
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"non-finite training loss (epoch mean {mean}) at epoch "
+                                     f"{self.epoch + 1}")
         self._last_mi = float(self._reg_sum) / max(1, batches)
-        return total / max(1, batches)
+        return mean
 
     def train_step(self, ids: torch.Tensor) -> float:
         """One optimisation step on the queries ``ids``; returns the loss value."""
+        return float(self._step(ids, check=True))
+
+    def _step(self, ids: torch.Tensor, check: bool) -> torch.Tensor:
+        """One optimisation step; the detached loss stays on the device. ``check`` stops a
+        non-finite loss before the update (a host synchronisation per step)."""
         model = self.model
         queries = self.train_index.queries[ids].to(self.device)
         rows, cols = self.train_index.batch(ids)
@@ -220,9 +236,9 @@ class LinkTrainer:
                           precision=self.config.loss_precision)
         reg = model.regularization(reps, queries[:, 0])
         if reg is not None:
-            self._reg_sum = self._reg_sum + reg.detach().float().cpu()
+            self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float()
             loss = loss + reg
-        if not torch.isfinite(loss):
+        if check and not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch "
                                      f"{self.epoch + 1}")
         loss.backward()
@@ -232,7 +248,7 @@ class LinkTrainer:
             aux = model.auxiliary_loss(reps, queries[:, 0])
             aux.backward()
             self.aux_optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Trains with early stopping on validation MRR, then evaluates the best model."""

@@ -45,15 +45,15 @@ def test_resume_after_kill_matches_uninterrupted(umls_path, tmp_path):
 
     killed = make_trainer(ds, tmp_path / "killed", epochs=4)
     calls = {"n": 0}
-    real_step = killed.train_step
+    real_step = killed._step
 
-    def dying_step(ids):
+    def dying_step(ids, check):
         calls["n"] += 1
         if killed.epoch == 2 and calls["n"] > 14:  # mid-way through epoch 3
             raise KeyboardInterrupt
-        return real_step(ids)
+        return real_step(ids, check)
 
-    killed.train_step = dying_step
+    killed._step = dying_step
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
     assert torch.load(killed.last_path, weights_only=False)["epoch"] == 2

@@ -85,7 +85,9 @@ class MixtureBCEFunction(torch.autograd.Function):
         target, reduction, backend, budget, has_bias, bf16 = ctx.meta
         if ctx.fused:
             grads = ctx.saved_tensors
-            if not bool(grad_out == 1):  # the usual case (loss.backward()) needs no copy
+            # the usual case (loss.backward()) needs no copy; on a GPU the check itself
+            # would wait for the device, so the scaling always runs there
+            if grad_out.device.type != "cpu" or not bool(grad_out == 1):
                 grads = tuple(g * grad_out if g is not None else None for g in grads)
             gq, ge, gl, gb = grads
             return gq, ge, gl, gb if has_bias else None, None, None, None, None, None, None

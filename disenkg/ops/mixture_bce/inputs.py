@@ -55,10 +55,14 @@ class Target:
         return self.scale is not None or self.s0 != 1.0 or self.s1 != 1.0
 
 
-def _check_finite(name: str, x: Tensor) -> None:
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+def _check_finite(named: list[tuple[str, Tensor]]) -> None:
+    """Raises naming the first tensor with a NaN or inf; one host synchronisation for all
+    of them (a GPU waits once per call, not once per tensor)."""
+    flags = torch.stack([torch.isfinite(x).all() for _, x in named]).tolist()
+    for (name, x), ok in zip(named, flags):
+        if not ok:
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
 
 def check_inputs(
@@ -93,8 +97,7 @@ def check_inputs(
             raise ValueError(f"{name} has dtype {x.dtype} but query has dtype {query.dtype}")
         if x.device != query.device:
             raise ValueError(f"{name} is on {x.device} but query is on {query.device}")
-    for name, x in named:
-        _check_finite(name, x.detach())
+    _check_finite([(name, x.detach()) for name, x in named])
     if B == 0 or N == 0 or K == 0:
         raise ValueError(f"empty problem: B={B}, K={K}, N={N}")
     return B, K, F, N
@@ -176,15 +179,15 @@ def _make_target(
                 f"sparse target rows and cols differ in length: {rows.numel()} vs {cols.numel()}"
             )
         if rows.numel():
-            if int(rows.min()) < 0 or int(rows.max()) >= num_rows:
+            r0, r1, c0, c1 = torch.stack([rows.min(), rows.max(), cols.min(),
+                                          cols.max()]).tolist()  # one synchronisation
+            if r0 < 0 or r1 >= num_rows:
                 raise ValueError(
-                    f"sparse target rows must lie in [0, {num_rows}), got range "
-                    f"[{int(rows.min())}, {int(rows.max())}]"
+                    f"sparse target rows must lie in [0, {num_rows}), got range [{r0}, {r1}]"
                 )
-            if int(cols.min()) < 0 or int(cols.max()) >= num_cols:
+            if c0 < 0 or c1 >= num_cols:
                 raise ValueError(
-                    f"sparse target cols must lie in [0, {num_cols}), got range "
-                    f"[{int(cols.min())}, {int(cols.max())}]"
+                    f"sparse target cols must lie in [0, {num_cols}), got range [{c0}, {c1}]"
                 )
             # A pair listed twice is still one positive: coalesce.
             key = torch.unique(rows * num_cols + cols)
@@ -200,9 +203,9 @@ def _make_target(
     if target.device != device:
         raise ValueError(f"target is on {target.device}, inputs on {device}")
     if target.is_floating_point():
-        _check_finite("target", target)
+        _check_finite([("target", target)])
     y = target.to(dtype)
-    lo, hi = float(y.min()), float(y.max())
+    lo, hi = torch.stack([y.min(), y.max()]).tolist()
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"target values must lie in [0, 1], got range [{lo}, {hi}]")
     if eps > 0:
