@@ -27,20 +27,26 @@ reduction, which the native kernels fuse into the SpMM pass that gathers the sam
 
 ``impl="native"`` runs the C/OpenMP kernels of :mod:`disenkg.ops.native` (CPU, float32 /
 float64; an edge weight of exactly 0 is skipped, so ``0 * inf`` terms count as 0);
-``impl="eager"`` is the plain gather / scatter reference (it materialises the
-``(E, K, F)`` products).
+``impl="triton"`` runs the Triton kernels of :mod:`disenkg.ops.edge_triton` (CUDA; float32 /
+float64; deterministic: no float atomics); ``impl="eager"`` is the plain gather / scatter
+reference (it materialises the ``(E, K, F)`` products); ``"auto"`` picks native on CPU
+tensors, triton on CUDA tensors.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from disenkg.ops import native
+from disenkg.ops.impls import check_impl
 
-__all__ = ["EdgeGraph", "edge_aggregate", "edge_dot", "native_supported"]
+__all__ = ["IMPLS", "EdgeGraph", "edge_aggregate", "edge_dot", "native_supported",
+           "triton_supported"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class EdgeGraph:
     dst_order: Tensor
     src_ptr: Tensor
     src_order: Tensor
+    rel_ptr: Tensor  # (R + 1,) the same for relations (the GPU kernels' table gradient)
+    rel_order: Tensor
 
     @classmethod
     def build(cls, edge_index: Tensor, edge_type: Tensor, num_nodes: int,
@@ -76,17 +84,18 @@ class EdgeGraph:
                     raise ValueError(f"{name} values must lie in [0, {hi}), got "
                                      f"[{lo_v}, {hi_v}]")
 
-        def csr(key: Tensor) -> tuple[Tensor, Tensor]:
+        def csr(key: Tensor, size: int) -> tuple[Tensor, Tensor]:
             order = torch.argsort(key, stable=True)
-            counts = torch.bincount(key, minlength=num_nodes)
-            ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=key.device)
+            counts = torch.bincount(key, minlength=size)
+            ptr = torch.zeros(size + 1, dtype=torch.long, device=key.device)
             torch.cumsum(counts, 0, out=ptr[1:])
             return ptr, order
 
-        dst_ptr, dst_order = csr(dst)
-        src_ptr, src_order = csr(src)
+        dst_ptr, dst_order = csr(dst, num_nodes)
+        src_ptr, src_order = csr(src, num_nodes)
+        rel_ptr, rel_order = csr(rel, num_relations)
         return cls(src, dst, rel, num_nodes, num_relations, dst_ptr, dst_order, src_ptr,
-                   src_order)
+                   src_order, rel_ptr, rel_order)
 
     @property
     def num_edges(self) -> int:
@@ -138,12 +147,35 @@ def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool
     return out, red
 
 
+def _sddmm_on(backend: str, a: Tensor, b: Tensor, table: Tensor | None,
+              g: EdgeGraph) -> Tensor:
+    if backend == "triton":
+        from disenkg.ops import edge_triton
+
+        return edge_triton.sddmm(a, b, table, g.src, g.dst, g.rel)
+    return _sddmm(a, b, table, g)
+
+
+def _spmm_on(backend: str, b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph,
+             to_dst: bool, rel_a: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    if backend != "triton":
+        return _spmm(b, table, w, g, to_dst, rel_a)
+    from disenkg.ops import edge_triton
+
+    ptr, order, other, node = ((g.dst_ptr, g.dst_order, g.src, g.dst) if to_dst
+                               else (g.src_ptr, g.src_order, g.dst, g.src))
+    out = edge_triton.spmm(b, table, w, ptr, order, other, g.rel, g.num_nodes)
+    red = None if rel_a is None else edge_triton.relation_sum(
+        rel_a, b, w, g.rel_ptr, g.rel_order, node, other, g.rel, g.num_relations)
+    return out, red
+
+
 class _EdgeDot(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, table, graph):
+    def forward(ctx, x, table, graph, backend):
         ctx.save_for_backward(x, table)
-        ctx.graph = graph
-        return _sddmm(x, x, table, graph)
+        ctx.graph, ctx.backend = graph, backend
+        return _sddmm_on(backend, x, x, table, graph)
 
     @staticmethod
     def backward(ctx, grad):
@@ -152,17 +184,18 @@ class _EdgeDot(torch.autograd.Function):
         grad = grad.contiguous()
         want_t = ctx.needs_input_grad[1]
         # the dst-side pass gathers x_src for both d x_dst and d T = sum g x_dst * x_src
-        gx, gt = _spmm(x, table, grad, g, to_dst=True, rel_a=x if want_t else None)
-        gx.add_(_spmm(x, table, grad, g, to_dst=False)[0])
-        return gx if ctx.needs_input_grad[0] else None, gt, None
+        gx, gt = _spmm_on(ctx.backend, x, table, grad, g, to_dst=True,
+                          rel_a=x if want_t else None)
+        gx.add_(_spmm_on(ctx.backend, x, table, grad, g, to_dst=False)[0])
+        return gx if ctx.needs_input_grad[0] else None, gt, None, None
 
 
 class _EdgeAggregate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, table, weight, graph):
+    def forward(ctx, x, table, weight, graph, backend):
         ctx.save_for_backward(x, table, weight)
-        ctx.graph = graph
-        return _spmm(x, table, weight, graph, to_dst=True)[0]
+        ctx.graph, ctx.backend = graph, backend
+        return _spmm_on(backend, x, table, weight, graph, to_dst=True)[0]
 
     @staticmethod
     def backward(ctx, grad):
@@ -173,12 +206,12 @@ class _EdgeAggregate(torch.autograd.Function):
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             # the src-side pass gathers grad_dst for both d x_src and
             # d T = sum w grad_dst * x_src
-            gx, gt = _spmm(grad, table, weight, g, to_dst=False,
-                           rel_a=x if ctx.needs_input_grad[1] else None)
+            gx, gt = _spmm_on(ctx.backend, grad, table, weight, g, to_dst=False,
+                              rel_a=x if ctx.needs_input_grad[1] else None)
             gx = gx if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[2]:
-            gw = _sddmm(grad, x, table, g)
-        return gx, gt, gw, None
+            gw = _sddmm_on(ctx.backend, grad, x, table, g)
+        return gx, gt, gw, None, None
 
 
 # ---------------------------------------------------------------------- public ops
@@ -195,7 +228,33 @@ def _check(x: Tensor, table: Tensor, graph: EdgeGraph, weight: Tensor | None = N
         raise TypeError("x, table and weight must share one dtype")
 
 
+#: the edge products' ``impl`` choices (:mod:`disenkg.ops.impls`)
+IMPLS = ("auto", "native", "triton", "eager")
+
+
+def triton_supported(*tensors: Tensor) -> bool:
+    """Whether the Triton kernels can run on these tensors: float32/64 on a CUDA device
+    (or on the CPU under ``TRITON_INTERPRET=1``) with ``triton`` installed."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    where = {t.device.type for t in tensors}
+    ok_device = where == {"cuda"} or (where == {"cpu"}
+                                      and os.environ.get("TRITON_INTERPRET") == "1")
+    return ok_device and all(t.dtype in (torch.float32, torch.float64) for t in tensors)
+
+
 def _resolve(impl: str, *tensors: Tensor) -> str:
+    """``native``, ``triton`` or ``eager`` for ``impl``: ``auto`` = native on CPU tensors
+    where built, triton on CUDA tensors, else eager."""
+    check_impl(impl, IMPLS)
+    if impl == "triton":
+        if not triton_supported(*tensors):
+            raise ValueError("impl='triton' needs the 'triton' package and float32/float64 "
+                             "CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)")
+        return "triton"
+    if impl == "auto" and all(t.device.type == "cuda" for t in tensors) \
+            and triton_supported(*tensors):
+        return "triton"
     bad = _native_inputs(tensors)
     need = ("CPU float32/float64 tensors"
             + ("" if bad is None else f", got {bad.dtype} on {bad.device}"))
@@ -205,8 +264,9 @@ def _resolve(impl: str, *tensors: Tensor) -> str:
 def edge_dot(x: Tensor, table: Tensor, graph: EdgeGraph, impl: str = "auto") -> Tensor:
     """``(E, K)``: :math:`\\sum_f x_{dst} x_{src} T_{rel}` (see module docstring)."""
     _check(x, table, graph)
-    if _resolve(impl, x, table) == "native":
-        return _EdgeDot.apply(x.contiguous(), table.contiguous(), graph)
+    backend = _resolve(impl, x, table)
+    if backend != "eager":
+        return _EdgeDot.apply(x.contiguous(), table.contiguous(), graph, backend)
     return (x.index_select(0, graph.dst) * x.index_select(0, graph.src)
             * table.index_select(0, graph.rel)).sum(-1)
 
@@ -216,9 +276,10 @@ def edge_aggregate(x: Tensor, table: Tensor, weight: Tensor, graph: EdgeGraph,
     """``(N, K, F)``: :math:`\\sum_{e \\to i} w_e\\, x_{src} \\odot T_{rel}` (see module
     docstring)."""
     _check(x, table, graph, weight)
-    if _resolve(impl, x, table, weight) == "native":
+    backend = _resolve(impl, x, table, weight)
+    if backend != "eager":
         return _EdgeAggregate.apply(x.contiguous(), table.contiguous(), weight.contiguous(),
-                                    graph)
+                                    graph, backend)
     msg = x.index_select(0, graph.src) * table.index_select(0, graph.rel)
     out = torch.zeros_like(x)
     return out.index_add_(0, graph.dst, msg * weight.unsqueeze(-1))

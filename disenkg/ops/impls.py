@@ -35,7 +35,7 @@ IMPL_MEANINGS: dict[str, str] = {
 #: the words each op accepts (its command-line flag in brackets)
 OP_IMPLS: dict[str, tuple[str, ...]] = {
     "mixture_bce": ("auto", "eager", "chunked", "native", "triton"),  # --loss-impl
-    "disen_conv": ("auto", "eager", "chunked", "native"),  # --encoder-impl
+    "disen_conv": ("auto", "eager", "chunked", "native", "triton"),  # --encoder-impl
     "conv_head": ("auto", "eager", "chunked", "native"),  # --head-impl
 }
 

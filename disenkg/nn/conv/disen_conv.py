@@ -25,11 +25,13 @@ Implementations (:mod:`disenkg.ops.impls`):
   logits and aggregation are the relation-weighted edge products of
   :mod:`disenkg.ops.edge_products` (native CPU kernels): no ``(E, K, F)`` tensor exists in
   forward or backward, and nothing is recomputed;
+* ``impl="triton"``: the same fused schedule with the Triton kernels of
+  :mod:`disenkg.ops.edge_triton` (CUDA);
 * ``impl="chunked"``: edges are processed in chunks whose activations are recomputed in
   backward (activation checkpointing), so no ``(E, K, F)`` tensor is ever alive;
 * ``impl="eager"``: the same code on all edges at once (the materialising reference);
-* ``impl="auto"`` (default): ``native`` where it applies (CPU, float32/64, native kernels
-  built), else ``chunked``.
+* ``impl="auto"`` (default): the fused schedule where it applies (``native`` on a CPU with
+  the kernels built, ``triton`` on CUDA), else ``chunked``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ from torch_geometric.utils import softmax
 from disenkg.nn.composition import COMPOSITIONS, RELATION_FACTORS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.ops import native
-from disenkg.ops.edge_products import EdgeGraph, edge_aggregate, edge_dot, native_supported
+from disenkg.ops.edge_products import (
+    EdgeGraph,
+    edge_aggregate,
+    edge_dot,
+    native_supported,
+    triton_supported,
+)
 from disenkg.ops.impls import OP_IMPLS, check_impl
 
 __all__ = ["FUSED_ATTENTIONS", "IMPLS", "DisenConv"]
@@ -70,8 +78,8 @@ class DisenConv(MessagePassing):
         negative_slope (float): LeakyReLU slope of the logits. (default: ``0.2``)
         bias (bool): add a learned bias before batch norm. (default: ``False``)
         activation (str): ``tanh`` or ``none``. (default: ``"tanh"``)
-        impl (str): ``auto``, ``native`` (fused edge products), ``chunked`` or ``eager``
-            (see the module docstring). (default: ``"auto"``)
+        impl (str): ``auto``, ``native`` / ``triton`` (fused edge products on a CPU / GPU),
+            ``chunked`` or ``eager`` (see the module docstring). (default: ``"auto"``)
         edge_chunk (int, optional): edges per chunk; default from a 256 MB budget.
 
     Shapes:
@@ -100,8 +108,8 @@ class DisenConv(MessagePassing):
         self.att_drop = nn.Dropout(attention_dropout)
         self.negative_slope = negative_slope
         self.activation = activation
-        if impl == "native" and not self.fusable:
-            raise ValueError(f"impl='native' (the fused schedule) needs composition in "
+        if impl in ("native", "triton") and not self.fusable:
+            raise ValueError(f"impl={impl!r} (the fused schedule) needs composition in "
                              f"{sorted(RELATION_FACTORS)} and attention in "
                              f"{list(FUSED_ATTENTIONS)}, got "
                              f"{composition!r} and {attention!r}")
@@ -144,12 +152,13 @@ class DisenConv(MessagePassing):
         factor = (self.relation_factor(rel_all.unsqueeze(1), self.rel_weight)
                   if self.relation_factor is not None else None)
         table = self.attention.relation_table(rel_all, self.rel_weight)
-        if self._use_fused(x, rel_all):
+        fused = self._fused_backend(x, rel_all)
+        if fused is not None:
             graph = self._graph(edge_index, edge_type, N)
-            logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl="native"),
+            logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl=fused),
                                               self.negative_slope)
             alpha = softmax(logits, graph.dst, num_nodes=N)
-            out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl="native")
+            out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl=fused)
             return self._finish(out, rel, alpha, return_attention)
         ei, et = self._with_loops(edge_index, edge_type, N)
         tables = (factor, table)
@@ -165,13 +174,24 @@ class DisenConv(MessagePassing):
         return (self.relation_factor is not None
                 and self.attention_name in FUSED_ATTENTIONS)
 
-    def _use_fused(self, x: Tensor, rel_all: Tensor) -> bool:
+    def _fused_backend(self, x: Tensor, rel_all: Tensor) -> str | None:
+        """The edge products' ``impl`` of the fused schedule, or ``None`` (edge chunks)."""
         if self.impl == "native":
             if not native_supported(x, rel_all):
                 raise RuntimeError(f"impl='native' cannot run on {x.dtype} {x.device} tensors "
                                    f"(native kernels: {native.unavailable_reason() or 'ok'})")
-            return True
-        return self.impl == "auto" and self.fusable and native_supported(x, rel_all)
+            return "native"
+        if self.impl == "triton":
+            if not triton_supported(x, rel_all):
+                raise RuntimeError(f"impl='triton' cannot run on {x.dtype} {x.device} tensors "
+                                   "(needs triton and CUDA, or TRITON_INTERPRET=1)")
+            return "triton"
+        if self.impl == "auto" and self.fusable:
+            if native_supported(x, rel_all):
+                return "native"
+            if x.device.type == "cuda" and triton_supported(x, rel_all):
+                return "triton"
+        return None
 
     def _with_loops(self, edge_index: Tensor, edge_type: Tensor, N: int
                     ) -> tuple[Tensor, Tensor]:
