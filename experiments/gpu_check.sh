@@ -15,6 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
     2>&1 | tee -a "$OUT/gpu.txt"
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/ops/test_mixture_bce.py \
-    tests/ops/test_pos_weight.py -k "triton" 2>&1 | tee "$OUT/tests.log"
+    tests/ops/test_pos_weight.py tests/ops/test_edge_triton.py -k "triton" 2>&1 \
+    | tee "$OUT/tests.log"
 timeout 300 python3 experiments/bench_gpu.py --data-dir "${DATA_DIR:-gpu_data}" 2>&1 \
     | tee "$OUT/bench.log"
