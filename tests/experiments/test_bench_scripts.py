@@ -111,3 +111,9 @@ def test_bench_gpu_smoke_on_cpu():
     assert d["auto"]["step_seconds"] > 0 and d["plain"]["step_seconds"] > 0
     assert 0 < d["auto"]["test_mrr"] <= 1 and d["auto"]["epoch_with_validation_seconds"] > 0
     assert res["distmult"]["epoch_with_validation_seconds"] > 0
+
+
+def test_bench_conv_head_small():
+    res = run_script("bench_conv_head.py", "--impls", "auto,eager", "--images", "16",
+                     "--repeats", "1")
+    assert res["auto"]["seconds"] > 0 and res["eager"]["seconds"] > 0
