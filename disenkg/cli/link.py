@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
+
+import torch
+import torch.distributed as dist
 
 from disenkg.cli.common import (
     add_common_arguments,
@@ -40,6 +44,7 @@ from disenkg.runs.resume import merge_for_resume
 from disenkg.runs.rundir import RunDir
 from disenkg.runs.tracking import check_tracking, make_callbacks
 from disenkg.training import LinkTrainer, TrainConfig
+from disenkg.training.distributed import init_from_env
 from disenkg.utils import seed_everything
 
 __all__ = ["build_parser", "main", "train_from_args"]
@@ -189,13 +194,28 @@ def resolve_args(argv: list[str]) -> tuple[argparse.Namespace, RunDir]:
         args.output_dir = str(out)
     check_tracking(args.tensorboard)
     check_shapes(args)
-    run_dir.prepare(resume=args.resume, overwrite=args.overwrite)
+    if _env_rank() == 0:  # under torchrun, rank 0 alone owns the run directory
+        run_dir.prepare(resume=args.resume, overwrite=args.overwrite)
     return args, run_dir
+
+
+def _env_rank() -> int:
+    """This process's rank under ``torchrun`` (0 in a single process)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
     """Builds the dataset, model and trainer from resolved arguments, trains, evaluates."""
     device = pick_device(args.device)
+    ctx = init_from_env(device)
+    if ctx is not None:
+        if device.type == "cuda":  # one GPU per rank
+            device = torch.device("cuda", ctx.local_rank)
+            torch.cuda.set_device(device)
+        else:  # the machine's cores shared by its ranks
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ctx.world_size)))
+            torch.set_num_threads(max(1, torch.get_num_threads() // local))
+        dist.barrier()  # rank 0 has prepared the run directory
     seed_everything(args.seed)
     limit = getattr(args, "max_archive_mb", None)
     dataset = KGDataset.load(args.dataset, data_dir=args.data_dir,
@@ -225,21 +245,33 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         rank_type=args.rank_type, progress=not args.no_progress,
     )
     run_config = {k: v for k, v in vars(args).items() if k not in ("config",)}
-    run_dir.write_config({
-        "task": "link", "model": args.model, "args": run_config,
-        "dataset": {"name": dataset.name, "source": str(args.dataset),
-                    "num_entities": dataset.num_entities,
-                    "num_relations": dataset.num_relations,
-                    "fingerprint": dataset.fingerprint}})
-    run_dir.write_dataset(dataset)
+    world = 1 if ctx is None else ctx.world_size
+    run_config.update(world_size=world, per_rank_batch=-(-args.batch_size // world))
+    main_rank = ctx is None or ctx.is_main
+    if main_rank:
+        run_dir.write_config({
+            "task": "link", "model": args.model, "args": run_config,
+            "dataset": {"name": dataset.name, "source": str(args.dataset),
+                        "num_entities": dataset.num_entities,
+                        "num_relations": dataset.num_relations,
+                        "fingerprint": dataset.fingerprint}})
+        run_dir.write_dataset(dataset)
+    callbacks = make_callbacks(run_dir.path, tensorboard=args.tensorboard) if main_rank else []
     trainer = LinkTrainer(model=model, dataset=dataset, config=config, output_dir=run_dir.path,
                           device=device, run_info={"model": args.model, "config": run_config},
-                          callbacks=make_callbacks(run_dir.path, tensorboard=args.tensorboard))
-    return trainer.fit(resume=args.resume)
+                          callbacks=callbacks, dist=ctx)
+    try:
+        return trainer.fit(resume=args.resume)
+    finally:
+        if ctx is not None:
+            dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> dict:
     args, run_dir = resolve_args(list(argv) if argv is not None else [])
+    if _env_rank() != 0:  # other ranks of a torchrun job: warnings and errors only
+        with logging_context("WARNING"):
+            return train_from_args(args, run_dir)
     print(f"run directory: {run_dir.path}" + (" (resuming)" if args.resume else ""))
     print(f"preset: {args.preset or 'none (defaults derived from the KG size are logged)'}")
     with logging_context(args.log_level):

@@ -65,6 +65,10 @@ class LinkEvaluator:
         self.ks = ks
         self.progress = progress
         self.distinct_queries = distinct_queries
+        #: a :class:`~disenkg.training.distributed.DistContext` splits the query batches
+        #: across ranks (batch ``i`` on rank ``i % world_size``) and gathers every rank's
+        #: ranks, so each rank returns the one-process result exactly
+        self.dist = None
 
     @torch.no_grad()
     def ranks(self, model: LinkPredictor, triples: Tensor, desc: str = "eval"
@@ -115,6 +119,9 @@ class LinkEvaluator:
         return out
 
 
+    def _gather(self, idx, opt, pes, device):
+        return _gather_parts(self.dist, idx, opt, pes, device)
+
     def _direction_ranks(self, model: LinkPredictor, reps: Any, qh: Tensor, qr: Tensor,
                          ans: Tensor, desc: str) -> Ranks:
         """Ranks of ``ans`` for the queries ``(qh, qr)``, scoring each distinct query once."""
@@ -127,8 +134,10 @@ class LinkEvaluator:
         order = torch.argsort(inv, stable=True)  # triples grouped by distinct query
         ends = torch.bincount(inv, minlength=len(uq)).cumsum(0)
         idx, opt, pes = [], [], []
-        for s in tqdm(range(0, len(uq), self.batch_size), disable=not self.progress,
-                      desc=desc, leave=False):
+        starts = list(range(0, len(uq), self.batch_size))
+        if self.dist is not None:
+            starts = starts[self.dist.rank::self.dist.world_size]
+        for s in tqdm(starts, disable=not self.progress, desc=desc, leave=False):
             e = min(s + self.batch_size, len(uq))
             scores = model.score(reps, uq[s:e, 0].to(device), uq[s:e, 1].to(device)).float()
             tri = order[int(ends[s - 1]) if s else 0:int(ends[e - 1])]
@@ -138,6 +147,8 @@ class LinkEvaluator:
             idx.append(tri)
             opt.append(rk.optimistic.cpu())
             pes.append(rk.pessimistic.cpu())
+        if self.dist is not None:
+            idx, opt, pes = self._gather(idx, opt, pes, device)
         if not idx:
             return Ranks(torch.empty(0), torch.empty(0))
         idx = torch.cat(idx)
@@ -147,6 +158,25 @@ class LinkEvaluator:
             return torch.empty_like(flat).index_copy_(0, idx, flat)
 
         return Ranks(unsort(opt), unsort(pes))
+
+
+def _cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+    return torch.cat(parts) if parts else torch.empty(0, dtype=dtype)
+
+
+def _gather_parts(self_dist, idx: list[Tensor], opt: list[Tensor], pes: list[Tensor],
+                  device: torch.device) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Every rank's (triple index, optimistic, pessimistic) ranks, in rank order."""
+    from disenkg.training.distributed import gather_rows
+
+    where = device if device.type == "cuda" else torch.device("cpu")
+    rank_dtype = filtered_ranks(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long)
+                                ).optimistic.dtype
+    out = []
+    for parts, dtype in ((idx, torch.long), (opt, rank_dtype), (pes, rank_dtype)):
+        flat = _cat(parts, dtype).to(where)
+        out.append([t.cpu() for t in gather_rows(flat, self_dist.world_size) if t.numel()])
+    return out[0], out[1], out[2]
 
 
 def _device_of(model: Any) -> torch.device:

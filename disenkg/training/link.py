@@ -30,6 +30,12 @@ from disenkg.models.base import MixtureLinkModel
 from disenkg.ops.precision import check_precision
 from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
 from disenkg.runs.rundir import RunDir
+from disenkg.training.distributed import (
+    DistContext,
+    all_reduce_grads,
+    broadcast_module,
+    sum_scalar,
+)
 from disenkg.utils.io import atomic_write_text
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
@@ -90,8 +96,10 @@ class LinkTrainer:
     def __init__(self, *, model: MixtureLinkModel, dataset: KGDataset, config: TrainConfig,
                  output_dir: str | Path, device: torch.device | str = "cpu",
                  run_info: dict[str, Any] | None = None,
-                 callbacks: list[Callable[[dict[str, Any]], None]] | None = None) -> None:
+                 callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+                 dist: DistContext | None = None) -> None:
         self.model = model
+        self.dist = dist
         self.dataset = dataset
         self.config = config
         self.output_dir = Path(output_dir)
@@ -102,10 +110,15 @@ class LinkTrainer:
         self.train_index = dataset.training_index()
         self.evaluator = LinkEvaluator(filter_index=dataset.filter_index(),
                                        batch_size=config.eval_batch_size,
-                                       rank_type=config.rank_type, progress=config.progress)
+                                       rank_type=config.rank_type,
+                                       progress=config.progress and self.is_main)
+        if dist is not None:  # one start on every rank; ranks split each evaluation
+            broadcast_module(model)
+            self.evaluator.dist = dist
         aux_params = list(model.auxiliary_parameters())
         aux_ids = {id(p) for p in aux_params}
         main_params = [p for p in model.parameters() if id(p) not in aux_ids]
+        self._params = (main_params, aux_params)
         self.optimizer = torch.optim.Adam(main_params, lr=config.lr,
                                           weight_decay=config.weight_decay)
         self.aux_optimizer = (torch.optim.Adam(aux_params, lr=model.auxiliary_lr)
@@ -118,6 +131,15 @@ class LinkTrainer:
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self._reg_sum = torch.zeros(())
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run directory (rank 0, or the only process)."""
+        return self.dist is None or self.dist.is_main
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.dist is None else self.dist.world_size
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -141,6 +163,7 @@ class LinkTrainer:
             "bad_evals": self.bad_evals,
             "train_seconds": self.train_seconds,
             "history": self.history,
+            "world_size": self.world_size,
             "dataset": {"num_entities": self.dataset.num_entities,
                         "num_relations": self.dataset.num_relations,
                         "fingerprint": dict(self.dataset.fingerprint)},
@@ -172,6 +195,11 @@ class LinkTrainer:
             return False
         state = load_checkpoint(self.last_path, required=("model", "optimizer", "epoch", "rng",
                                                           "history", "dataset"))
+        if state.get("world_size", 1) != self.world_size:
+            raise CheckpointError(
+                f"{self.last_path} was written by a run of {state.get('world_size', 1)} "
+                f"process(es), this one has {self.world_size}",
+                hint="resume with the number of ranks the run was started with")
         saved, ds = state["dataset"], self.dataset
         here = {"num_entities": ds.num_entities, "num_relations": ds.num_relations,
                 "fingerprint": dict(ds.fingerprint)}
@@ -198,10 +226,12 @@ class LinkTrainer:
         cfg, model = self.config, self.model
         model.train()
         order = torch.randperm(len(self.train_index), generator=self.shuffle_gen)
+        if self.dist is not None:  # this rank's dropout stream, reproducible on resume
+            torch.manual_seed(self.dist.epoch_seed(cfg.seed, self.epoch))
         total, batches = torch.zeros((), dtype=torch.float64, device=self.device), 0
         self._reg_sum = torch.zeros((), device=self.device)
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
-                   leave=False, disable=not cfg.progress)
+                   leave=False, disable=not (cfg.progress and self.is_main))
         # On a GPU the host reads a loss only for the progress bar (every SHOW_EVERY steps)
         # and at the end of the epoch, so the device is never waited for in between.
         lazy = self.device.type != "cpu"
@@ -226,39 +256,54 @@ class LinkTrainer:
         """One optimisation step; the detached loss stays on the device. ``check`` stops a
         non-finite loss before the update (a host synchronisation per step)."""
         model = self.model
+        scale = 1.0
+        if self.dist is not None:  # this rank's slice, weighted by its share of the batch
+            mine = self.dist.shard(ids)
+            # a last batch smaller than the number of ranks: a zero-weighted query here, so
+            # that every rank's gradients come from the same parameters
+            ids, scale = (mine, len(mine) / len(ids)) if len(mine) else (ids[:1], 0.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        reps = model.encode()
         queries = self.train_index.queries[ids].to(self.device)
         rows, cols = self.train_index.batch(ids)
         target = (rows.to(self.device), cols.to(self.device))
-        self.optimizer.zero_grad(set_to_none=True)
-        reps = model.encode()
         loss = model.loss(reps, queries[:, 0], queries[:, 1], target,
                           label_smoothing=self.config.label_smoothing, impl=self.config.loss_impl,
                           precision=self.config.loss_precision)
         reg = model.regularization(reps, queries[:, 0])
         if reg is not None:
-            self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float()
+            self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float() * scale
             loss = loss + reg
-        if check and not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch "
+        if scale != 1.0:
+            loss = loss * scale
+        value = loss.detach() if self.dist is None else sum_scalar(loss)
+        if check and not torch.isfinite(value):
+            raise FloatingPointError(f"non-finite training loss {value.item()} at epoch "
                                      f"{self.epoch + 1}")
         loss.backward()
+        if self.dist is not None:
+            all_reduce_grads(self._params[0])
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
             aux = model.auxiliary_loss(reps, queries[:, 0])
-            aux.backward()
+            (aux * scale if scale != 1.0 else aux).backward()
+            if self.dist is not None:
+                all_reduce_grads(self._params[1])
             self.aux_optimizer.step()
-        return loss.detach()
+        return value
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Trains with early stopping on validation MRR, then evaluates the best model."""
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         self._last_mi = 0.0
         if resume:
             self.resume()
-        bar = tqdm(range(self.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress,
-                   initial=self.epoch, total=cfg.epochs)
+        bar = tqdm(range(self.epoch, cfg.epochs), desc="epochs",
+                   disable=not (cfg.progress and self.is_main), initial=self.epoch,
+                   total=cfg.epochs)
         for _ in bar:
             if cfg.patience > 0 and self.bad_evals >= cfg.patience:
                 break  # a resumed run that had already stopped early
@@ -269,13 +314,16 @@ class LinkTrainer:
             record: dict[str, Any] = {"epoch": self.epoch, "loss": loss,
                                       "mi_loss": self._last_mi}
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                if self.dist is not None:  # rank 0's batch-norm running statistics
+                    broadcast_module(self.model)
                 valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
                 record.update({f"valid_{k}": valid[k] for k in ("mrr", "hits@1", "hits@3",
                                                                   "hits@10")})
                 if valid["mrr"] > self.best_mrr:
                     self.best_mrr, self.best_epoch, self.bad_evals = valid["mrr"], self.epoch, 0
-                    save_checkpoint({"model": self.model.state_dict(), "epoch": self.epoch,
-                                     "valid": valid}, self.best_path)
+                    if self.is_main:
+                        save_checkpoint({"model": self.model.state_dict(),
+                                         "epoch": self.epoch, "valid": valid}, self.best_path)
                 elif self.epoch > cfg.min_epochs:  # patience counts after min_epochs
                     self.bad_evals += 1
                 logger.info("epoch %d loss %.5f valid MRR %.4f (best %.4f at %d)",
@@ -285,10 +333,11 @@ class LinkTrainer:
             record["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(record)
             bar.set_postfix(loss=f"{loss:.4f}", best_mrr=f"{self.best_mrr:.4f}")
-            save_checkpoint(self.state_dict(), self.last_path)
-            self.run_dir.write_history(self.history)
-            for cb in self.callbacks:
-                cb(record)
+            if self.is_main:
+                save_checkpoint(self.state_dict(), self.last_path)
+                self.run_dir.write_history(self.history)
+                for cb in self.callbacks:
+                    cb(record)
             if cfg.patience > 0 and self.bad_evals >= cfg.patience:
                 logger.info("early stopping after %d evaluations without improvement",
                             self.bad_evals)
@@ -302,11 +351,14 @@ class LinkTrainer:
             CheckpointError: ``best.pt`` is missing or unreadable (never silently evaluates
                 the last model instead).
         """
-        if not self.best_path.exists():
-            raise CheckpointError(f"{self.best_path} is missing: no validated model to "
-                                  f"evaluate (epochs run: {self.epoch})")
-        best = load_checkpoint(self.best_path, required=("model",))
-        self.model.load_state_dict(best["model"])
+        if self.is_main:
+            if not self.best_path.exists():
+                raise CheckpointError(f"{self.best_path} is missing: no validated model to "
+                                      f"evaluate (epochs run: {self.epoch})")
+            best = load_checkpoint(self.best_path, required=("model",))
+            self.model.load_state_dict(best["model"])
+        if self.dist is not None:  # rank 0's best model on every rank
+            broadcast_module(self.model)
         valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
         test = self.evaluator.evaluate(self.model, self.dataset.test, desc="test")
         metrics = {
@@ -321,5 +373,7 @@ class LinkTrainer:
             "test": test,
         }
         metrics.setdefault("model", type(self.model).__name__.lower())
-        atomic_write_text(json.dumps(metrics, indent=2) + "\n", self.output_dir / "metrics.json")
+        if self.is_main:
+            atomic_write_text(json.dumps(metrics, indent=2) + "\n",
+                              self.output_dir / "metrics.json")
         return metrics

@@ -1,0 +1,120 @@
+r"""Data-parallel link-prediction training over ``torch.distributed`` (``torchrun``).
+
+Each of the ``P`` ranks holds the whole model and runs the graph encoder on the whole
+graph; a global batch of ``B`` queries (the same shuffled order on every rank) is split
+into disjoint slices ``ids[r::P]``. Rank ``r``'s loss is its slice's mean scaled by
+``B_r / B``, so the sum over ranks of the scaled losses, and of their gradients, is the
+global batch's mean loss and gradient:
+
+.. math::
+    \mathcal L = \frac1{B N}\sum_{b \le B}\sum_n \ell_{bn}
+      = \sum_r \frac{B_r}{B}\,\frac1{B_r N}\sum_{b \in r}\sum_n \ell_{bn}.
+
+Gradients are summed with one all-reduce of the flattened gradient buffer per optimiser
+(the main one, and the MI estimator's own, which stays in sync the same way), so the
+batch size and learning rate mean what they mean in one process. Dropout streams differ
+per rank and are reseeded from ``(seed, rank, epoch)`` at every epoch, so a resumed run
+continues them exactly. Batch norm in the conv scorers uses each rank's slice (as
+``DistributedDataParallel`` does without ``SyncBatchNorm``), so conv-scorer runs equal a
+one-process run only up to those statistics; models without batch-statistics layers in
+the scorer (DistMult, TransE) match it to float rounding.
+
+Backend ``nccl`` on GPUs, ``gloo`` on CPUs; rank 0 alone writes the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = ["DistContext", "all_reduce_grads", "broadcast_module", "gather_rows",
+           "init_from_env", "sum_scalar"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job: ``rank`` of ``world_size``, ``local_rank`` on its
+    machine."""
+
+    rank: int
+    world_size: int
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, ids: Tensor) -> Tensor:
+        """This rank's disjoint slice ``ids[rank::world_size]`` of a global batch."""
+        return ids[self.rank::self.world_size]
+
+    def epoch_seed(self, seed: int, epoch: int) -> int:
+        """The seed of this rank's dropout stream in ``epoch`` (0-based)."""
+        return (seed * 1_000_003 + self.rank * 7_919 + epoch) % (2**63 - 1)
+
+
+def init_from_env(device: torch.device) -> DistContext | None:
+    """Joins the job ``torchrun`` described in the environment (``WORLD_SIZE`` > 1), with
+    ``nccl`` on CUDA and ``gloo`` otherwise; ``None`` in a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    logger.info("rank %d of %d (local %d), backend %s", rank, world, local,
+                dist.get_backend())
+    return DistContext(rank=rank, world_size=world, local_rank=local)
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Every parameter and buffer of ``module`` from rank ``src`` (identical start)."""
+    for t in module.state_dict().values():
+        if isinstance(t, Tensor):
+            dist.broadcast(t, src)
+
+
+def all_reduce_grads(params: list[nn.Parameter]) -> None:
+    """Sums the gradients of ``params`` over all ranks (one all-reduce of a flat buffer).
+    A parameter without a gradient keeps none (every rank runs the same computation, so
+    the same parameters have gradients everywhere)."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+def sum_scalar(x: Tensor) -> Tensor:
+    """``x`` summed over all ranks (a new tensor)."""
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y
+
+
+def gather_rows(x: Tensor, world_size: int) -> list[Tensor]:
+    """Every rank's ``x`` (``(n_r, ...)``, ``n_r`` may differ), in rank order."""
+    n = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size)]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    top = max(sizes)
+    pad = x.new_zeros((top, *x.shape[1:]))
+    pad[:x.shape[0]] = x
+    parts = [torch.empty_like(pad) for _ in range(world_size)]
+    dist.all_gather(parts, pad)
+    return [p[:s] for p, s in zip(parts, sizes)]

@@ -1,0 +1,117 @@
+"""Data-parallel training over torch.distributed (gloo, 2 processes on this CPU): a 2-rank
+step equals one process, distributed evaluation equals one process exactly, a torchrun
+job writes one run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from disenkg.datasets import KGDataset
+from disenkg.models import DisenKGAT
+from disenkg.nn.scorers import DistMultScorer
+from disenkg.training import LinkTrainer, TrainConfig
+from disenkg.training.distributed import DistContext
+from disenkg.utils import seed_everything
+from tests.conftest import REPO, kg_archive
+
+
+def _trainer(ds, out, ctx):
+    """DisenKGAT with a scorer without batch statistics, no dropout, no MI estimator: the
+    setting in which a 2-rank step must equal one process up to float rounding."""
+    seed_everything(0)
+    ei, et = ds.graph()
+    model = DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                      edge_index=ei, edge_type=et, num_components=2, init_dim=8, channels=12,
+                      scorer=DistMultScorer(), encoder_dropout=0.0, attention_dropout=0.0,
+                      mi_estimator=None).double()
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, eval_batch_size=50)
+    return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out, dist=ctx)
+
+
+def _step_and_eval(tr):
+    tr.optimizer.step = lambda: None  # keep the gradients of one step to compare
+    loss = tr.train_step(torch.arange(5, 69))  # one global batch of 64 queries
+    grads = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
+    metrics = tr.evaluator.evaluate(tr.model, tr.dataset.valid[:301], desc="valid")
+    return {"loss": loss, "grads": grads, "metrics": metrics}
+
+
+def _worker(rank, world, init_file, data, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        ds = KGDataset.load(data)
+        tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world))
+        torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    """Loss and every parameter gradient of a 2-rank step equal one process's (float64,
+    rtol 1e-10: only the summation order differs); the distributed validation metrics
+    equal one process's exactly, on every rank."""
+    data = str(kg_archive("umls"))
+    ds = KGDataset.load(data)
+    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None))
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path)), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"result{rank}.pt", weights_only=True)
+        assert abs(got["loss"] - ref["loss"]) <= 1e-10 * abs(ref["loss"])
+        assert got["grads"].keys() == ref["grads"].keys()
+        for name, g in ref["grads"].items():
+            torch.testing.assert_close(got["grads"][name], g, rtol=1e-10, atol=1e-14,
+                                       msg=lambda m, n=name: f"{n}: {m}")
+        assert got["metrics"] == ref["metrics"]
+
+
+def test_shard_splits_a_batch_disjointly():
+    ids = torch.arange(11)
+    parts = [DistContext(rank=r, world_size=3).shard(ids) for r in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(11))
+    assert [len(p) for p in parts] == [4, 4, 3]
+
+
+def test_torchrun_two_ranks_write_one_run_directory(tmp_path):
+    """``torchrun --nproc-per-node 2 -m disenkg.run``: 2 epochs on UMLS, one run directory
+    holding the world size; resuming with another number of ranks is refused."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    flags = ["--dataset", str(kg_archive("umls")), "--epochs", "2", "--no-progress",
+             "--output-dir", str(out), "--channels", "20", "--k-h", "5", "--k-w", "4",
+             "--num-filters", "4", "--kernel-size", "3", "--batch-size", "256",
+             "--init-dim", "16"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node", "2", "-m", "disenkg.run", *flags]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("metrics written to") == 1  # rank 0 alone reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and 0 < metrics["test"]["mrr"] <= 1
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["args"]["world_size"] == 2 and cfg["args"]["per_rank_batch"] == 128
+    assert len((out / "history.csv").read_text().splitlines()) == 3
+    one = subprocess.run([sys.executable, "-m", "disenkg.run", "--resume", "--output-dir",
+                          str(out), "--epochs", "3", "--no-progress"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert one.returncode != 0 and "written by a run of 2 process(es)" in one.stderr
+
+
+@pytest.mark.parametrize("world", [1])
+def test_single_process_has_no_context(world, monkeypatch):
+    from disenkg.training.distributed import init_from_env
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    assert init_from_env(torch.device("cpu")) is None
