@@ -151,16 +151,27 @@ def test_bf16_head_close_to_fp32(cls):
     b.eval()
     with torch.no_grad():
         torch.testing.assert_close(b(h, r), a(h, r), atol=0.05, rtol=0.05)
-    with pytest.raises(ValueError, match="evaluation mode without gradients"):
-        b(h, r)
+    # evaluation mode with gradients: the plain modules under bfloat16 autocast
+    torch.testing.assert_close(b(h, r), a(h, r), atol=0.05, rtol=0.05)
 
 
-def test_bf16_needs_a_chunk():
+def test_eager_bf16_runs_under_autocast():
+    """``impl="eager"`` with bfloat16 (the GPU policy): the plain modules under autocast,
+    float32 output, parameters and gradients, within bfloat16 rounding of float32."""
+    torch.manual_seed(0)
     m = InteractEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
-                             impl="eager")
+                             feature_dropout=0.0, hidden_dropout=0.0, impl="eager")
+    ref = copy.deepcopy(m)
     m.precision = "bf16"
-    with pytest.raises(ValueError, match="needs a chunked impl"):
-        m(torch.randn(3, 12), torch.randn(3, 12))
+    h, r = torch.randn(7, 12, requires_grad=True), torch.randn(7, 12)
+    out, want = m(h, r), ref(h, r)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, want, atol=0.05, rtol=0.05)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    (out * w).sum().backward()  # (a plain sum would cancel in the batch norms)
+    assert m.filters.grad.dtype == torch.float32
+    g_ref = torch.autograd.grad((want * w).sum(), ref.filters)[0]
+    assert (m.filters.grad - g_ref).norm() <= 0.1 * g_ref.norm()
     m.precision = "fp16"
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         m(torch.randn(3, 12), torch.randn(3, 12))

@@ -41,7 +41,7 @@ from disenkg.ops.conv_head.layout import fc_weight
 from disenkg.ops.impls import OP_IMPLS, check_impl
 from disenkg.ops.precision import auto_bf16, check_precision
 
-__all__ = ["IMPLS", "batch_statistics", "compute_dtype", "conv_bn_head"]
+__all__ = ["IMPLS", "batch_statistics", "compute_dtype", "conv_bn_head", "resolve_impl"]
 
 #: ``eager`` = the plain modules (all feature maps at once); ``chunked`` / ``native`` = image
 #: chunks with the PyTorch / C patch kernels (:mod:`disenkg.ops.impls`)
@@ -51,15 +51,39 @@ IMPLS = OP_IMPLS["conv_head"]
 _KERNELS = {"auto": "auto", "chunked": "eager", "native": "native"}
 
 
+def resolve_impl(impl: str, x: Tensor) -> str:
+    """``impl`` for the input ``x``: ``auto`` is ``eager`` on CUDA (cuDNN convolutions;
+    memory is not what limits a GPU here) and the chunked head with the native kernels
+    where they apply elsewhere (kept as ``auto``)."""
+    check_impl(impl, IMPLS)
+    return "eager" if impl == "auto" and x.device.type == "cuda" else impl
+
+
 def compute_dtype(precision: str, x: Tensor, impl: str = "auto") -> torch.dtype:
     """The head's compute dtype: ``fp32`` is ``x.dtype``, ``bf16`` bfloat16, and ``auto``
-    bfloat16 where :func:`~disenkg.ops.precision.auto_bf16` says so and the chunked path
-    runs (``impl`` other than ``eager``), else ``x.dtype``."""
+    bfloat16 for float32 inputs on CUDA devices with bfloat16 support, or on CPUs where
+    :func:`~disenkg.ops.precision.auto_bf16` says so and the chunked path runs (``impl``
+    other than ``eager``), else ``x.dtype``."""
     check_precision(precision)
-    check_impl(impl, IMPLS)
+    impl = resolve_impl(impl, x)
     if precision == "auto":
+        if x.device.type == "cuda":
+            fast = x.dtype == torch.float32 and torch.cuda.is_bf16_supported()
+            return torch.bfloat16 if fast else x.dtype
         return torch.bfloat16 if impl != "eager" and auto_bf16(x) else x.dtype
     return torch.bfloat16 if precision == "bf16" else x.dtype
+
+
+def _eager(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int, bn: nn.BatchNorm2d,
+           drop: nn.Dropout2d, fc: nn.Linear, low: torch.dtype) -> Tensor:
+    """The plain modules; a lower compute dtype runs them under autocast (convolution and
+    fc in ``low``; batch-norm statistics, parameters and their gradients stay in
+    ``x.dtype``), the output returned in ``x.dtype``."""
+    if low == x.dtype:
+        return conv_bn_head_eager(x, weight, bias, groups, bn, drop, fc)
+    with torch.autocast(device_type=x.device.type, dtype=low):
+        out = conv_bn_head_eager(x, weight, bias, groups, bn, drop, fc)
+    return out.to(x.dtype)
 
 
 def batch_statistics(gram: Tensor, weight: Tensor, bias: Tensor | None, count: int
@@ -106,9 +130,11 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     parameter gradients stay in ``x.dtype``); it needs a chunked ``impl``.
     ``"auto"`` picks bfloat16 where the hardware makes it fast (:func:`compute_dtype`)
     and the input's dtype on the plain path.
-    ``impl`` (:data:`IMPLS`): ``"eager"`` runs the plain modules on all images at once;
-    ``"chunked"`` / ``"native"`` process ``chunk`` images at a time with the PyTorch / C
-    patch kernels (:mod:`disenkg.ops.patches`); ``"auto"`` the latter where they apply.
+    ``impl`` (:data:`IMPLS`): ``"eager"`` runs the plain modules on all images at once
+    (under autocast for a bfloat16 compute dtype); ``"chunked"`` / ``"native"`` process
+    ``chunk`` images at a time with the PyTorch / C patch kernels
+    (:mod:`disenkg.ops.patches`); ``"auto"`` is ``eager`` on CUDA (cuDNN) and the chunked
+    head with the native kernels where they apply elsewhere.
 
     Paths of the chunked ``impl``: training with gradients and more than ``chunk`` images
     (or bfloat16) runs :class:`~disenkg.ops.conv_head.function.ConvHeadFunction`;
@@ -118,10 +144,8 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive number of images, got {chunk!r}")
+    impl = resolve_impl(impl, x)
     low = compute_dtype(precision, x, impl)
-    if low != x.dtype and impl == "eager":
-        raise ValueError("precision='bf16' needs a chunked impl ('auto', 'chunked' or "
-                         "'native'); impl='eager' is the plain full-precision path")
     kernels = _KERNELS.get(impl)
     k = weight.shape[-1]
     params = (x, weight, bias, bn.weight, bn.bias, fc.weight, fc.bias)
@@ -131,10 +155,8 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         return eval_head(x, weight, bias, groups, bn, fc, chunk, low, kernels)
     if not (bn.training and kernels is not None and (x.shape[0] > chunk or low != x.dtype)
             and torch.is_grad_enabled()):
-        if low != x.dtype and precision != "auto":
-            raise ValueError("precision='bf16' is for training with gradients or evaluation "
-                             "mode without gradients")
-        return conv_bn_head_eager(x, weight, bias, groups, bn, drop, fc)
+        return _eager(x, weight, bias, groups, bn, drop, fc,
+                      low if impl == "eager" or precision == "bf16" else x.dtype)
     n, C = x.shape[0], weight.shape[0]
     store = PatchStore(x.to(low), k, kernels) if low == torch.bfloat16 != x.dtype else None
     gram = PatchMoments.apply(x, k, groups, chunk, kernels, low, store)
