@@ -232,6 +232,34 @@ def _fwd_kernel(
 
 
 @triton.jit
+def _tile_sweep(
+    q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, gq_ptr, ge_ptr, gloga_ptr,
+    offs_b, offs_n, mask_b, mask_n, N, F, K, t0, w0,
+    s_qb, s_qk, s_eb, s_ek,
+    HAS_BIAS: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_W: tl.constexpr,
+    WITH_LOSS: tl.constexpr, DOT_BF16: tl.constexpr, DO_Q: tl.constexpr,
+    DO_E: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    """One tile: the log-sum-exp pass, then the gradient pass; returns the tile's loss row
+    sums (zeros without ``WITH_LOSS``) and its bias-gradient column sums."""
+    mask = mask_b[:, None] & mask_n[None, :]
+    L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
+                       s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, BLOCK_B, BLOCK_N,
+                       BLOCK_F)
+    t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
+    rows = tl.zeros((BLOCK_B,), tl.float32)
+    if WITH_LOSS:
+        rows = tl.sum(tl.where(mask, -(t * L1 + (1.0 - t) * L0), 0.0), axis=1)
+    w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
+    gb = _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, gq_ptr, ge_ptr, gloga_ptr,
+                    offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
+                    s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, DO_Q, DO_E, ATOMIC,
+                    BLOCK_B, BLOCK_N, BLOCK_F)
+    return rows, gb
+
+
+@triton.jit
 def _tile_grad_kernel(
     q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, out_ptr,
     gq_ptr, ge_ptr, gbias_ptr, gloga_ptr,
@@ -244,19 +272,12 @@ def _tile_grad_kernel(
     """One tile's gradients (and, ``WITH_LOSS``, its loss row sums), added with atomics."""
     offs_b, mask_b = _offsets(tl.program_id(0), BLOCK_B, B)
     offs_n, mask_n = _offsets(tl.program_id(1), BLOCK_N, N)
-    mask = mask_b[:, None] & mask_n[None, :]
-    L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b, mask_n,
-                       s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, BLOCK_B, BLOCK_N,
-                       BLOCK_F)
-    t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
+    rows, gb = _tile_sweep(q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, gq_ptr, ge_ptr,
+                           gloga_ptr, offs_b, offs_n, mask_b, mask_n, N, F, K, t0, w0,
+                           s_qb, s_qk, s_eb, s_ek, HAS_BIAS, HAS_DENSE, HAS_W, WITH_LOSS,
+                           DOT_BF16, True, True, True, BLOCK_B, BLOCK_N, BLOCK_F)
     if WITH_LOSS:
-        loss = tl.where(mask, -(t * L1 + (1.0 - t) * L0), 0.0)
-        tl.atomic_add(out_ptr + offs_b, tl.sum(loss, axis=1), mask=mask_b)
-    w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
-    gb = _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, gq_ptr, ge_ptr, gloga_ptr,
-                    offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
-                    s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, True, True, True,
-                    BLOCK_B, BLOCK_N, BLOCK_F)
+        tl.atomic_add(out_ptr + offs_b, rows, mask=mask_b)
     if HAS_BIAS:
         tl.atomic_add(gbias_ptr + offs_n, gb, mask=mask_n)
 
@@ -276,19 +297,11 @@ def _rows_grad_kernel(
     rows = tl.zeros((BLOCK_B,), tl.float32)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
-        mask_n = offs_n < N
-        mask = mask_b[:, None] & mask_n[None, :]
-        L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b,
-                           mask_n, s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16,
-                           BLOCK_B, BLOCK_N, BLOCK_F)
-        t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
-        if WITH_LOSS:
-            rows += tl.sum(tl.where(mask, -(t * L1 + (1.0 - t) * L0), 0.0), axis=1)
-        w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
-        _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, gq_ptr, gq_ptr, gloga_ptr,
-                   offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
-                   s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, True, False, False,
-                   BLOCK_B, BLOCK_N, BLOCK_F)
+        r, _ = _tile_sweep(q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, gq_ptr, gq_ptr,
+                           gloga_ptr, offs_b, offs_n, mask_b, offs_n < N, N, F, K, t0, w0,
+                           s_qb, s_qk, s_eb, s_ek, HAS_BIAS, HAS_DENSE, HAS_W, WITH_LOSS,
+                           DOT_BF16, True, False, False, BLOCK_B, BLOCK_N, BLOCK_F)
+        rows += r
     if WITH_LOSS:
         tl.store(out_ptr + offs_b, rows, mask=mask_b)
 
@@ -308,17 +321,11 @@ def _cols_grad_kernel(
     gb = tl.zeros((BLOCK_N,), tl.float32)
     for b0 in range(0, B, BLOCK_B):
         offs_b = b0 + tl.arange(0, BLOCK_B).to(tl.int64)
-        mask_b = offs_b < B
-        mask = mask_b[:, None] & mask_n[None, :]
-        L1, L0 = _lse_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, offs_b, offs_n, mask_b,
-                           mask_n, s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16,
-                           BLOCK_B, BLOCK_N, BLOCK_F)
-        t = _targets(t_ptr, t0, offs_b, offs_n, mask, N, HAS_DENSE)
-        w1, wz = _weights(w_ptr, w0, t, offs_b, offs_n, mask, N, HAS_W)
-        gb += _grad_pass(q_ptr, e_ptr, bias_ptr, loga_ptr, ge_ptr, ge_ptr, ge_ptr,
-                         offs_b, offs_n, mask_b, mask_n, w1, wz, L1, L0,
-                         s_qb, s_qk, s_eb, s_ek, F, K, HAS_BIAS, DOT_BF16, False, True,
-                         False, BLOCK_B, BLOCK_N, BLOCK_F)
+        _, g = _tile_sweep(q_ptr, e_ptr, bias_ptr, loga_ptr, t_ptr, w_ptr, ge_ptr, ge_ptr,
+                           ge_ptr, offs_b, offs_n, offs_b < B, mask_n, N, F, K, t0, w0,
+                           s_qb, s_qk, s_eb, s_ek, HAS_BIAS, HAS_DENSE, HAS_W, False,
+                           DOT_BF16, False, True, False, BLOCK_B, BLOCK_N, BLOCK_F)
+        gb += g
     if HAS_BIAS:
         tl.store(gbias_ptr + offs_n, gb, mask=mask_n)
 
