@@ -207,12 +207,13 @@ def _env_rank() -> int:
 def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]:
     """Builds the dataset, model and trainer from resolved arguments, trains, evaluates."""
     device = pick_device(args.device)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # one GPU per rank, chosen before NCCL starts so that it uses that GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     ctx = init_from_env(device)
     if ctx is not None:
-        if device.type == "cuda":  # one GPU per rank
-            device = torch.device("cuda", ctx.local_rank)
-            torch.cuda.set_device(device)
-        else:  # the machine's cores shared by its ranks
+        if device.type != "cuda":  # the machine's cores shared by its ranks
             local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ctx.world_size)))
             torch.set_num_threads(max(1, torch.get_num_threads() // local))
         dist.barrier()  # rank 0 has prepared the run directory

@@ -145,8 +145,8 @@ class LinkEvaluator:
             known = self.filter_index.lookup(qh[tri], qr[tri])
             rk = filtered_ranks(rows, ans[tri].to(device), tuple(k.to(device) for k in known))
             idx.append(tri)
-            opt.append(rk.optimistic.cpu())
-            pes.append(rk.pessimistic.cpu())
+            opt.append(rk.optimistic)  # kept on the device: one transfer at the end
+            pes.append(rk.pessimistic)
         if self.dist is not None:
             idx, opt, pes = self._gather(idx, opt, pes, device)
         if not idx:
@@ -154,7 +154,7 @@ class LinkEvaluator:
         idx = torch.cat(idx)
 
         def unsort(parts: list[Tensor]) -> Tensor:
-            flat = torch.cat(parts)
+            flat = torch.cat(parts).cpu()
             return torch.empty_like(flat).index_copy_(0, idx, flat)
 
         return Ranks(unsort(opt), unsort(pes))

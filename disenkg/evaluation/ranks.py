@@ -75,11 +75,6 @@ def filtered_ranks(
     _check_tensor("target", target, integer=True, device=scores.device)
     if target.shape != (B,):
         raise ValueError(f"target must have shape (B,) = ({B},), got {tuple(target.shape)}")
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= N):
-        raise ValueError(f"target ids must lie in [0, {N}), got [{int(target.min())}, "
-                         f"{int(target.max())}]")
-    if torch.isnan(scores).any():
-        raise ValueError(f"scores contain {int(torch.isnan(scores).sum())} NaN value(s)")
     if known is not None and not isinstance(known, Tensor):
         if not isinstance(known, (tuple, list)) or len(known) != 2:
             raise TypeError(f"known must be a (B, N) bool tensor or a pair (rows, cols) of "
@@ -93,6 +88,22 @@ def filtered_ranks(
                              f"{known[0].numel()} and {known[1].numel()}")
     elif known is not None:
         _check_tensor("known", known, device=scores.device)
+    # every value check from one transfer (a GPU is waited for once per batch, not 7 times)
+    pair = known is not None and not isinstance(known, Tensor) and known[0].numel() > 0
+    stats = [torch.isnan(scores).sum()]
+    if target.numel():
+        stats += [target.min(), target.max()]
+    if pair:
+        stats += [known[0].min(), known[0].max(), known[1].min(), known[1].max()]
+    vals = torch.stack([v.long() for v in stats]).tolist()
+    if vals[0]:
+        raise ValueError(f"scores contain {vals[0]} NaN value(s)")
+    if target.numel() and (vals[1] < 0 or vals[2] >= N):
+        raise ValueError(f"target ids must lie in [0, {N}), got [{vals[1]}, {vals[2]}]")
+    if pair:
+        r0, r1, c0, c1 = vals[-4:]
+        if r1 >= B or c1 >= N or r0 < 0 or c0 < 0:
+            raise ValueError(f"known (rows, cols) must index a ({B}, {N}) score matrix")
     rows = torch.arange(B, device=scores.device)
     s_true = scores[rows, target].unsqueeze(1)
     greater = scores > s_true
@@ -112,9 +123,6 @@ def filtered_ranks(
         n_ge = (greater_eq & keep).sum(1)
     else:
         kr, kc = known
-        if kr.numel() and (int(kr.max()) >= B or int(kc.max()) >= N or int(kr.min()) < 0
-                           or int(kc.min()) < 0):
-            raise ValueError(f"known (rows, cols) must index a ({B}, {N}) score matrix")
         other = kc != target[kr]
         kr, kc = kr[other], kc[other]
         # Deduplicate so each filtered candidate is subtracted once.
