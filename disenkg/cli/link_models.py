@@ -87,8 +87,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--head-impl", default="auto", choices=list(HEAD_IMPLS),
                    help="the conv scorers' head (README, 'Implementations'): chunks of "
                         "--image-chunk images with the C (native) or PyTorch (chunked) patch "
-                        "kernels, or all feature maps at once (eager); auto = native where "
-                        "it applies")
+                        "kernels, or all feature maps at once (eager); auto = eager (cuDNN) "
+                        "on CUDA, else native where it applies")
     g.add_argument("--head-precision", default="auto", choices=list(PRECISIONS),
                    help="compute dtype of the conv scorers' GEMMs and feature maps: fp32; "
                         "bf16 (batch-norm statistics, outputs and gradients stay fp32; needs "
