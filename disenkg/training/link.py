@@ -245,6 +245,8 @@ class LinkTrainer:
         if not math.isfinite(mean):
             raise FloatingPointError(f"non-finite training loss (epoch mean {mean}) at epoch "
                                      f"{self.epoch + 1}")
+        if self.dist is not None:  # each rank holds its share of the MI penalty
+            self._reg_sum = sum_scalar(self._reg_sum)
         self._last_mi = float(self._reg_sum) / max(1, batches)
         return mean
 
