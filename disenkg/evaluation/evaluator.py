@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from disenkg.datasets.kg import QueryIndex
 from disenkg.evaluation.metrics import KS, rank_metrics
 from disenkg.evaluation.ranks import Ranks, filtered_ranks
+from disenkg.utils.distributed import gather_rows
 
 __all__ = ["LinkEvaluator", "LinkPredictor"]
 
@@ -120,7 +121,7 @@ class LinkEvaluator:
 
 
     def _gather(self, idx, opt, pes, device):
-        return _gather_parts(self.dist, idx, opt, pes, device)
+        return _gather_parts(self.dist.world_size, idx, opt, pes, device)
 
     def _direction_ranks(self, model: LinkPredictor, reps: Any, qh: Tensor, qr: Tensor,
                          ans: Tensor, desc: str) -> Ranks:
@@ -164,18 +165,16 @@ def _cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.cat(parts) if parts else torch.empty(0, dtype=dtype)
 
 
-def _gather_parts(self_dist, idx: list[Tensor], opt: list[Tensor], pes: list[Tensor],
+def _gather_parts(world_size: int, idx: list[Tensor], opt: list[Tensor], pes: list[Tensor],
                   device: torch.device) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Every rank's (triple index, optimistic, pessimistic) ranks, in rank order."""
-    from disenkg.training.distributed import gather_rows
-
     where = device if device.type == "cuda" else torch.device("cpu")
     rank_dtype = filtered_ranks(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long)
                                 ).optimistic.dtype
     out = []
     for parts, dtype in ((idx, torch.long), (opt, rank_dtype), (pes, rank_dtype)):
         flat = _cat(parts, dtype).to(where)
-        out.append([t.cpu() for t in gather_rows(flat, self_dist.world_size) if t.numel()])
+        out.append([t.cpu() for t in gather_rows(flat, world_size) if t.numel()])
     return out[0], out[1], out[2]
 
 
