@@ -14,10 +14,12 @@ Gradients are summed with one all-reduce of the flattened gradient buffer per op
 (the main one, and the MI estimator's own, which stays in sync the same way), so the
 batch size and learning rate mean what they mean in one process. Dropout streams differ
 per rank and are reseeded from ``(seed, rank, epoch)`` at every epoch, so a resumed run
-continues them exactly. Batch norm in the conv scorers uses each rank's slice (as
-``DistributedDataParallel`` does without ``SyncBatchNorm``), so conv-scorer runs equal a
-one-process run only up to those statistics; models without batch-statistics layers in
-the scorer (DistMult, TransE) match it to float rounding.
+continues them exactly. The conv scorers' batch norms (and their head's patch moments)
+normalise over the whole global batch inside the step
+(:func:`~disenkg.utils.distributed.sync_batch_stats`, :mod:`disenkg.ops.sync_batch_norm`),
+so without dropout a data-parallel step equals a one-process step to float rounding. (A
+last batch smaller than the number of ranks gives the empty ranks one zero-weighted query,
+whose images do enter those statistics.)
 
 Backend ``nccl`` on GPUs, ``gloo`` on CPUs; rank 0 alone writes the run directory.
 """

@@ -36,6 +36,7 @@ from disenkg.training.distributed import (
     broadcast_module,
     sum_scalar,
 )
+from disenkg.utils.distributed import sync_batch_stats
 from disenkg.utils.io import atomic_write_text
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
@@ -256,7 +257,12 @@ class LinkTrainer:
 
     def _step(self, ids: torch.Tensor, check: bool) -> torch.Tensor:
         """One optimisation step; the detached loss stays on the device. ``check`` stops a
-        non-finite loss before the update (a host synchronisation per step)."""
+        non-finite loss before the update (a host synchronisation per step). Data-parallel,
+        the scorers' batch norms use the global batch (:func:`sync_batch_stats`)."""
+        with sync_batch_stats(self.dist is not None):
+            return self._step_body(ids, check)
+
+    def _step_body(self, ids: torch.Tensor, check: bool) -> torch.Tensor:
         model = self.model
         scale = 1.0
         if self.dist is not None:  # this rank's slice, weighted by its share of the batch

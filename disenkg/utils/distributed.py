@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["gather_rows"]
+__all__ = ["all_reduce_sum", "batch_stats_synced", "gather_rows", "sync_batch_stats"]
 
 
 def gather_rows(x: Tensor, world_size: int) -> list[Tensor]:
@@ -21,3 +24,34 @@ def gather_rows(x: Tensor, world_size: int) -> list[Tensor]:
     parts = [torch.empty_like(pad) for _ in range(world_size)]
     dist.all_gather(parts, pad)
     return [p[:s] for p, s in zip(parts, sizes)]
+
+
+#: whether batch statistics are summed over the ranks of the default process group
+#: (set by the data-parallel trainer around each training step; see :func:`sync_batch_stats`)
+_SYNC_BATCH_STATS = False
+
+
+@contextmanager
+def sync_batch_stats(enabled: bool = True) -> Iterator[None]:
+    """Within the block, the batch norms of the conv scorers (and their head's patch
+    moments) normalise over the whole global batch, summed over all ranks, so that a
+    data-parallel step equals one process (what ``SyncBatchNorm`` does on GPUs; this one
+    also runs on CPUs with ``gloo``)."""
+    global _SYNC_BATCH_STATS
+    old = _SYNC_BATCH_STATS
+    _SYNC_BATCH_STATS = bool(enabled) and dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        _SYNC_BATCH_STATS = old
+
+
+def batch_stats_synced() -> bool:
+    """Whether :func:`sync_batch_stats` is active."""
+    return _SYNC_BATCH_STATS
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """``x`` summed over all ranks, in place; returns ``x``."""
+    dist.all_reduce(x)
+    return x

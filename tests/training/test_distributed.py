@@ -17,21 +17,30 @@ import torch.multiprocessing as mp
 
 from disenkg.datasets import KGDataset
 from disenkg.models import DisenKGAT
-from disenkg.nn.scorers import DistMultScorer
+from disenkg.nn.scorers import DistMultScorer, InteractEScorer
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
 from tests.conftest import REPO, kg_archive
 
 
-def _trainer(ds, out, ctx):
-    """DisenKGAT with a scorer without batch statistics, no dropout, no MI estimator: the
-    setting in which a 2-rank step must equal one process up to float rounding."""
+def _scorer(name):
+    if name == "distmult":
+        return DistMultScorer()
+    # InteractE: batch norms before and after its conv head, synchronised across ranks;
+    # chunks of 16 images, so the chunked head (patch moments) runs too
+    return InteractEScorer(embedding_dim=12, k_h=4, k_w=3, num_filters=3, kernel_size=3,
+                           feature_dropout=0.0, hidden_dropout=0.0, image_chunk=16)
+
+
+def _trainer(ds, out, ctx, scorer="distmult"):
+    """DisenKGAT without dropout and MI estimator: the setting in which a 2-rank step must
+    equal one process up to float rounding."""
     seed_everything(0)
     ei, et = ds.graph()
     model = DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
                       edge_index=ei, edge_type=et, num_components=2, init_dim=8, channels=12,
-                      scorer=DistMultScorer(), encoder_dropout=0.0, attention_dropout=0.0,
+                      scorer=_scorer(scorer), encoder_dropout=0.0, attention_dropout=0.0,
                       mi_estimator=None).double()
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, eval_batch_size=50)
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out, dist=ctx)
@@ -45,27 +54,30 @@ def _step_and_eval(tr):
     return {"loss": loss, "grads": grads, "metrics": metrics}
 
 
-def _worker(rank, world, init_file, data, out):
+def _worker(rank, world, init_file, data, out, scorer):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
         ds = KGDataset.load(data)
-        tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world))
+        tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world),
+                      scorer)
         torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_two_ranks_equal_one_process(tmp_path):
+@pytest.mark.parametrize("scorer", ["distmult", "interacte"])
+def test_two_ranks_equal_one_process(tmp_path, scorer):
     """Loss and every parameter gradient of a 2-rank step equal one process's (float64,
-    rtol 1e-10: only the summation order differs); the distributed validation metrics
-    equal one process's exactly, on every rank."""
+    rtol 1e-10: only the summation order differs), also through the conv scorer's batch
+    norms (global-batch statistics); the distributed validation metrics equal one
+    process's exactly, on every rank."""
     data = str(kg_archive("umls"))
     ds = KGDataset.load(data)
-    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None))
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path)), nprocs=2,
-             join=True)
+    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None, scorer))
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path), scorer),
+             nprocs=2, join=True)
     for rank in (0, 1):
         got = torch.load(tmp_path / f"result{rank}.pt", weights_only=True)
         assert abs(got["loss"] - ref["loss"]) <= 1e-10 * abs(ref["loss"])
@@ -115,3 +127,54 @@ def test_single_process_has_no_context(world, monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", str(world))
     assert init_from_env(torch.device("cpu")) is None
+
+
+def _bn_worker(rank, world, init_file, out):
+    from disenkg.ops.sync_batch_norm import batch_norm
+    from disenkg.utils.distributed import sync_batch_stats
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64)
+        up = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64)
+        bn = torch.nn.BatchNorm2d(3).double()
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5, generator=g)
+            bn.bias.uniform_(-1, 1, generator=g)
+        mine = x[rank::world].clone().requires_grad_()
+        with sync_batch_stats():
+            y = batch_norm(bn, mine)
+            (y * up[rank::world]).sum().backward()
+        torch.save({"y": y.detach(), "dx": mine.grad, "dgamma": bn.weight.grad,
+                    "dbeta": bn.bias.grad, "mean": bn.running_mean, "var": bn.running_var},
+                   Path(out) / f"bn{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_batch_norm_equals_batch_norm_on_the_whole_batch(tmp_path):
+    """The synchronised batch norm on 2 ranks (rows split 4 / 3) against nn.BatchNorm2d on
+    all rows: outputs and input gradients of each rank's rows, the summed parameter
+    gradients and the running statistics (float64)."""
+    mp.spawn(_bn_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+             join=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64).requires_grad_()
+    up = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64)
+    bn = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5, generator=g)
+        bn.bias.uniform_(-1, 1, generator=g)
+    y = bn(x)
+    (y * up).sum().backward()
+    got = [torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1)]
+    for r in (0, 1):
+        torch.testing.assert_close(got[r]["y"], y[r::2].detach())
+        torch.testing.assert_close(got[r]["dx"], x.grad[r::2])
+        torch.testing.assert_close(got[r]["mean"], bn.running_mean)
+        torch.testing.assert_close(got[r]["var"], bn.running_var)
+    torch.testing.assert_close(got[0]["dgamma"] + got[1]["dgamma"], bn.weight.grad)
+    torch.testing.assert_close(got[0]["dbeta"] + got[1]["dbeta"], bn.bias.grad)

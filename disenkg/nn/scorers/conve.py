@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
 from disenkg.ops.conv_head import conv_bn_head
 from disenkg.ops.impls import check_impl
+from disenkg.ops.sync_batch_norm import batch_norm
 
 __all__ = ["ConvEInteraction"]
 
@@ -82,11 +83,11 @@ class ConvEInteraction(nn.Module):
         B = head.shape[0]
         x = torch.cat([head.view(B, 1, self.k_h, self.k_w),
                        relation.view(B, 1, self.k_h, self.k_w)], dim=2)
-        x = self.input_drop(self.bn0(x))
+        x = self.input_drop(batch_norm(self.bn0, x))
         x = conv_bn_head(x, self.conv.weight, self.conv.bias, 1, self.bn1, self.feature_drop,
                          self.fc, chunk=self.image_chunk, precision=self.precision,
                          impl=self.impl)
-        return torch.relu(self.bn2(self.hidden_drop(x)))
+        return torch.relu(batch_norm(self.bn2, self.hidden_drop(x)))
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(dim={self.embedding_dim}, image=({self.k_h}, "

@@ -20,6 +20,7 @@ from disenkg.nn.scorers.base import Scorer
 from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
 from disenkg.ops.conv_head import conv_bn_head
 from disenkg.ops.impls import check_impl
+from disenkg.ops.sync_batch_norm import batch_norm
 
 __all__ = ["InteractEInteraction", "InteractEScorer", "checkered_permutation"]
 
@@ -95,13 +96,13 @@ class InteractEInteraction(nn.Module):
         B = head.shape[0]
         comb = torch.cat([head, relation], dim=-1)  # (B, 2D)
         x = comb[:, self.perm].view(B, self.num_perm, self.k_h, 2 * self.k_w)
-        x = self.bn0(x)
+        x = batch_norm(self.bn0, x)
         pad = self.kernel_size // 2
         x = F.pad(x, (pad, pad, pad, pad), mode="circular")
         x = conv_bn_head(x, self.filters, None, self.num_perm, self.bn1, self.feature_drop,
                          self.fc, chunk=self.image_chunk, precision=self.precision,
                          impl=self.impl)
-        return torch.relu(self.bn2(self.hidden_drop(x)))
+        return torch.relu(batch_norm(self.bn2, self.hidden_drop(x)))
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(dim={self.embedding_dim}, image=({self.k_h}, "

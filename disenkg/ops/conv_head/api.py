@@ -40,6 +40,7 @@ from disenkg.ops.conv_head.function import ConvHeadFunction, HeadPlan, PatchMome
 from disenkg.ops.conv_head.layout import fc_weight
 from disenkg.ops.impls import OP_IMPLS, check_impl
 from disenkg.ops.precision import auto_bf16, check_precision
+from disenkg.utils.distributed import all_reduce_sum, batch_stats_synced
 
 __all__ = ["IMPLS", "batch_statistics", "compute_dtype", "conv_bn_head", "resolve_impl"]
 
@@ -153,16 +154,18 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
                                                  for t in params)
     if kernels is not None and not bn.training and not drop.training and not needs_grad:
         return eval_head(x, weight, bias, groups, bn, fc, chunk, low, kernels)
-    if not (bn.training and kernels is not None and (x.shape[0] > chunk or low != x.dtype)
-            and torch.is_grad_enabled()):
+    sync = bn.training and batch_stats_synced()
+    if not (bn.training and kernels is not None
+            and (x.shape[0] > chunk or low != x.dtype or sync) and torch.is_grad_enabled()):
         return _eager(x, weight, bias, groups, bn, drop, fc,
                       low if impl == "eager" or precision == "bf16" else x.dtype)
     n, C = x.shape[0], weight.shape[0]
     store = PatchStore(x.to(low), k, kernels) if low == torch.bfloat16 != x.dtype else None
-    gram = PatchMoments.apply(x, k, groups, chunk, kernels, low, store)
+    gram = PatchMoments.apply(x, k, groups, chunk, kernels, low, store, sync)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
-    mean, var = batch_statistics(gram, weight, bias, n * L)
-    _update_running(bn, mean, var, n * L)
+    images = n if not sync else int(all_reduce_sum(torch.tensor([float(n)])).item())
+    mean, var = batch_statistics(gram, weight, bias, images * L)
+    _update_running(bn, mean, var, images * L)
     p = drop.p if drop.training else 0.0
     fc_w = fc_weight(fc, groups, C, L)  # autograd maps its gradient back to fc.weight
     keep, drop_scale = None, 1.0

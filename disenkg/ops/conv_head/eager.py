@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from disenkg.ops.sync_batch_norm import batch_norm
+
 __all__ = ["conv_bn_head_eager"]
 
 
@@ -16,4 +18,4 @@ def conv_bn_head_eager(x: Tensor, weight: Tensor, bias: Tensor | None, groups: i
     materialising the feature maps ``(n, G * C, H - k + 1, W - k + 1)``."""
     w = weight.repeat(groups, 1, 1, 1) if groups > 1 else weight
     y = F.conv2d(x, w, bias, groups=groups)
-    return fc(drop(torch.relu(bn(y))).flatten(1))
+    return fc(drop(torch.relu(batch_norm(bn, y))).flatten(1))

@@ -29,6 +29,7 @@ from disenkg.ops.conv_head.buffers import PatchStore, Workspace, blocks, chunks
 from disenkg.ops.conv_head.layout import affine, augmented_filters, fc_columns
 from disenkg.ops.patches import accumulate_, fold_patches, patches, relu_mask_backward_
 from disenkg.ops.precision import bf16_matmul, bf16_matmul_supported
+from disenkg.utils.distributed import all_reduce_sum
 
 __all__ = ["ConvHeadFunction", "HeadPlan", "PatchMoments"]
 
@@ -206,7 +207,8 @@ class PatchMoments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, k: int, groups: int, chunk: int, impl: str,
-                low: torch.dtype, store: PatchStore | None = None) -> Tensor:
+                low: torch.dtype, store: PatchStore | None = None,
+                sync: bool = False) -> Tensor:
         n = x.shape[0]
         k2 = k * k
         gram = torch.zeros(groups, k2 + 1, k2 + 1, dtype=x.dtype, device=x.device)
@@ -220,9 +222,11 @@ class PatchMoments(torch.autograd.Function):
                     c = patches(x[s:e, grp], k, out=buf, impl=impl)
                     buf = c if buf is None else buf
                     gram[grp].addmm_(c.t(), c)
+        if sync:  # the global batch's moments (a data-parallel step)
+            all_reduce_sum(gram)
         ctx.save_for_backward(x)
         ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low = k, groups, chunk, impl, low
-        ctx.store = store
+        ctx.store, ctx.sync = store, sync
         return gram
 
     @staticmethod
@@ -230,6 +234,8 @@ class PatchMoments(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         k, groups, chunk, impl, low = ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low
         n, H, W = x.shape[0], x.shape[2], x.shape[3]
+        if ctx.sync:  # every rank's loss depends on the summed moments
+            dgram = all_reduce_sum(dgram.clone())
         sym = (dgram + dgram.transpose(1, 2)).to(low)
         store = ctx.store
         xl = x.to(low) if store is None else None
@@ -244,4 +250,4 @@ class PatchMoments(torch.autograd.Function):
                     buf = c if buf is None else buf
                 dbuf = torch.mm(c, sym[grp], out=None if dbuf is None else dbuf[:c.shape[0]])
                 g_x[s:e, grp] = fold_patches(dbuf, (e - s, H, W), k, impl=impl)
-        return g_x, None, None, None, None, None, None
+        return g_x, None, None, None, None, None, None, None
