@@ -33,7 +33,7 @@ from disenkg.cli.link_models import (
     fill_defaults,
     fix_bn0_scale,
 )
-from disenkg.cli.values import fraction, integer, nonneg_float, pos_float
+from disenkg.cli.values import decay, fraction, integer, nonneg_float, pos_float
 from disenkg.datasets import KNOWN, KGDataset
 from disenkg.defaults import BUDGET_MINUTES
 from disenkg.errors import CheckpointError, ConfigError
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=pos_float, default=None,
                    help="Adam learning rate (default: the preset's, else 0.003 for batches "
                         "< 1024 and 0.001 above)")
+    t.add_argument("--lr-decay", type=decay, default=1.0,
+                   help="the learning rate is --lr * LR_DECAY^(epoch - 1) in each epoch "
+                        "(ConvE's code: 0.995; 1 = constant)")
     t.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
     t.add_argument("--label-smoothing", type=fraction, default=0.1,
                    help="eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention)")
@@ -240,6 +243,7 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        lr_decay=getattr(args, "lr_decay", 1.0),
         eval_every=args.eval_every, patience=args.patience, min_epochs=args.min_epochs,
         eval_batch_size=args.eval_batch_size, seed=args.seed, loss_impl=args.loss_impl,
         loss_precision=args.loss_precision,

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["as_bool", "fraction", "integer", "nonneg_float", "pos_float", "real"]
+__all__ = ["as_bool", "decay", "fraction", "integer", "nonneg_float", "pos_float", "real"]
 
 
 def _err(expected: str, value: Any) -> argparse.ArgumentTypeError:
@@ -80,6 +80,14 @@ def fraction(v: Any) -> float:
     x = _float(v, "a number in [0, 1)")
     if not 0 <= x < 1:
         raise _err("a number in [0, 1)", v)
+    return x
+
+
+def decay(v: Any) -> float:
+    """A multiplicative decay factor in ``(0, 1]`` (1 = none)."""
+    x = _float(v, "a number in (0, 1]")
+    if not 0 < x <= 1:
+        raise _err("a number in (0, 1]", v)
     return x
 
 

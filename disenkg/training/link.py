@@ -55,6 +55,7 @@ class TrainConfig:
     epochs: int = 500
     batch_size: int = 128
     lr: float = 0.001
+    lr_decay: float = 1.0
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
     eval_every: int = 1
@@ -71,6 +72,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.patience < 0:
@@ -227,6 +230,9 @@ class LinkTrainer:
         cfg, model = self.config, self.model
         model.train()
         order = torch.randperm(len(self.train_index), generator=self.shuffle_gen)
+        if cfg.lr_decay != 1.0:  # lr * decay^epoch, from the epoch alone: exact on resume
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * cfg.lr_decay ** self.epoch
         if self.dist is not None:  # this rank's dropout stream, reproducible on resume
             torch.manual_seed(self.dist.epoch_seed(cfg.seed, self.epoch))
         total, batches = torch.zeros((), dtype=torch.float64, device=self.device), 0

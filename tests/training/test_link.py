@@ -197,3 +197,23 @@ def test_default_config_end_to_end(tmp_path):
     assert m["model"] == "disenkgat" and m["dataset"] == "umls"
     if not cheap():
         assert m["test"]["mrr"] >= 0.85
+
+
+def test_lr_decay_is_a_function_of_the_epoch(umls_path, tmp_path):
+    """``--lr-decay d``: epoch e (1-based) trains at lr * d^(e-1), also after a resume;
+    a factor outside (0, 1] is refused by the flag and by TrainConfig."""
+    ds = KGDataset.load(umls_path)
+    seed_everything(0)
+    cfg = TrainConfig(epochs=3, batch_size=512, lr=0.01, lr_decay=0.5, progress=False,
+                      eval_batch_size=512)
+    tr = LinkTrainer(model=small_conve(ds), dataset=ds, config=cfg, output_dir=tmp_path / "a")
+    seen = []
+    for _ in range(3):
+        tr.train_epoch()
+        seen.append(tr.optimizer.param_groups[0]["lr"])
+        tr.epoch += 1
+    assert seen == pytest.approx([0.01, 0.005, 0.0025])
+    with pytest.raises(ValueError, match="lr_decay must lie in"):
+        TrainConfig(lr_decay=1.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--lr-decay", "0"])
