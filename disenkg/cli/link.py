@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensors, bfloat16-rounded GEMM inputs, float32 accumulation and "
                         "logits); auto (default) = bf16 on CPUs with AMX / AVX512-BF16, else "
                         "fp32 (see README, 'Precision')")
+    t.add_argument("--entity-shards", type=integer(1), default=1,
+                   help="under torchrun: split the entity table and the 1-N scoring over "
+                        "this many ranks (= --nproc-per-node x --nnodes): each rank keeps "
+                        "1/S of the per-entity parameters and their optimiser state and "
+                        "scores every query against its entities; exact (README, 'Several "
+                        "processes'). 1 = data-parallel over the batch")
     add_model_arguments(p)
     return p
 
@@ -215,6 +221,11 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     ctx = init_from_env(device)
+    shards, world = getattr(args, "entity_shards", 1), 1 if ctx is None else ctx.world_size
+    if shards > 1 and shards != world:
+        raise ConfigError(f"--entity-shards {shards} needs {shards} processes (one shard per "
+                          f"rank), this job has {world}: launch with torchrun "
+                          f"--nproc-per-node {shards} (or nodes x processes = {shards})")
     if ctx is not None:
         if device.type != "cuda":  # the machine's cores shared by its ranks
             local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ctx.world_size)))
@@ -248,10 +259,12 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         eval_batch_size=args.eval_batch_size, seed=args.seed, loss_impl=args.loss_impl,
         loss_precision=args.loss_precision,
         rank_type=args.rank_type, progress=not args.no_progress,
+        entity_shards=shards,
     )
     run_config = {k: v for k, v in vars(args).items() if k not in ("config",)}
-    world = 1 if ctx is None else ctx.world_size
-    run_config.update(world_size=world, per_rank_batch=-(-args.batch_size // world))
+    run_config.update(world_size=world, entity_shards=shards,  # sharded: whole batches
+                      per_rank_batch=args.batch_size if shards > 1
+                      else -(-args.batch_size // world))
     main_rank = ctx is None or ctx.is_main
     if main_rank:
         run_dir.write_config({

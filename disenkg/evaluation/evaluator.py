@@ -70,6 +70,10 @@ class LinkEvaluator:
         #: across ranks (batch ``i`` on rank ``i % world_size``) and gathers every rank's
         #: ranks, so each rank returns the one-process result exactly
         self.dist = None
+        #: an :class:`~disenkg.utils.entity_shards.EntityShard`: the model scores this
+        #: rank's entities only; every rank scores every query and the ranks' counts are
+        #: summed (:func:`sharded_ranks`), so each rank returns the one-process result
+        self.shard = None
 
     @torch.no_grad()
     def ranks(self, model: LinkPredictor, triples: Tensor, desc: str = "eval"
@@ -143,8 +147,11 @@ class LinkEvaluator:
             scores = model.score(reps, uq[s:e, 0].to(device), uq[s:e, 1].to(device)).float()
             tri = order[int(ends[s - 1]) if s else 0:int(ends[e - 1])]
             rows = scores.index_select(0, (inv[tri] - s).to(device))
-            known = self.filter_index.lookup(qh[tri], qr[tri])
-            rk = filtered_ranks(rows, ans[tri].to(device), tuple(k.to(device) for k in known))
+            known = tuple(k.to(device) for k in self.filter_index.lookup(qh[tri], qr[tri]))
+            if self.shard is not None:
+                rk = sharded_ranks(rows, ans[tri].to(device), known, self.shard)
+            else:
+                rk = filtered_ranks(rows, ans[tri].to(device), known)
             idx.append(tri)
             opt.append(rk.optimistic)  # kept on the device: one transfer at the end
             pes.append(rk.pessimistic)
@@ -159,6 +166,40 @@ class LinkEvaluator:
             return torch.empty_like(flat).index_copy_(0, idx, flat)
 
         return Ranks(unsort(opt), unsort(pes))
+
+
+def sharded_ranks(scores: Tensor, target: Tensor, known: tuple[Tensor, Tensor],
+                  shard: Any) -> Ranks:
+    """Filtered ranks from this rank's ``(B, hi - lo)`` scores of entities ``[lo, hi)``:
+    the target's score comes from its owner, then each rank counts its unfiltered entities
+    scoring above (and at least) it, and the counts are summed over the ranks. Equals
+    :func:`~disenkg.evaluation.ranks.filtered_ranks` on the full scores exactly."""
+    import torch.distributed as dist
+
+    B, n = scores.shape
+    if n != shard.size:
+        raise ValueError(f"sharded scores must have {shard.size} columns, got {n}")
+    lo, rows = shard.lo, torch.arange(B, device=scores.device)
+    mine = (target >= lo) & (target < shard.hi)
+    local_t = torch.where(mine, target - lo, torch.zeros_like(target))
+    s_true = torch.where(mine, scores[rows, local_t], torch.zeros((), dtype=scores.dtype,
+                                                                   device=scores.device))
+    dist.all_reduce(s_true)  # the owner's value (the others add zero)
+    if torch.isnan(s_true).any() or torch.isnan(scores).any():
+        raise ValueError("scores contain NaN values")
+    s_true = s_true.unsqueeze(1)
+    n_gt = (scores > s_true).sum(1)
+    n_ge = (scores >= s_true).sum(1)
+    kr, kc = known
+    keep = (kc >= lo) & (kc < shard.hi) & (kc != target[kr])
+    key = torch.unique(kr[keep] * n + (kc[keep] - lo))  # each filtered entity once
+    kr, kc = key // n, key % n
+    s = scores[kr, kc]
+    n_gt = n_gt - torch.zeros_like(n_gt).index_add_(0, kr, (s > s_true[kr, 0]).long())
+    n_ge = n_ge - torch.zeros_like(n_ge).index_add_(0, kr, (s >= s_true[kr, 0]).long())
+    counts = torch.stack([n_gt, n_ge])
+    dist.all_reduce(counts)
+    return Ranks(optimistic=(counts[0] + 1).float(), pessimistic=counts[1].float())
 
 
 def _cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:

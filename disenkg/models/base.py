@@ -8,6 +8,12 @@ A model produces, from representations computed once by :meth:`encode`:
 Training uses :func:`disenkg.ops.mixture_bce` (1-N BCE over all entities, never
 materialising ``(B, K, N)`` on the chunked path); ranking uses
 :func:`disenkg.ops.mixture_scores`. ``K = 1`` is the plain 1-N BCE model (ConvE etc.).
+
+Entity sharding (:meth:`MixtureLinkModel.shard_entities`,
+:mod:`disenkg.utils.entity_shards`): the model keeps only its rank's rows of the
+per-entity parameters, :meth:`~MixtureLinkModel.candidates` and
+:meth:`~MixtureLinkModel.score` cover those entities only, and :meth:`loss` is this
+slice's share of the global mean (the shares of all ranks add up to it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from disenkg.ops import mixture_bce, mixture_scores
+from disenkg.utils.entity_shards import EntityShard
 
 __all__ = ["MixtureLinkModel"]
 
@@ -37,6 +44,37 @@ class MixtureLinkModel(nn.Module):
     num_components: int = 1
     #: learning rate of the optimiser of :meth:`auxiliary_parameters`
     auxiliary_lr: float = 1e-3
+    #: this rank's slice of the entities when sharded (:meth:`shard_entities`), else None
+    entity_shard: EntityShard | None = None
+
+    def shard_entities(self, shard: EntityShard) -> None:
+        """Keeps only ``shard``'s rows of the per-entity parameters (call before the
+        optimiser is built; :meth:`sharded_parameters` names them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support entity sharding")
+
+    def sharded_parameters(self) -> tuple[str, ...]:
+        """Names (in :meth:`state_dict`) of the parameters split by entity rows."""
+        return ()
+
+    def _shard_rows(self, names: tuple[str, ...], shard: EntityShard) -> None:
+        """Replaces the parameters ``names`` (dotted) by ``shard``'s rows."""
+        for name in names:
+            owner_name, _, attr = name.rpartition(".")
+            owner = self.get_submodule(owner_name) if owner_name else self
+            setattr(owner, attr, nn.Parameter(shard.slice(getattr(owner, attr).detach())))
+        self.entity_shard = shard
+
+    def _shard_loss_args(self, target, num_queries: int):
+        """``(target, reduction, total_entities, scale)`` of this rank's share of the loss:
+        the positives this rank owns (entity ids made local) and ``1 / (B N)`` of the sum."""
+        shard = self.entity_shard
+        if shard is None:
+            return target, "mean", None, 1.0
+        if isinstance(target, (tuple, list)):
+            target = shard.local_pairs(*target)
+        else:
+            target = target[:, shard.lo:shard.hi]
+        return target, "sum", shard.num_entities, 1.0 / (num_queries * shard.num_entities)
 
     def encode(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -68,11 +106,15 @@ class MixtureLinkModel(nn.Module):
         ``precision`` as in :func:`~disenkg.ops.mixture_bce`)."""
         q, att = self.query(reps, heads, rels)
         ent, bias = self.candidates(reps)
-        return mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
-                           order=self.order, impl=impl, precision=precision)
+        target, reduction, total, scale = self._shard_loss_args(target, len(heads))
+        loss = mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
+                           order=self.order, impl=impl, precision=precision,
+                           reduction=reduction, total_entities=total)
+        return loss if scale == 1.0 else loss * scale
 
     def score(self, reps: Any, heads: Tensor, rels: Tensor) -> Tensor:
-        """``(B, N)`` ranking scores (log-probability for ``after``, logit for ``before``)."""
+        """``(B, N)`` ranking scores (log-probability for ``after``, logit for ``before``);
+        sharded, ``(B, hi - lo)``: this rank's entities."""
         q, att = self.query(reps, heads, rels)
         ent, bias = self.candidates(reps)
         return mixture_scores(q, ent, att, bias, self.order)

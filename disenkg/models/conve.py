@@ -64,12 +64,22 @@ class ConvE(MixtureLinkModel):
         nn.init.zeros_(self.bias)
         self.interaction.reset_parameters()
 
+    def shard_entities(self, shard) -> None:
+        """Keeps ``shard``'s rows of the entity table and the bias; the query's subject
+        rows are looked up across ranks (:meth:`EntityShard.lookup
+        <disenkg.utils.entity_shards.EntityShard.lookup>`)."""
+        self._shard_rows(self.sharded_parameters(), shard)
+
+    def sharded_parameters(self) -> tuple[str, ...]:
+        return ("entity.weight", "bias")
+
     def encode(self) -> ConvEReps:
         return ConvEReps(self.entity.weight, self.relation.weight)
 
     def query(self, reps: ConvEReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
-        q = self.interaction(reps.entity.index_select(0, heads),
-                             reps.relation.index_select(0, rels))
+        sub = (reps.entity.index_select(0, heads) if self.entity_shard is None
+               else self.entity_shard.lookup(reps.entity, heads))
+        q = self.interaction(sub, reps.relation.index_select(0, rels))
         return q.unsqueeze(1), q.new_zeros(q.shape[0], 1)
 
     def candidates(self, reps: ConvEReps) -> tuple[Tensor, Tensor]:

@@ -153,11 +153,24 @@ class DisenKGAT(MixtureLinkModel):
     def rel_weight(self) -> Tensor:
         return self.layers[-1].rel_weight if len(self.layers) else self._own_rel_weight
 
+    # ------------------------------------------------------------------ sharding
+    def shard_entities(self, shard) -> None:
+        """Keeps ``shard``'s rows of the base embeddings and the bias; the encoder runs on
+        the gathered table (:meth:`EntityShard.gather
+        <disenkg.utils.entity_shards.EntityShard.gather>`) and this rank scores its
+        entities only."""
+        self._shard_rows(self.sharded_parameters(), shard)
+
+    def sharded_parameters(self) -> tuple[str, ...]:
+        return ("init_embed", "bias")
+
     # ------------------------------------------------------------------ encoder
     def encode(self, return_attention: bool = False):
         """Runs the encoder over the whole graph once; returns :class:`DisenKGATReps`."""
         N, K, F = self.num_entities, self.num_components, self.channels
-        x = torch.tanh(self.proj(self.init_embed)).view(N, K, F)
+        base = (self.init_embed if self.entity_shard is None
+                else self.entity_shard.gather(self.init_embed))
+        x = torch.tanh(self.proj(base)).view(N, K, F)
         r = self.init_rel
         attention = []
         for layer in self.layers:
@@ -183,8 +196,12 @@ class DisenKGAT(MixtureLinkModel):
         sub, rel, att = self._parts(reps, heads, rels)
         return self.scorer.query(sub, rel), att
 
+    def _candidate_entities(self, reps: DisenKGATReps) -> Tensor:
+        shard = self.entity_shard
+        return reps.entity if shard is None else reps.entity[shard.lo:shard.hi]
+
     def candidates(self, reps: DisenKGATReps) -> tuple[Tensor, Tensor | None]:
-        return (self.scorer.candidates(reps.entity),
+        return (self.scorer.candidates(self._candidate_entities(reps)),
                 self.bias if self.scorer.uses_bias else None)
 
     def loss(self, reps, heads, rels, target, *, label_smoothing: float = 0.0,
@@ -194,8 +211,11 @@ class DisenKGAT(MixtureLinkModel):
                                 impl=impl, precision=precision)
         sub, rel, att = self._parts(reps, heads, rels)
         x = self._eager_logits(sub, rel, reps)
-        return mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,
-                                        order=self.order)
+        target, reduction, total, scale = self._shard_loss_args(target, len(heads))
+        loss = mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,
+                                        order=self.order, reduction=reduction,
+                                        total_entities=total)
+        return loss if scale == 1.0 else loss * scale
 
     def score(self, reps, heads, rels) -> Tensor:
         if self.scorer.dot_product:
@@ -204,7 +224,7 @@ class DisenKGAT(MixtureLinkModel):
         return mixture_scores_from_logits(self._eager_logits(sub, rel, reps), att, self.order)
 
     def _eager_logits(self, sub, rel, reps) -> Tensor:
-        x = self.scorer.logits(sub, rel, reps.entity)
+        x = self.scorer.logits(sub, rel, self._candidate_entities(reps))
         return x + self.bias if self.scorer.uses_bias else x
 
     # ------------------------------------------------------------------ MI

@@ -37,6 +37,7 @@ from disenkg.training.distributed import (
     sum_scalar,
 )
 from disenkg.utils.distributed import sync_batch_stats
+from disenkg.utils.entity_shards import EntityShard
 from disenkg.utils.io import atomic_write_text
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
@@ -67,9 +68,10 @@ class TrainConfig:
     loss_precision: str = "fp32"
     rank_type: str = "realistic"
     progress: bool = True
+    entity_shards: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "entity_shards"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 < self.lr_decay <= 1.0:
@@ -116,13 +118,34 @@ class LinkTrainer:
                                        batch_size=config.eval_batch_size,
                                        rank_type=config.rank_type,
                                        progress=config.progress and self.is_main)
-        if dist is not None:  # one start on every rank; ranks split each evaluation
+        self.shard = None
+        if config.entity_shards > 1:
+            if dist is None or dist.world_size != config.entity_shards:
+                have = 1 if dist is None else dist.world_size
+                raise ValueError(f"{config.entity_shards} entity shards need "
+                                 f"{config.entity_shards} processes (one shard per rank; "
+                                 f"launch with torchrun --nproc-per-node "
+                                 f"{config.entity_shards}), this job has {have}")
+            self.shard = EntityShard(rank=dist.rank, num_shards=config.entity_shards,
+                                     num_entities=dataset.num_entities)
+        if dist is not None:  # one start on every rank
             broadcast_module(model)
-            self.evaluator.dist = dist
+            if self.shard is None:  # ranks split each evaluation's queries
+                self.evaluator.dist = dist
+            else:  # ranks split each evaluation's entities
+                model.shard_entities(self.shard)
+                self.evaluator.shard = self.shard
+        # in the model's order on every rank: collectives run in this order
+        sharded = model.sharded_parameters() if self.shard is not None else ()
+        named = dict(model.named_parameters())
+        self._sharded = {name: named[name] for name in sharded}
         aux_params = list(model.auxiliary_parameters())
         aux_ids = {id(p) for p in aux_params}
         main_params = [p for p in model.parameters() if id(p) not in aux_ids]
         self._params = (main_params, aux_params)
+        sharded_ids = {id(p) for p in self._sharded.values()}
+        #: parameters every rank holds whole (their gradients are summed over the ranks)
+        self._replicated = [p for p in main_params if id(p) not in sharded_ids]
         self.optimizer = torch.optim.Adam(main_params, lr=config.lr,
                                           weight_decay=config.weight_decay)
         self.aux_optimizer = (torch.optim.Adam(aux_params, lr=model.auxiliary_lr)
@@ -154,10 +177,50 @@ class LinkTrainer:
     def best_path(self) -> Path:
         return self.output_dir / "best.pt"
 
+    def model_state(self) -> dict[str, Any]:
+        """The whole model's state (entity-sharded parameters gathered from every rank: a
+        collective call then)."""
+        state = self.model.state_dict()
+        for name in self._sharded:
+            state[name] = self.shard.gather_full(state[name])
+        return state
+
+    def _load_model_state(self, state: dict[str, Any]) -> None:
+        if self._sharded:
+            state = {k: (self.shard.slice(v) if k in self._sharded else v)
+                     for k, v in state.items()}
+        self.model.load_state_dict(state)
+
+    def _sharded_slots(self) -> set[int]:
+        """Indices (in the main optimiser's state) of the entity-sharded parameters."""
+        ids = {id(p) for p in self._sharded.values()}
+        return {i for i, p in enumerate(self._params[0]) if id(p) in ids}
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """The main optimiser's state, the sharded parameters' moments gathered whole."""
+        state = self.optimizer.state_dict()
+        slots = self._sharded_slots()
+        if slots:
+            state = {**state, "state": {
+                i: ({k: (self.shard.gather_full(v) if i in slots and torch.is_tensor(v)
+                         and v.dim() > 0 else v) for k, v in st.items()})
+                for i, st in state["state"].items()}}
+        return state
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        slots = self._sharded_slots()
+        if slots:
+            state = {**state, "state": {
+                i: ({k: (self.shard.slice(v) if int(i) in slots and torch.is_tensor(v)
+                         and v.dim() > 0 else v) for k, v in st.items()})
+                for i, st in state["state"].items()}}
+        self.optimizer.load_state_dict(state)
+
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (a collective call when entity-sharded)."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": self.model_state(),
+            "optimizer": self.optimizer_state(),
             "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
             "epoch": self.epoch,
             "rng": get_rng_state(),
@@ -168,14 +231,15 @@ class LinkTrainer:
             "train_seconds": self.train_seconds,
             "history": self.history,
             "world_size": self.world_size,
+            "entity_shards": self.config.entity_shards,
             "dataset": {"num_entities": self.dataset.num_entities,
                         "num_relations": self.dataset.num_relations,
                         "fingerprint": dict(self.dataset.fingerprint)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_model_state(state["model"])
+        self._load_optimizer_state(state["optimizer"])
         if self.aux_optimizer is not None and state.get("aux_optimizer") is not None:
             self.aux_optimizer.load_state_dict(state["aux_optimizer"])
         self.epoch = state["epoch"]
@@ -204,6 +268,11 @@ class LinkTrainer:
                 f"{self.last_path} was written by a run of {state.get('world_size', 1)} "
                 f"process(es), this one has {self.world_size}",
                 hint="resume with the number of ranks the run was started with")
+        if state.get("entity_shards", 1) != self.config.entity_shards:
+            raise CheckpointError(
+                f"{self.last_path} was written by a run of {state.get('entity_shards', 1)} "
+                f"entity shard(s), this one has {self.config.entity_shards}",
+                hint="resume with the --entity-shards the run was started with")
         saved, ds = state["dataset"], self.dataset
         here = {"num_entities": ds.num_entities, "num_relations": ds.num_relations,
                 "fingerprint": dict(ds.fingerprint)}
@@ -234,7 +303,9 @@ class LinkTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * cfg.lr_decay ** self.epoch
         if self.dist is not None:  # this rank's dropout stream, reproducible on resume
-            torch.manual_seed(self.dist.epoch_seed(cfg.seed, self.epoch))
+            # entity-sharded, every rank computes the same queries: one stream for all
+            ctx = self.dist if self.shard is None else dataclasses.replace(self.dist, rank=0)
+            torch.manual_seed(ctx.epoch_seed(cfg.seed, self.epoch))
         total, batches = torch.zeros((), dtype=torch.float64, device=self.device), 0
         self._reg_sum = torch.zeros((), device=self.device)
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
@@ -265,13 +336,15 @@ class LinkTrainer:
         """One optimisation step; the detached loss stays on the device. ``check`` stops a
         non-finite loss before the update (a host synchronisation per step). Data-parallel,
         the scorers' batch norms use the global batch (:func:`sync_batch_stats`)."""
-        with sync_batch_stats(self.dist is not None):
+        with sync_batch_stats(self.dist is not None and self.shard is None):
             return self._step_body(ids, check)
 
     def _step_body(self, ids: torch.Tensor, check: bool) -> torch.Tensor:
         model = self.model
         scale = 1.0
-        if self.dist is not None:  # this rank's slice, weighted by its share of the batch
+        if self.shard is not None:  # the whole batch on every rank, against its entities;
+            scale = 1.0 / self.shard.num_shards  # the terms every rank computes alike
+        elif self.dist is not None:  # this rank's slice, weighted by its share of the batch
             mine = self.dist.shard(ids)
             # a last batch smaller than the number of ranks: a zero-weighted query here, so
             # that every rank's gradients come from the same parameters
@@ -287,16 +360,17 @@ class LinkTrainer:
         reg = model.regularization(reps, queries[:, 0])
         if reg is not None:
             self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float() * scale
-            loss = loss + reg
-        if scale != 1.0:
+            # entity-sharded, the BCE is this rank's share already; the penalty is not
+            loss = loss + (reg * scale if self.shard is not None else reg)
+        if self.shard is None and scale != 1.0:
             loss = loss * scale
         value = loss.detach() if self.dist is None else sum_scalar(loss)
         if check and not torch.isfinite(value):
             raise FloatingPointError(f"non-finite training loss {value.item()} at epoch "
                                      f"{self.epoch + 1}")
         loss.backward()
-        if self.dist is not None:
-            all_reduce_grads(self._params[0])
+        if self.dist is not None:  # sharded rows' gradients are whole already
+            all_reduce_grads(self._replicated)
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
@@ -328,15 +402,16 @@ class LinkTrainer:
             record: dict[str, Any] = {"epoch": self.epoch, "loss": loss,
                                       "mi_loss": self._last_mi}
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
-                if self.dist is not None:  # rank 0's batch-norm running statistics
-                    broadcast_module(self.model)
+                if self.dist is not None and self.shard is None:
+                    broadcast_module(self.model)  # rank 0's batch-norm running statistics
                 valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
                 record.update({f"valid_{k}": valid[k] for k in ("mrr", "hits@1", "hits@3",
                                                                   "hits@10")})
                 if valid["mrr"] > self.best_mrr:
                     self.best_mrr, self.best_epoch, self.bad_evals = valid["mrr"], self.epoch, 0
+                    best_state = self.model_state() if (self.is_main or self._sharded) else None
                     if self.is_main:
-                        save_checkpoint({"model": self.model.state_dict(),
+                        save_checkpoint({"model": best_state,
                                          "epoch": self.epoch, "valid": valid}, self.best_path)
                 elif self.epoch > cfg.min_epochs:  # patience counts after min_epochs
                     self.bad_evals += 1
@@ -347,8 +422,9 @@ class LinkTrainer:
             record["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(record)
             bar.set_postfix(loss=f"{loss:.4f}", best_mrr=f"{self.best_mrr:.4f}")
+            state = self.state_dict() if (self.is_main or self._sharded) else None
             if self.is_main:
-                save_checkpoint(self.state_dict(), self.last_path)
+                save_checkpoint(state, self.last_path)
                 self.run_dir.write_history(self.history)
                 for cb in self.callbacks:
                     cb(record)
@@ -365,13 +441,15 @@ class LinkTrainer:
             CheckpointError: ``best.pt`` is missing or unreadable (never silently evaluates
                 the last model instead).
         """
-        if self.is_main:
+        if self._sharded:  # every rank reads its rows of the best model
+            torch.distributed.barrier()  # rank 0 has written it
+        if self.is_main or self._sharded:
             if not self.best_path.exists():
                 raise CheckpointError(f"{self.best_path} is missing: no validated model to "
                                       f"evaluate (epochs run: {self.epoch})")
             best = load_checkpoint(self.best_path, required=("model",))
-            self.model.load_state_dict(best["model"])
-        if self.dist is not None:  # rank 0's best model on every rank
+            self._load_model_state(best["model"])
+        if self.dist is not None and not self._sharded:  # rank 0's best model everywhere
             broadcast_module(self.model)
         valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
         test = self.evaluator.evaluate(self.model, self.dataset.test, desc="test")

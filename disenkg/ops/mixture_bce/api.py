@@ -63,6 +63,7 @@ def mixture_bce(
     chunk_budget_bytes: int | None = None,
     precision: str = "fp32",
     pos_weight: float | None = None,
+    total_entities: int | None = None,
 ) -> Tensor:
     r"""Binary cross-entropy of a K-component mixture scored against all N entities.
 
@@ -108,6 +109,10 @@ def mixture_bce(
         pos_weight (float, optional): weight :math:`w > 0` of the positive term; ``None``
             = 1. Sparse targets keep the op's cost (only the positives' correction and, with
             label smoothing, a scalar on the background change). (default: ``None``)
+        total_entities (int, optional): the :math:`N` of label smoothing's :math:`1/N` when
+            ``entity`` is a slice of the candidate set (entity sharding,
+            :mod:`disenkg.utils.entity_shards`); the ``"mean"`` still divides by the
+            ``B * N`` pairs scored here. (default: ``None``, the entities given)
 
     Returns:
         Scalar loss, or ``(B, N)`` for ``reduction="none"``.
@@ -127,7 +132,8 @@ def mixture_bce(
         bf16 = triton_bf16(precision, query)
     else:
         bf16 = backend == "chunked" and use_bf16(precision, query)
-    tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device, pos_weight)
+    tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device, pos_weight,
+                      total_entities)
     if backend == "eager":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)
         return {"mean": loss.mean, "sum": loss.sum}.get(reduction, lambda: loss)()

@@ -55,17 +55,23 @@ def _elementwise(x: Tensor, att_logits: Tensor, t: Tensor, order: str) -> Tensor
 
 def mixture_loss_from_logits(
     x: Tensor, att_logits: Tensor, target: Tensor | tuple[Tensor, Tensor], *,
-    label_smoothing: float = 0.0, order: str = "after",
+    label_smoothing: float = 0.0, order: str = "after", reduction: str = "mean",
+    total_entities: int | None = None,
 ) -> Tensor:
-    """Mean mixture BCE from materialised logits ``x (B, K, N)`` (eager path for scorers
-    that are not dot products, e.g. TransE-L1). Same semantics as ``mixture_bce``."""
+    """Mean (or ``reduction="sum"``) mixture BCE from materialised logits ``x (B, K, N)``
+    (eager path for scorers that are not dot products, e.g. TransE-L1). Same semantics as
+    ``mixture_bce``."""
     from disenkg.ops.mixture_bce.inputs import make_target
 
     B, K, N = x.shape
     if att_logits.shape != (B, K):
         raise ValueError(f"att_logits must have shape ({B}, {K}), got {tuple(att_logits.shape)}")
-    tgt = make_target(target, B, N, label_smoothing, x.dtype, x.device)
-    return _elementwise(x, att_logits, dense_target(tgt, x.dtype), order).mean()
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of ['mean', 'sum']")
+    tgt = make_target(target, B, N, label_smoothing, x.dtype, x.device,
+                      total_entities=total_entities)
+    loss = _elementwise(x, att_logits, dense_target(tgt, x.dtype), order)
+    return loss.mean() if reduction == "mean" else loss.sum()
 
 
 def mixture_scores_from_logits(x: Tensor, att_logits: Tensor, order: str = "after") -> Tensor:

@@ -133,9 +133,12 @@ def make_target(
     dtype: torch.dtype,
     device: torch.device,
     pos_weight: float | None = None,
+    total_entities: int | None = None,
 ) -> Target:
-    """Validates ``target``, applies label smoothing, then the positive-class weight."""
-    tgt = _make_target(target, num_rows, num_cols, label_smoothing, dtype, device)
+    """Validates ``target``, applies label smoothing (``1 / total_entities``, by default
+    ``1 / num_cols``), then the positive-class weight."""
+    tgt = _make_target(target, num_rows, num_cols, label_smoothing, dtype, device,
+                       total_entities)
     w = check_pos_weight(pos_weight)
     if w == 1.0:
         return tgt
@@ -157,11 +160,16 @@ def _make_target(
     label_smoothing: float,
     dtype: torch.dtype,
     device: torch.device,
+    total_entities: int | None = None,
 ) -> Target:
     eps = float(label_smoothing)
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    shift = 1.0 / num_cols if eps > 0 else 0.0
+    total = num_cols if total_entities is None else int(total_entities)
+    if total < num_cols:
+        raise ValueError(f"total_entities ({total}) is smaller than the {num_cols} entities "
+                         "scored")
+    shift = 1.0 / total if eps > 0 else 0.0
     scale = 1.0 - eps
     if isinstance(target, (tuple, list)):
         if len(target) != 2:

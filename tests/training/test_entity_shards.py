@@ -1,0 +1,230 @@
+"""Entity-sharded scoring (``--entity-shards``): 2 shards on 2 gloo processes give the
+one-process loss, gradients and evaluation; the loss decomposes over entity slices;
+checkpoints hold the whole model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from disenkg.datasets import KGDataset
+from disenkg.models import ConvE, DisenKGAT
+from disenkg.nn.scorers import DistMultScorer, InteractEScorer, TransEL1Scorer
+from disenkg.ops import mixture_bce
+from disenkg.training import LinkTrainer, TrainConfig
+from disenkg.training.distributed import DistContext
+from disenkg.utils import seed_everything
+from disenkg.utils.entity_shards import EntityShard, shard_bounds
+from tests.conftest import kg_archive
+
+
+def _model(ds, name):
+    """Models without dropout (the MI estimator kept for DisenKGAT: its penalty and its
+    estimators' optimiser must count once)."""
+    if name == "conve":
+        return ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                     embedding_dim=12, k_h=4, k_w=3, num_filters=3, kernel_size=3,
+                     input_dropout=0.0, feature_dropout=0.0, hidden_dropout=0.0,
+                     image_chunk=16)
+    scorer = {"distmult": DistMultScorer, "transe": lambda: TransEL1Scorer(gamma=9.0),
+              "interacte": lambda: InteractEScorer(
+                  embedding_dim=12, k_h=4, k_w=3, num_filters=3, kernel_size=3,
+                  feature_dropout=0.0, hidden_dropout=0.0, image_chunk=16)}[name]()
+    ei, et = ds.graph()
+    return DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                     edge_index=ei, edge_type=et, num_components=2, init_dim=8, channels=12,
+                     scorer=scorer, encoder_dropout=0.0, attention_dropout=0.0,
+                     mi_estimator="club_b" if name == "distmult" else None)
+
+
+def _trainer(ds, out, ctx, name, shards):
+    seed_everything(0)
+    model = _model(ds, name).double()
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, eval_batch_size=50,
+                      entity_shards=shards)
+    return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out, dist=ctx)
+
+
+def _step_and_eval(tr):
+    tr.optimizer.step = lambda: None  # keep the gradients of one step to compare
+    loss = tr.train_step(torch.arange(5, 69))
+    grads = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
+    metrics = tr.evaluator.evaluate(tr.model, tr.dataset.valid[:301], desc="valid")
+    return {"loss": loss, "grads": grads, "metrics": metrics,
+            "state": tr.model_state(), "sharded": sorted(tr._sharded)}
+
+
+def _worker(rank, world, init_file, data, out, name):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        ds = KGDataset.load(data)
+        tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world),
+                      name, world)
+        torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["distmult", "interacte", "transe", "conve"])
+def test_two_entity_shards_equal_one_process(tmp_path, name):
+    """2 shards (UMLS' 135 entities split 67 / 68) against one process, float64: the loss
+    and every gradient (the sharded rows' gradients concatenated over ranks) to rtol 1e-10,
+    the gathered model state equal to the one-process state, and the validation metrics
+    (ranks summed over shards) exactly equal, on every rank."""
+    data = str(kg_archive("umls"))
+    ds = KGDataset.load(data)
+    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None, name, 1))
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path), name),
+             nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1)]
+    sharded = got[0]["sharded"]
+    assert sharded, "the model sharded nothing"
+    for g in got:
+        assert abs(g["loss"] - ref["loss"]) <= 1e-10 * abs(ref["loss"])
+        assert g["grads"].keys() == ref["grads"].keys()
+        for key, want in ref["grads"].items():
+            have = (torch.cat([got[0]["grads"][key], got[1]["grads"][key]])
+                    if key in sharded else g["grads"][key])
+            torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-13,
+                                       msg=lambda m, k=key: f"{k}: {m}")
+        assert g["state"].keys() == ref["state"].keys()
+        for key, want in ref["state"].items():
+            torch.testing.assert_close(g["state"][key], want, rtol=0, atol=0)
+        assert g["metrics"] == ref["metrics"]
+
+
+@pytest.mark.parametrize("order", ["after", "before"])
+def test_mixture_bce_decomposes_over_entity_slices(order):
+    """The mean loss over N entities is the sum over slices of each slice's summed loss
+    (label smoothing with the global 1/N, positives routed to their slice) / (B N), and so
+    are its gradients (float64, odd shapes, 3 uneven slices)."""
+    g = torch.Generator().manual_seed(0)
+    B, K, F, N = 7, 3, 5, 23
+    q = torch.randn(B, K, F, dtype=torch.float64, generator=g, requires_grad=True)
+    e = torch.randn(N, K, F, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(B, K, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(N, dtype=torch.float64, generator=g, requires_grad=True)
+    rows = torch.randint(0, B, (30,), generator=g)
+    cols = torch.randint(0, N, (30,), generator=g)
+    full = mixture_bce(q, e, a, (rows, cols), bias=b, label_smoothing=0.1, order=order)
+    want = torch.autograd.grad(full, (q, e, a, b))
+    bounds = shard_bounds(N, 3)
+    total = 0
+    for s in range(3):
+        shard = EntityShard(rank=s, num_shards=3, num_entities=N)
+        assert (shard.lo, shard.hi) == (bounds[s], bounds[s + 1])
+        r, c = shard.local_pairs(rows, cols)
+        total = total + mixture_bce(
+            q, e[shard.lo:shard.hi], a, (r, c), bias=b[shard.lo:shard.hi],
+            label_smoothing=0.1, order=order, reduction="sum", total_entities=N) / (B * N)
+    got = torch.autograd.grad(total, (q, e, a, b))
+    torch.testing.assert_close(total, full, rtol=1e-12, atol=0)
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
+
+
+def test_shard_bounds_and_clear_errors():
+    assert shard_bounds(10, 3) == [0, 3, 6, 10]
+    with pytest.raises(ValueError, match="cannot split 2 entities into 3"):
+        shard_bounds(2, 3)
+    with pytest.raises(ValueError, match="smaller than the 5 entities"):
+        mixture_bce(torch.randn(2, 1, 3), torch.randn(5, 1, 3), torch.zeros(2, 1),
+                    torch.zeros(2, 5), label_smoothing=0.1, total_entities=4)
+
+
+def test_entity_shards_need_as_many_processes(tmp_path):
+    ds = KGDataset.load(kg_archive("umls"))
+    with pytest.raises(ValueError, match="2 entity shards need 2 processes"):
+        _trainer(ds, tmp_path, None, "conve", 2)
+
+
+def test_torchrun_entity_shards_write_one_whole_model(tmp_path):
+    """``torchrun --nproc-per-node 2 -m disenkg.run --entity-shards 2``: 2 epochs on UMLS,
+    one run directory whose checkpoint is the whole model: evaluating it in one process
+    gives the test metrics the 2 shards reported. Sharding without torchrun is refused."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    flags = ["--dataset", str(kg_archive("umls")), "--epochs", "2", "--no-progress",
+             "--output-dir", str(out), "--channels", "20", "--k-h", "5", "--k-w", "4",
+             "--num-filters", "4", "--kernel-size", "3", "--batch-size", "256",
+             "--init-dim", "16", "--entity-shards", "2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node", "2", "-m", "disenkg.run", *flags]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("metrics written to") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())["args"]
+    assert (cfg["world_size"], cfg["entity_shards"], cfg["per_rank_batch"]) == (2, 2, 256)
+    ev = subprocess.run([sys.executable, "-m", "disenkg.run", "evaluate", "--run-dir",
+                         str(out), "--split", "test", "--json"],
+                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    one = json.loads(ev.stdout[ev.stdout.index("{"):])
+    for key in ("mrr", "mr", "hits@1", "hits@10"):
+        assert one[key] == pytest.approx(metrics["test"][key], abs=1e-9), key
+    alone = subprocess.run([sys.executable, "-m", "disenkg.run", *flags[:-2],
+                            "--output-dir", str(tmp_path / "alone"), "--entity-shards", "2"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert alone.returncode != 0
+    assert "--entity-shards 2 needs 2 processes" in alone.stderr
+
+
+def _resume_worker(rank, world, init_file, data, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        ds = KGDataset.load(data)
+        ctx = DistContext(rank=rank, world_size=world)
+
+        def trainer(path, epochs):
+            seed_everything(0)
+            model = _model(ds, "distmult").double()
+            cfg = TrainConfig(epochs=epochs, batch_size=256, lr=0.01, progress=False,
+                              eval_batch_size=200, entity_shards=world, patience=0)
+            return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=path,
+                               dist=ctx)
+
+        straight = trainer(Path(out) / "straight", 2)
+        straight.fit()
+        trainer(Path(out) / "resumed", 1).fit()
+        resumed = trainer(Path(out) / "resumed", 2)
+        resumed.fit(resume=True)
+        torch.save({"straight": straight.state_dict()["model"],
+                    "resumed": resumed.state_dict()["model"],
+                    "moments": resumed.optimizer_state()["state"]},
+                   Path(out) / f"resume{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_entity_sharded_run_resumes_exactly(tmp_path):
+    """2 sharded epochs straight equal 1 epoch, a checkpoint (whole model and whole Adam
+    moments, gathered from both shards) and 1 resumed epoch, to the bit."""
+    data = str(kg_archive("umls"))
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path)),
+             nprocs=2, join=True)
+    got = torch.load(tmp_path / "resume0.pt", weights_only=True)
+    for key, want in got["straight"].items():
+        torch.testing.assert_close(got["resumed"][key], want, rtol=0, atol=0,
+                                   msg=lambda m, k=key: f"{k}: {m}")
+    saved = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    assert saved["entity_shards"] == 2
+    assert saved["model"]["init_embed"].shape[0] == 135  # the whole table
+    sizes = {v["exp_avg"].shape[0] for v in got["moments"].values() if v["exp_avg"].dim()}
+    assert 135 in sizes
