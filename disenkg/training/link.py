@@ -39,6 +39,7 @@ from disenkg.training.distributed import (
 from disenkg.utils.distributed import sync_batch_stats
 from disenkg.utils.entity_shards import EntityShard
 from disenkg.utils.io import atomic_write_text
+from disenkg.utils.memory import trim_heap
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
 __all__ = ["LinkTrainer", "TrainConfig"]
@@ -118,6 +119,7 @@ class LinkTrainer:
                                        batch_size=config.eval_batch_size,
                                        rank_type=config.rank_type,
                                        progress=config.progress and self.is_main)
+        trim_heap()  # the indices' freed temporaries (disenkg.utils.memory)
         self.shard = None
         if config.entity_shards > 1:
             if dist is None or dist.world_size != config.entity_shards:
