@@ -141,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "fp32 (see README, 'Precision')")
     t.add_argument("--entity-shards", type=integer(1), default=1,
                    help="under torchrun: split the entity table and the 1-N scoring over "
-                        "this many ranks (= --nproc-per-node x --nnodes): each rank keeps "
-                        "1/S of the per-entity parameters and their optimiser state and "
-                        "scores every query against its entities; exact (README, 'Several "
-                        "processes'). 1 = data-parallel over the batch")
+                        "S ranks: each keeps 1/S of the per-entity parameters and their "
+                        "optimiser state and scores its batch slice against its entities; "
+                        "the processes (--nproc-per-node x --nnodes) form processes / S "
+                        "data-parallel batch slices; exact (README, 'Several processes'). "
+                        "1 = data-parallel only")
     add_model_arguments(p)
     return p
 
@@ -222,10 +223,11 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         torch.cuda.set_device(device)
     ctx = init_from_env(device)
     shards, world = getattr(args, "entity_shards", 1), 1 if ctx is None else ctx.world_size
-    if shards > 1 and shards != world:
-        raise ConfigError(f"--entity-shards {shards} needs {shards} processes (one shard per "
-                          f"rank), this job has {world}: launch with torchrun "
-                          f"--nproc-per-node {shards} (or nodes x processes = {shards})")
+    if shards > 1 and (world % shards or world == 1):
+        raise ConfigError(f"--entity-shards {shards} needs a multiple of {shards} processes "
+                          f"(batch slices x shards), this job has {world}: launch with "
+                          f"torchrun --nproc-per-node {shards} (or nodes x processes = a "
+                          f"multiple of {shards})")
     if ctx is not None:
         if device.type != "cuda":  # the machine's cores shared by its ranks
             local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ctx.world_size)))
@@ -262,9 +264,9 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         entity_shards=shards,
     )
     run_config = {k: v for k, v in vars(args).items() if k not in ("config",)}
-    run_config.update(world_size=world, entity_shards=shards,  # sharded: whole batches
-                      per_rank_batch=args.batch_size if shards > 1
-                      else -(-args.batch_size // world))
+    # ranks = batch slices x entity shards; the shards of a slice share its queries
+    run_config.update(world_size=world, entity_shards=shards,
+                      per_rank_batch=-(-args.batch_size // (world // shards)))
     main_rank = ctx is None or ctx.is_main
     if main_rank:
         run_dir.write_config({

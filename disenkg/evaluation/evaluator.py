@@ -174,8 +174,6 @@ def sharded_ranks(scores: Tensor, target: Tensor, known: tuple[Tensor, Tensor],
     the target's score comes from its owner, then each rank counts its unfiltered entities
     scoring above (and at least) it, and the counts are summed over the ranks. Equals
     :func:`~disenkg.evaluation.ranks.filtered_ranks` on the full scores exactly."""
-    import torch.distributed as dist
-
     B, n = scores.shape
     if n != shard.size:
         raise ValueError(f"sharded scores must have {shard.size} columns, got {n}")
@@ -184,7 +182,7 @@ def sharded_ranks(scores: Tensor, target: Tensor, known: tuple[Tensor, Tensor],
     local_t = torch.where(mine, target - lo, torch.zeros_like(target))
     s_true = torch.where(mine, scores[rows, local_t], torch.zeros((), dtype=scores.dtype,
                                                                    device=scores.device))
-    dist.all_reduce(s_true)  # the owner's value (the others add zero)
+    shard.all_reduce(s_true)  # the owner's value (the others add zero)
     if torch.isnan(s_true).any() or torch.isnan(scores).any():
         raise ValueError("scores contain NaN values")
     s_true = s_true.unsqueeze(1)
@@ -198,7 +196,7 @@ def sharded_ranks(scores: Tensor, target: Tensor, known: tuple[Tensor, Tensor],
     n_gt = n_gt - torch.zeros_like(n_gt).index_add_(0, kr, (s > s_true[kr, 0]).long())
     n_ge = n_ge - torch.zeros_like(n_ge).index_add_(0, kr, (s >= s_true[kr, 0]).long())
     counts = torch.stack([n_gt, n_ge])
-    dist.all_reduce(counts)
+    shard.all_reduce(counts)
     return Ranks(optimistic=(counts[0] + 1).float(), pessimistic=counts[1].float())
 
 

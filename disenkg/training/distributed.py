@@ -21,6 +21,10 @@ so without dropout a data-parallel step equals a one-process step to float round
 last batch smaller than the number of ranks gives the empty ranks one zero-weighted query,
 whose images do enter those statistics.)
 
+Entity sharding (:mod:`disenkg.utils.entity_shards`) combines with this: ``P = D x S``
+ranks form ``D`` data-parallel slices of ``S`` entity shards each (:func:`make_layout`);
+rank ``r`` takes batch slice ``r // S`` and entity shard ``r % S``.
+
 Backend ``nccl`` on GPUs, ``gloo`` on CPUs; rank 0 alone writes the run directory.
 """
 
@@ -28,16 +32,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from disenkg.utils.distributed import gather_rows
+from disenkg.utils.entity_shards import EntityShard
 
-__all__ = ["DistContext", "all_reduce_grads", "broadcast_module", "gather_rows",
-           "init_from_env", "sum_scalar"]
+__all__ = ["DistContext", "Layout", "all_reduce_grads", "broadcast_module", "gather_rows",
+           "init_from_env", "make_layout", "sum_scalar"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,52 @@ class DistContext:
         return (seed * 1_000_003 + self.rank * 7_919 + epoch) % (2**63 - 1)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a job of ``P = D x S`` ranks splits the work.
+
+    ``data`` is this rank's place among the ``D`` batch slices (its ``rank`` is the slice,
+    ``world_size`` is ``D``; dropout streams are seeded from it, so the ``S`` ranks of one
+    slice draw the same masks); ``shard`` its entity shard (``None`` without sharding);
+    ``data_group`` the process group of the ``D`` ranks holding the same shard (``None``
+    when that is every rank).
+    """
+
+    data: DistContext
+    shard: EntityShard | None = None
+    data_group: Any = field(default=None, compare=False, repr=False)
+
+
+def make_layout(ctx: DistContext, entity_shards: int, num_entities: int) -> Layout:
+    """The layout of ``ctx``'s job with ``entity_shards`` shards (which must divide the
+    world size; every rank must call this, in the same order as its other collectives).
+
+    Raises:
+        ValueError: the world size is not a multiple of ``entity_shards``.
+    """
+    P, S = ctx.world_size, entity_shards
+    if S == 1:
+        return Layout(data=ctx)
+    if P % S:
+        raise ValueError(f"{S} entity shards need a number of processes divisible by {S} "
+                         f"(data-parallel slices x shards), this job has {P}")
+    D = P // S
+    d, s = divmod(ctx.rank, S)
+    shard_group = data_group = None
+    if D > 1:  # every rank creates every group, in the same order
+        for i in range(D):
+            g = dist.new_group(list(range(i * S, (i + 1) * S)))
+            if i == d:
+                shard_group = g
+        for j in range(S):
+            g = dist.new_group(list(range(j, P, S)))
+            if j == s:
+                data_group = g
+    shard = EntityShard(rank=s, num_shards=S, num_entities=num_entities, group=shard_group)
+    return Layout(data=DistContext(rank=d, world_size=D, local_rank=ctx.local_rank),
+                  shard=shard, data_group=data_group)
+
+
 def init_from_env(device: torch.device) -> DistContext | None:
     """Joins the job ``torchrun`` described in the environment (``WORLD_SIZE`` > 1), with
     ``nccl`` on CUDA and ``gloo`` otherwise; ``None`` in a single process."""
@@ -86,16 +138,16 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t, src)
 
 
-def all_reduce_grads(params: list[nn.Parameter]) -> None:
-    """Sums the gradients of ``params`` over all ranks (one all-reduce of a flat buffer).
-    A parameter without a gradient keeps none (every rank runs the same computation, so
-    the same parameters have gradients everywhere)."""
+def all_reduce_grads(params: list[nn.Parameter], group: Any = None) -> None:
+    """Sums the gradients of ``params`` over the ranks of ``group`` (default: all), with
+    one all-reduce of a flat buffer. A parameter without a gradient keeps none (every rank
+    runs the same computation, so the same parameters have gradients everywhere)."""
     params = [p for p in params if p.grad is not None]
     if not params:
         return
     grads = [p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    dist.all_reduce(flat, group=group)
     offset = 0
     for g in grads:
         n = g.numel()

@@ -34,10 +34,10 @@ from disenkg.training.distributed import (
     DistContext,
     all_reduce_grads,
     broadcast_module,
+    make_layout,
     sum_scalar,
 )
 from disenkg.utils.distributed import sync_batch_stats
-from disenkg.utils.entity_shards import EntityShard
 from disenkg.utils.io import atomic_write_text
 from disenkg.utils.memory import trim_heap
 from disenkg.utils.seed import get_rng_state, set_rng_state
@@ -120,22 +120,20 @@ class LinkTrainer:
                                        rank_type=config.rank_type,
                                        progress=config.progress and self.is_main)
         trim_heap()  # the indices' freed temporaries (disenkg.utils.memory)
-        self.shard = None
-        if config.entity_shards > 1:
-            if dist is None or dist.world_size != config.entity_shards:
-                have = 1 if dist is None else dist.world_size
-                raise ValueError(f"{config.entity_shards} entity shards need "
-                                 f"{config.entity_shards} processes (one shard per rank; "
-                                 f"launch with torchrun --nproc-per-node "
-                                 f"{config.entity_shards}), this job has {have}")
-            self.shard = EntityShard(rank=dist.rank, num_shards=config.entity_shards,
-                                     num_entities=dataset.num_entities)
+        if config.entity_shards > 1 and dist is None:
+            raise ValueError(f"{config.entity_shards} entity shards need a multiple of "
+                             f"{config.entity_shards} processes (launch with torchrun "
+                             f"--nproc-per-node {config.entity_shards}), this job has 1")
+        #: the job's split (batch slices x entity shards), None in one process
+        self.layout = (make_layout(dist, config.entity_shards, dataset.num_entities)
+                       if dist is not None else None)
+        self.shard = self.layout.shard if self.layout is not None else None
         if dist is not None:  # one start on every rank
             broadcast_module(model)
             if self.shard is None:  # ranks split each evaluation's queries
                 self.evaluator.dist = dist
-            else:  # ranks split each evaluation's entities
-                model.shard_entities(self.shard)
+            else:  # the shards of a batch slice split each evaluation's entities (every
+                model.shard_entities(self.shard)  # slice evaluates all queries)
                 self.evaluator.shard = self.shard
         # in the model's order on every rank: collectives run in this order
         sharded = model.sharded_parameters() if self.shard is not None else ()
@@ -304,10 +302,9 @@ class LinkTrainer:
         if cfg.lr_decay != 1.0:  # lr * decay^epoch, from the epoch alone: exact on resume
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * cfg.lr_decay ** self.epoch
-        if self.dist is not None:  # this rank's dropout stream, reproducible on resume
-            # entity-sharded, every rank computes the same queries: one stream for all
-            ctx = self.dist if self.shard is None else dataclasses.replace(self.dist, rank=0)
-            torch.manual_seed(ctx.epoch_seed(cfg.seed, self.epoch))
+        if self.dist is not None:  # this slice's dropout stream, reproducible on resume
+            # (the shards of one batch slice compute the same queries: the same stream)
+            torch.manual_seed(self.layout.data.epoch_seed(cfg.seed, self.epoch))
         total, batches = torch.zeros((), dtype=torch.float64, device=self.device), 0
         self._reg_sum = torch.zeros((), device=self.device)
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
@@ -338,19 +335,23 @@ class LinkTrainer:
         """One optimisation step; the detached loss stays on the device. ``check`` stops a
         non-finite loss before the update (a host synchronisation per step). Data-parallel,
         the scorers' batch norms use the global batch (:func:`sync_batch_stats`)."""
-        with sync_batch_stats(self.dist is not None and self.shard is None):
+        data = self.layout.data if self.layout is not None else None
+        with sync_batch_stats(data is not None and data.world_size > 1,
+                              self.layout.data_group if self.layout is not None else None):
             return self._step_body(ids, check)
 
     def _step_body(self, ids: torch.Tensor, check: bool) -> torch.Tensor:
         model = self.model
         scale = 1.0
-        if self.shard is not None:  # the whole batch on every rank, against its entities;
-            scale = 1.0 / self.shard.num_shards  # the terms every rank computes alike
-        elif self.dist is not None:  # this rank's slice, weighted by its share of the batch
-            mine = self.dist.shard(ids)
-            # a last batch smaller than the number of ranks: a zero-weighted query here, so
-            # that every rank's gradients come from the same parameters
+        data = self.layout.data if self.layout is not None else None
+        if data is not None and data.world_size > 1:  # this slice, weighted by its share
+            mine = data.shard(ids)
+            # a last batch smaller than the number of slices: a zero-weighted query here,
+            # so that every rank's gradients come from the same parameters
             ids, scale = (mine, len(mine) / len(ids)) if len(mine) else (ids[:1], 0.0)
+        # entity-sharded, the BCE is this rank's share already; the terms that every shard
+        # of a slice computes alike (the penalty, the estimators' loss) count 1/S each
+        share = scale / self.shard.num_shards if self.shard is not None else scale
         self.optimizer.zero_grad(set_to_none=True)
         reps = model.encode()
         queries = self.train_index.queries[ids].to(self.device)
@@ -360,24 +361,25 @@ class LinkTrainer:
                           label_smoothing=self.config.label_smoothing, impl=self.config.loss_impl,
                           precision=self.config.loss_precision)
         reg = model.regularization(reps, queries[:, 0])
-        if reg is not None:
-            self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float() * scale
-            # entity-sharded, the BCE is this rank's share already; the penalty is not
-            loss = loss + (reg * scale if self.shard is not None else reg)
-        if self.shard is None and scale != 1.0:
+        if scale != 1.0:
             loss = loss * scale
+        if reg is not None:
+            self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float() * share
+            loss = loss + reg * share
         value = loss.detach() if self.dist is None else sum_scalar(loss)
         if check and not torch.isfinite(value):
             raise FloatingPointError(f"non-finite training loss {value.item()} at epoch "
                                      f"{self.epoch + 1}")
         loss.backward()
-        if self.dist is not None:  # sharded rows' gradients are whole already
+        if self.dist is not None:  # sharded rows' gradients: whole within a slice already
             all_reduce_grads(self._replicated)
+            if self._sharded and self.layout.data.world_size > 1:
+                all_reduce_grads(list(self._sharded.values()), self.layout.data_group)
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
             aux = model.auxiliary_loss(reps, queries[:, 0])
-            (aux * scale if scale != 1.0 else aux).backward()
+            (aux * share if share != 1.0 else aux).backward()
             if self.dist is not None:
                 all_reduce_grads(self._params[1])
             self.aux_optimizer.step()

@@ -21,7 +21,8 @@ summed over the ranks before it reaches the owner's rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -44,12 +45,14 @@ def shard_bounds(num_entities: int, num_shards: int) -> list[int]:
 
 @dataclass(frozen=True)
 class EntityShard:
-    """This rank's slice of the entities (``rank`` of ``num_shards`` in the default
-    process group, whose world size must be ``num_shards``)."""
+    """This rank's slice of the entities: shard ``rank`` of ``num_shards``, exchanged
+    within ``group`` (the process group of the ``num_shards`` ranks that share a batch
+    slice; ``None`` = all ranks, then the world size must be ``num_shards``)."""
 
     rank: int
     num_shards: int
     num_entities: int
+    group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def bounds(self) -> list[int]:
@@ -93,43 +96,42 @@ class EntityShard:
         where = torch.where(mine, ids - self.lo, torch.zeros_like(ids))
         rows = local.index_select(0, where) * mine.to(local.dtype).view(-1, *[1] * (
             local.dim() - 1))
-        return _SumOverRanks.apply(rows)
+        return _SumOverRanks.apply(rows, self.group)
 
     @torch.no_grad()
     def gather_full(self, local: Tensor) -> Tensor:
         """The full tensor (no autograd), e.g. to save a checkpoint."""
-        return torch.cat(gather_rows(local.contiguous(), self.num_shards))
+        return torch.cat(gather_rows(local.contiguous(), self.num_shards, self.group))
 
-    def check_group(self) -> None:
-        """Raises unless the default process group has ``num_shards`` ranks."""
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        if world != self.num_shards:
-            raise ValueError(f"{self.num_shards} entity shards need {self.num_shards} "
-                             f"processes (one shard per rank), this job has {world}")
+    def all_reduce(self, x: Tensor) -> Tensor:
+        """``x`` summed over the shards, in place; returns ``x``."""
+        dist.all_reduce(x, group=self.group)
+        return x
 
 
 class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, local: Tensor, shard: EntityShard) -> Tensor:
         ctx.shard = shard
-        return torch.cat(gather_rows(local.contiguous(), shard.num_shards))
+        return torch.cat(gather_rows(local.contiguous(), shard.num_shards, shard.group))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
+        dist.all_reduce(grad, group=ctx.shard.group)
         return grad[ctx.shard.lo:ctx.shard.hi], None
 
 
 class _SumOverRanks(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, group: Any) -> Tensor:
+        ctx.group = group
         y = x.contiguous().clone()
-        dist.all_reduce(y)
+        dist.all_reduce(y, group=group)
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
