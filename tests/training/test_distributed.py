@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from disenkg.datasets import KGDataset
@@ -22,6 +21,7 @@ from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
 from tests.conftest import REPO, kg_archive
+from tests.training.gloo import gloo_group
 
 
 def _scorer(name):
@@ -55,16 +55,11 @@ def _step_and_eval(tr):
 
 
 def _worker(rank, world, init_file, data, out, scorer):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         ds = KGDataset.load(data)
         tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world),
                       scorer)
         torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("scorer", ["distmult", "interacte"])
@@ -133,10 +128,7 @@ def _bn_worker(rank, world, init_file, out):
     from disenkg.ops.sync_batch_norm import batch_norm
     from disenkg.utils.distributed import sync_batch_stats
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         g = torch.Generator().manual_seed(0)
         x = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64)
         up = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64)
@@ -151,8 +143,6 @@ def _bn_worker(rank, world, init_file, out):
         torch.save({"y": y.detach(), "dx": mine.grad, "dgamma": bn.weight.grad,
                     "dbeta": bn.bias.grad, "mean": bn.running_mean, "var": bn.running_var},
                    Path(out) / f"bn{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_sync_batch_norm_equals_batch_norm_on_the_whole_batch(tmp_path):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from disenkg.datasets import KGDataset
@@ -20,6 +19,7 @@ from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
 from disenkg.utils.entity_shards import EntityShard, shard_bounds
 from tests.conftest import kg_archive
+from tests.training.gloo import gloo_group
 
 
 def _model(ds, name, mi=True):
@@ -60,16 +60,11 @@ def _step_and_eval(tr):
 
 
 def _worker(rank, world, init_file, data, out, name, shards):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         ds = KGDataset.load(data)
         tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world),
                       name, shards, mi=world == shards)
         torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("name,world", [("distmult", 2), ("interacte", 2), ("transe", 2),
@@ -191,10 +186,7 @@ def test_torchrun_entity_shards_write_one_whole_model(tmp_path):
 
 
 def _resume_worker(rank, world, init_file, data, out):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         ds = KGDataset.load(data)
         ctx = DistContext(rank=rank, world_size=world)
 
@@ -215,8 +207,6 @@ def _resume_worker(rank, world, init_file, data, out):
                     "resumed": resumed.state_dict()["model"],
                     "moments": resumed.optimizer_state()["state"]},
                    Path(out) / f"resume{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_entity_sharded_run_resumes_exactly(tmp_path):
