@@ -100,8 +100,9 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world):
         assert g["metrics"] == ref["metrics"]
 
 
+@pytest.mark.parametrize("impl", ["eager", "chunked"])
 @pytest.mark.parametrize("order", ["after", "before"])
-def test_mixture_bce_decomposes_over_entity_slices(order):
+def test_mixture_bce_decomposes_over_entity_slices(order, impl):
     """The mean loss over N entities is the sum over slices of each slice's summed loss
     (label smoothing with the global 1/N, positives routed to their slice) / (B N), and so
     are its gradients (float64, odd shapes, 3 uneven slices)."""
@@ -113,7 +114,8 @@ def test_mixture_bce_decomposes_over_entity_slices(order):
     b = torch.randn(N, dtype=torch.float64, generator=g, requires_grad=True)
     rows = torch.randint(0, B, (30,), generator=g)
     cols = torch.randint(0, N, (30,), generator=g)
-    full = mixture_bce(q, e, a, (rows, cols), bias=b, label_smoothing=0.1, order=order)
+    full = mixture_bce(q, e, a, (rows, cols), bias=b, label_smoothing=0.1, order=order,
+                       impl=impl)
     want = torch.autograd.grad(full, (q, e, a, b))
     bounds = shard_bounds(N, 3)
     total = 0
@@ -123,7 +125,8 @@ def test_mixture_bce_decomposes_over_entity_slices(order):
         r, c = shard.local_pairs(rows, cols)
         total = total + mixture_bce(
             q, e[shard.lo:shard.hi], a, (r, c), bias=b[shard.lo:shard.hi],
-            label_smoothing=0.1, order=order, reduction="sum", total_entities=N) / (B * N)
+            label_smoothing=0.1, order=order, reduction="sum", total_entities=N,
+            impl=impl) / (B * N)
     got = torch.autograd.grad(total, (q, e, a, b))
     torch.testing.assert_close(total, full, rtol=1e-12, atol=0)
     for x, y in zip(got, want):
