@@ -127,9 +127,10 @@ def write_report(res: dict, epochs: int, path: Path) -> None:
             h10 = t.get("hits@10", t.get("test_hits@10_avg"))
             lines.append(f"| {code} | {s} | {mrr:.4f} | {h1:.4f} | {h10:.4f} | "
                          f"{max(r['curve']):.4f} | {r['seconds'] / epochs:.2f} |")
-    lines += ["", "Validation MRR every 10 epochs (mean over seeds):", "",
+    step = max(1, epochs // 10)
+    lines += ["", f"Validation MRR every {step} epoch(s) (mean over seeds):", "",
               "| epoch | package | reference |", "|---|---|---|"]
-    for e in range(0, epochs, max(1, epochs // 10)):
+    for e in range(0, epochs, step):
         row = [statistics.fmean(res[c][s]["curve"][e] for s in seeds
                                 if len(res[c][s]["curve"]) > e) for c in ("package", "reference")]
         lines.append(f"| {e + 1} | {row[0]:.4f} | {row[1]:.4f} |")

@@ -183,8 +183,6 @@ def sharded_ranks(scores: Tensor, target: Tensor, known: tuple[Tensor, Tensor],
     s_true = torch.where(mine, scores[rows, local_t], torch.zeros((), dtype=scores.dtype,
                                                                    device=scores.device))
     shard.all_reduce(s_true)  # the owner's value (the others add zero)
-    if torch.isnan(s_true).any() or torch.isnan(scores).any():
-        raise ValueError("scores contain NaN values")
     s_true = s_true.unsqueeze(1)
     n_gt = (scores > s_true).sum(1)
     n_ge = (scores >= s_true).sum(1)
@@ -195,8 +193,11 @@ def sharded_ranks(scores: Tensor, target: Tensor, known: tuple[Tensor, Tensor],
     s = scores[kr, kc]
     n_gt = n_gt - torch.zeros_like(n_gt).index_add_(0, kr, (s > s_true[kr, 0]).long())
     n_ge = n_ge - torch.zeros_like(n_ge).index_add_(0, kr, (s >= s_true[kr, 0]).long())
-    counts = torch.stack([n_gt, n_ge])
+    # NaNs counted with the ranks, so that every rank raises together (none waits alone)
+    counts = torch.stack([n_gt, n_ge, torch.isnan(scores).sum(1)])
     shard.all_reduce(counts)
+    if int(counts[2].sum()):
+        raise ValueError(f"scores contain {int(counts[2].sum())} NaN value(s)")
     return Ranks(optimistic=(counts[0] + 1).float(), pessimistic=counts[1].float())
 
 

@@ -227,3 +227,48 @@ def test_entity_sharded_run_resumes_exactly(tmp_path):
     assert saved["model"]["init_embed"].shape[0] == 135  # the whole table
     sizes = {v["exp_avg"].shape[0] for v in got["moments"].values() if v["exp_avg"].dim()}
     assert 135 in sizes
+
+
+def _ranks_worker(rank, world, init_file, out):
+    from disenkg.evaluation.evaluator import sharded_ranks
+
+    with gloo_group(rank, world, init_file):
+        g = torch.Generator().manual_seed(0)
+        N, B = 11, 6
+        scores = torch.randint(0, 4, (B, N), generator=g).double()  # many ties
+        target = torch.randint(0, N, (B,), generator=g)
+        kr = torch.randint(0, B, (15,), generator=g)
+        kc = torch.randint(0, N, (15,), generator=g)
+        shard = EntityShard(rank=rank, num_shards=world, num_entities=N)
+        got = sharded_ranks(scores[:, shard.lo:shard.hi].contiguous(), target, (kr, kc), shard)
+        bad = scores[:, shard.lo:shard.hi].clone()
+        if rank == 1:
+            bad[2, 0] = float("nan")
+        try:
+            sharded_ranks(bad, target, (kr, kc), shard)
+            error = ""
+        except ValueError as err:
+            error = str(err)
+        torch.save({"opt": got.optimistic, "pes": got.pessimistic, "error": error},
+                   Path(out) / f"ranks{rank}.pt")
+
+
+def test_sharded_ranks_equal_filtered_ranks(tmp_path):
+    """Ranks from 3 shards of 11 entities (integer scores: many ties) equal
+    filtered_ranks on the whole rows; a NaN on one shard makes every rank raise."""
+    from disenkg.evaluation.ranks import filtered_ranks
+
+    mp.spawn(_ranks_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3,
+             join=True)
+    g = torch.Generator().manual_seed(0)
+    N, B = 11, 6
+    scores = torch.randint(0, 4, (B, N), generator=g).double()
+    target = torch.randint(0, N, (B,), generator=g)
+    kr = torch.randint(0, B, (15,), generator=g)
+    kc = torch.randint(0, N, (15,), generator=g)
+    want = filtered_ranks(scores, target, (kr, kc))
+    for r in range(3):
+        got = torch.load(tmp_path / f"ranks{r}.pt", weights_only=True)
+        assert torch.equal(got["opt"], want.optimistic)
+        assert torch.equal(got["pes"], want.pessimistic)
+        assert "1 NaN value(s)" in got["error"]
