@@ -33,13 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{key} missing from /proc/self/status")
+from benchlib import status_mb
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +95,7 @@ def build_model(a: argparse.Namespace, ds):
 def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) -> None:
     import torch
 
-    import_mb = _status_mb("VmRSS")
+    import_mb = status_mb("VmRSS")
     cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // world))
     ctx = None
@@ -119,13 +113,13 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
     seed_everything(a.seed)
     ds = synthetic_kg(a)
     model = build_model(a, ds)
-    base_mb = _status_mb("VmRSS")
+    base_mb = status_mb("VmRSS")
     shards = world if layout == "sharded" else 1
     cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=1e-3, progress=False,
                       seed=a.seed, entity_shards=shards)
     tr = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=Path(out) / layout,
                      dist=ctx)
-    ready_mb = _status_mb("VmRSS")
+    ready_mb = status_mb("VmRSS")
     ids = torch.randperm(len(tr.train_index), generator=torch.Generator().manual_seed(1))
     times, losses = [], []
     for i in range(a.steps + 1):
@@ -135,8 +129,8 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
             times.append(time.perf_counter() - t0)
     res = {"rank": rank, "import_mb": round(import_mb, 1), "base_mb": round(base_mb, 1),
            "ready_mb": round(ready_mb, 1),
-           "peak_mb": round(_status_mb("VmHWM"), 1),
-           "train_mb": round(_status_mb("VmHWM") - import_mb, 1),
+           "peak_mb": round(status_mb("VmHWM"), 1),
+           "train_mb": round(status_mb("VmHWM") - import_mb, 1),
            "step_seconds": round(statistics.median(times), 3), "losses": losses,
            "parameters_here": sum(p.numel() for p in model.parameters())}
     Path(out, f"{layout}-{rank}.json").write_text(json.dumps(res))

@@ -20,13 +20,7 @@ import subprocess
 import sys
 import time
 
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+from benchlib import status_mb
 
 
 def _reset_peak() -> None:
@@ -68,10 +62,10 @@ def worker(spec: str, B: int, K: int, F: int, N: int, order: str, repeat: int,
         base = torch.cuda.memory_allocated() / 2**20
     else:
         _reset_peak()
-        base = _rss_mb("VmRSS")
+        base = status_mb("VmRSS")
     step()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else _rss_mb("VmHWM")) - base
+            else status_mb("VmHWM")) - base
     # Time: median of later calls (the first one was the warm-up).
     times = []
     for _ in range(repeat):

@@ -36,15 +36,11 @@ from disenkg.hugepages import enable_huge_pages
 
 enable_huge_pages()  # before torch is imported (see disenkg/hugepages.py)
 
-from benchlib import dataset_parser  # noqa: E402
+from benchlib import dataset_parser, status_mb  # noqa: E402
 
 
 def peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM missing")
+    return status_mb("VmHWM")
 
 
 class PerBatchEncoding:

@@ -12,3 +12,12 @@ def dataset_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="FB15k-237", help="dataset name or path")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset")
     return p
+
+
+def status_mb(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in MB (Linux)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
