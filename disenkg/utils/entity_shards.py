@@ -54,17 +54,18 @@ class EntityShard:
     num_entities: int
     group: Any = field(default=None, compare=False, repr=False)
 
-    @property
-    def bounds(self) -> list[int]:
-        return shard_bounds(self.num_entities, self.num_shards)
+    def __post_init__(self) -> None:
+        shard_bounds(self.num_entities, self.num_shards)  # validates the sizes
+        if not 0 <= self.rank < self.num_shards:
+            raise ValueError(f"shard rank must lie in [0, {self.num_shards}), got {self.rank}")
 
     @property
     def lo(self) -> int:
-        return self.bounds[self.rank]
+        return self.rank * self.num_entities // self.num_shards
 
     @property
     def hi(self) -> int:
-        return self.bounds[self.rank + 1]
+        return (self.rank + 1) * self.num_entities // self.num_shards
 
     @property
     def size(self) -> int:

@@ -137,6 +137,12 @@ def test_shard_bounds_and_clear_errors():
     assert shard_bounds(10, 3) == [0, 3, 6, 10]
     with pytest.raises(ValueError, match="cannot split 2 entities into 3"):
         shard_bounds(2, 3)
+    with pytest.raises(ValueError, match="cannot split 2 entities into 3"):
+        EntityShard(rank=0, num_shards=3, num_entities=2)
+    with pytest.raises(ValueError, match=r"shard rank must lie in \[0, 2\), got 2"):
+        EntityShard(rank=2, num_shards=2, num_entities=10)
+    with pytest.raises(ValueError, match="expected 10 rows to shard, got 9"):
+        EntityShard(rank=0, num_shards=2, num_entities=10).slice(torch.zeros(9, 3))
     with pytest.raises(ValueError, match="smaller than the 5 entities"):
         mixture_bce(torch.randn(2, 1, 3), torch.randn(5, 1, 3), torch.zeros(2, 1),
                     torch.zeros(2, 5), label_smoothing=0.1, total_entities=4)
