@@ -7,8 +7,9 @@ with one JSON line ``{"step_seconds": <median>, "peak_rss_mb": ..., "eval_second
 ``--impl eager`` is the plain materialising baseline of the same model, as the original
 code runs it: every op ``eager`` (all edges at once, ``(E, K, F)`` tensors; un-chunked
 scorer feature maps; the ``(B, K, N)`` logits of the loss), the encoder re-run for the
-estimator step, and (with ``--eval``) the encoder re-run for every evaluation batch of
-2048 queries, one row per test triple (the default scores each distinct query once).
+estimator step (as the package default; ``--no-mi-recompute`` saves that pass), and
+(with ``--eval``) the encoder re-run for every evaluation batch of 2048 queries, one row
+per test triple (the default scores each distinct query once).
 ``--impl auto`` is the package default (native edge kernels where they apply, the
 channels-last GEMM conv head, the fused loss); ``--impl chunked`` every op ``chunked``
 (the same bounded-memory schedules in pure PyTorch, no C kernels). The words are the
@@ -26,6 +27,7 @@ subprocesses, so the baseline gets them too).
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -88,7 +90,7 @@ def build_trainer(args, precision: str):
         edge_index=ei, edge_type=et,
         scorer=InteractEScorer(embedding_dim=200, image_chunk=args.image_chunk,
                                impl=args.impl, precision=precision),
-        encoder_impl=args.impl, mi_recompute=eager)
+        encoder_impl=args.impl, mi_recompute=eager or getattr(args, "mi_recompute", True))
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
                       loss_impl=args.impl, progress=False,
                       loss_precision="fp32" if eager else precision,
@@ -118,7 +120,7 @@ def run(args) -> dict:
         if s > 0:
             times.append(dt)
     out = {"impl": args.impl, "precision": precision, "head_dtype": str(dtype)[6:],
-           "step_seconds": statistics.median(times),
+           "step_seconds": statistics.median(times), "mi_recompute": model.mi_recompute,
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
     if args.eval:
         ev = trainer.evaluator
@@ -148,6 +150,10 @@ def main() -> None:
                    help="the InteractE head's and the loss's GEMMs (the command line's "
                         "--head-precision and --loss-precision; not for --impl eager; auto = "
                         "bf16 on CPUs with AMX / AVX512-BF16, as the command line)")
+    p.add_argument("--mi-recompute", action=argparse.BooleanOptionalAction, default=True,
+                   help="the estimator step on a fresh encoder pass (the default, as the "
+                        "command line); --no-mi-recompute reuses the step's embeddings "
+                        "(the eager baseline always re-runs the encoder)")
     p.add_argument("--compare", action="store_true",
                    help="run auto in fp32, (unless --precision fp32) auto at "
                         "--precision, and eager in subprocesses and print the ratios")
@@ -169,6 +175,8 @@ def main() -> None:
                 cmd += ["--data-dir", args.data_dir]
             if args.eval:
                 cmd.append("--eval")
+            if not args.mi_recompute:
+                cmd.append("--no-mi-recompute")
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(res[-1]), flush=True)

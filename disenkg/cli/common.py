@@ -107,7 +107,7 @@ def read_config(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
 
 def _check_value(action: argparse.Action, value: Any, where: str) -> Any:
     try:
-        if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
             value = as_bool(value)
         elif action.type is not None and action.type is not str:
             value = action.type(value)

@@ -14,9 +14,21 @@ dropout. Decoder: for a query :math:`(h, r)` every component is scored by a shar
 
 Training: 1-N BCE with label smoothing (fused, :func:`~disenkg.ops.mixture_bce`) plus
 ``mi_weight`` times a dependence penalty between components of the batch's query entities
-(:data:`~disenkg.nn.mi.MI_ESTIMATORS`); CLUB estimators are fitted by their own optimiser
-(:meth:`auxiliary_loss`) on the *same* encoder output, detached, instead of re-running the
-encoder (``mi_recompute=True`` restores the original re-run).
+(:data:`~disenkg.nn.mi.MI_ESTIMATORS`). CLUB estimators :math:`q_\phi` are fitted by their
+own optimiser (:meth:`auxiliary_loss`, the negative log-likelihood of the component pairs).
+By default (``mi_recompute=True``, the authors' schedule) each step is
+
+.. math::
+    \theta_{t+1} = \mathrm{Adam}\big(\nabla_\theta [\mathrm{BCE}(\theta_t)
+        + \alpha\, \mathrm{CLUB}_{\phi_t}(z(\theta_t))]\big),\qquad
+    \phi_{t+1} = \mathrm{Adam}\big(\nabla_\phi\, \mathrm{NLL}_{\phi_t}(z'(\theta_{t+1}))\big)
+
+with :math:`z'` a second encoder pass (fresh dropout, no graph). ``mi_recompute=False``
+saves that pass and fits :math:`\phi_{t+1}` on :math:`z(\theta_t)`, detached, after the
+step: an estimator fitted on the very sample it scores, one step behind the encoder. On
+UMLS its penalty turned negative and diverged after ~13 epochs in every seed of the
+comparison with the authors' code (``experiments/results/reference_umls.md``); it is
+kept to resume and reproduce runs made with it.
 """
 
 from __future__ import annotations
@@ -72,7 +84,9 @@ class DisenKGAT(MixtureLinkModel):
             (default: ``"club_b"``)
         mi_weight (float): weight of the dependence penalty (``alpha``). (default: ``0.1``)
         mi_lr (float): learning rate of the CLUB estimators' optimiser. (default: ``1e-3``)
-        mi_recompute (bool): re-run the encoder for the estimator step. (default: ``False``)
+        mi_recompute (bool): fit the CLUB estimators after the main step on a fresh
+            encoder pass (the authors' schedule); ``False`` fits them on the step's own
+            embeddings, detached (no extra pass; unstable, see above). (default: ``True``)
         encoder_impl (str): the layers' ``impl``: ``auto``/``native``/``chunked``/``eager``,
             see :class:`~disenkg.nn.conv.DisenConv` and :mod:`disenkg.ops.impls`.
             (default: ``"auto"``)
@@ -89,7 +103,7 @@ class DisenKGAT(MixtureLinkModel):
                  encoder_dropout: float = 0.3, layer_bias: bool = False,
                  scorer: Scorer | None = None, component_attention: str = "dot_rel",
                  order: str = "after", mi_estimator: str | None = "club_b",
-                 mi_weight: float = 0.1, mi_lr: float = 1e-3, mi_recompute: bool = False,
+                 mi_weight: float = 0.1, mi_lr: float = 1e-3, mi_recompute: bool = True,
                  encoder_impl: str = "auto") -> None:
         super().__init__()
         if order not in ("after", "before"):

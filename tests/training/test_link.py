@@ -217,3 +217,70 @@ def test_lr_decay_is_a_function_of_the_epoch(umls_path, tmp_path):
         TrainConfig(lr_decay=1.5)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--lr-decay", "0"])
+
+
+def _club_step_by_hand(model, index, ids, *, fresh_pass):
+    """One step of ``model`` (a copy) with the estimator schedule written out; returns it."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    aux = ref.auxiliary_parameters()
+    aux_ids = {id(p) for p in aux}
+    main_opt = torch.optim.Adam([p for p in ref.parameters() if id(p) not in aux_ids], lr=0.01)
+    aux_opt = torch.optim.Adam(aux, lr=0.05)
+    q = index.queries[ids]
+    rows, cols = index.batch(ids)
+    heads = q[:, 0]
+    torch.manual_seed(1)  # CLUB draws its negative pairs from the global generator
+    reps = ref.encode()
+    main_opt.zero_grad()
+    bce = ref.loss(reps, heads, q[:, 1], (rows, cols), label_smoothing=0.1, impl="eager")
+    (bce + 0.5 * ref.mi(reps.entity[heads])).backward()
+    main_opt.step()
+    if fresh_pass:  # the authors' order: a new encoder pass with the updated parameters
+        with torch.no_grad():
+            z = ref.encode().entity[heads]
+    else:  # the step's own embeddings, from before the update
+        z = reps.entity[heads].detach()
+    aux_opt.zero_grad()
+    ref.mi.learning_loss(z).backward()
+    aux_opt.step()
+    return ref
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_estimator_schedule_against_a_plain_reference(umls_path, recompute):
+    """One trainer step of DisenKGAT with CLUB, float64, no dropout, against the schedule
+    written out by hand: the main step (BCE + penalty under the current estimators), then
+    the estimators' step on a fresh encoder pass (``mi_recompute=True``, the default and
+    the authors' order) or on the step's own embeddings (``False``). The other schedule
+    gives other estimator parameters, so the comparison can tell them apart."""
+    from disenkg.models import DisenKGAT
+    from disenkg.nn.scorers import SCORERS
+
+    ds = KGDataset.load(umls_path)
+    ei, et = ds.graph()
+    torch.manual_seed(0)
+    model = DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                      edge_index=ei, edge_type=et, num_components=3, init_dim=8, channels=12,
+                      scorer=SCORERS.get("distmult")(), attention_dropout=0.0,
+                      encoder_dropout=0.0, mi_estimator="club_b", mi_weight=0.5,
+                      mi_lr=0.05, mi_recompute=recompute).double()
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, loss_impl="eager",
+                      loss_precision="fp32")
+    tr = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/unused")
+    ids = torch.arange(40, 104)
+    same = _club_step_by_hand(model, tr.train_index, ids, fresh_pass=recompute)
+    other = _club_step_by_hand(model, tr.train_index, ids, fresh_pass=not recompute)
+    torch.manual_seed(1)
+    tr.train_step(ids)
+    for (name, p), r in zip(model.named_parameters(), same.parameters()):
+        torch.testing.assert_close(p, r, rtol=1e-9, atol=1e-12, msg=name)
+    mine, theirs = model.auxiliary_parameters(), other.auxiliary_parameters()
+    assert any(not torch.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(mine, theirs))
+
+
+def test_mi_recompute_is_the_default():
+    args = build_parser().parse_args([])
+    assert args.mi_recompute is True
+    assert build_parser().parse_args(["--no-mi-recompute"]).mi_recompute is False
