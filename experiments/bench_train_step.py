@@ -71,7 +71,7 @@ class PerBatchEncoding:
         return self.model.training
 
 
-def build_trainer(args, precision: str):
+def build_trainer(args, precision: str, *, mi_recompute: bool = True):
     """The default model and its trainer (``args``: dataset, data_dir, impl, batch_size,
     image_chunk, eval_batch_size), seeded, with the head and the loss at ``precision``."""
     import torch
@@ -90,7 +90,7 @@ def build_trainer(args, precision: str):
         edge_index=ei, edge_type=et,
         scorer=InteractEScorer(embedding_dim=200, image_chunk=args.image_chunk,
                                impl=args.impl, precision=precision),
-        encoder_impl=args.impl, mi_recompute=eager or getattr(args, "mi_recompute", True))
+        encoder_impl=args.impl, mi_recompute=eager or mi_recompute)
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, label_smoothing=0.1,
                       loss_impl=args.impl, progress=False,
                       loss_precision="fp32" if eager else precision,
@@ -105,7 +105,7 @@ def run(args) -> dict:
 
     eager = args.impl == "eager"
     precision = "fp32" if eager else args.precision
-    trainer = build_trainer(args, precision)
+    trainer = build_trainer(args, precision, mi_recompute=args.mi_recompute)
     ds, model = trainer.dataset, trainer.model
     dtype = compute_dtype(precision, torch.empty(0), args.impl)
     order = torch.randperm(len(trainer.train_index), generator=torch.Generator().manual_seed(0))
