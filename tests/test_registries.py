@@ -8,6 +8,7 @@ from disenkg.nn.composition import COMPOSITIONS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS
+from disenkg.training.link import LOSSES
 from disenkg.training.node import NODE_ENCODERS
 from tests.nn.test_composition_attention import (
     TESTED_COMPONENT_ATTENTIONS,
@@ -34,3 +35,8 @@ def test_every_variant_is_tested():
             f"{set(registry.names()) - tested}"
     assert set(MODELS.names()) == {"conve", "disenkgat"}
     assert set(NODE_ENCODERS.names()) == TESTED_NODE_ENCODERS
+    # training losses: bce in tests/ops/test_mixture_bce.py and the trainer step of
+    # tests/training/test_link.py::test_estimator_schedule_against_a_plain_reference;
+    # softmax in tests/ops/test_softmax_ce.py and test_link.py::
+    # test_softmax_loss_step_against_a_plain_reference
+    assert set(LOSSES) == {"bce", "softmax"}

@@ -45,6 +45,7 @@ from disenkg.runs.rundir import RunDir
 from disenkg.runs.tracking import check_tracking, make_callbacks
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.training.distributed import init_from_env
+from disenkg.training.link import LOSSES
 from disenkg.utils import seed_everything
 
 __all__ = ["build_parser", "main", "train_from_args"]
@@ -115,8 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the learning rate is --lr * LR_DECAY^(epoch - 1) in each epoch "
                         "(ConvE's code: 0.995; 1 = constant)")
     t.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
+    t.add_argument("--loss", default="bce", choices=sorted(LOSSES),
+                   help="bce: 1-N binary cross-entropy against every entity (the paper's, "
+                        "the fused mixture op); softmax: 1-N cross-entropy of the softmax over "
+                        "all entities against the uniform distribution over a query's "
+                        "answers (LibKGE's KvsAll + CE; K = 1 or --order before, no "
+                        "--entity-shards)")
     t.add_argument("--label-smoothing", type=fraction, default=0.1,
-                   help="eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention)")
+                   help="bce: eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention); "
+                        "softmax: t = (1 - eps) y / |y| + eps / N")
     t.add_argument("--eval-every", type=integer(1), default=1, help="validate every N epochs")
     t.add_argument("--patience", type=integer(0), default=None,
                    help="stop after N validations without a better MRR, counted after "
@@ -256,7 +264,7 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        lr_decay=getattr(args, "lr_decay", 1.0),
+        loss=args.loss, lr_decay=getattr(args, "lr_decay", 1.0),
         eval_every=args.eval_every, patience=args.patience, min_epochs=args.min_epochs,
         eval_batch_size=args.eval_batch_size, seed=args.seed, loss_impl=args.loss_impl,
         loss_precision=args.loss_precision,

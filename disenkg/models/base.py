@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from disenkg.ops import mixture_bce, mixture_scores
+from disenkg.ops import mixture_bce, mixture_scores, softmax_cross_entropy
 from disenkg.utils.entity_shards import EntityShard
 
 __all__ = ["MixtureLinkModel"]
@@ -111,6 +111,21 @@ class MixtureLinkModel(nn.Module):
                            order=self.order, impl=impl, precision=precision,
                            reduction=reduction, total_entities=total)
         return loss if scale == 1.0 else loss * scale
+
+    def softmax_loss(self, reps: Any, heads: Tensor, rels: Tensor,
+                     target: Tensor | tuple[Tensor, Tensor], *,
+                     label_smoothing: float = 0.0) -> Tensor:
+        """Mean 1-N softmax cross-entropy of the queries ``(heads, rels)`` over all entities
+        (:func:`~disenkg.ops.softmax_cross_entropy` of the :meth:`score` logits). Needs
+        logits: ``K = 1`` or order ``before``; and all entities (no entity sharding)."""
+        if self.entity_shard is not None:
+            raise ValueError("the softmax loss normalises over all entities; it does not "
+                             f"run entity-sharded ({self.entity_shard.num_shards} shards)")
+        if self._k > 1 and self.order != "before":
+            raise ValueError(f"the softmax loss needs logits: K = 1 or order 'before', got "
+                             f"K = {self._k} with order {self.order!r}")
+        return softmax_cross_entropy(self.score(reps, heads, rels), target,
+                                     label_smoothing=label_smoothing)
 
     def score(self, reps: Any, heads: Tensor, rels: Tensor) -> Tensor:
         """``(B, N)`` ranking scores (log-probability for ``after``, logit for ``before``);

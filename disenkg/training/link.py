@@ -42,12 +42,31 @@ from disenkg.utils.io import atomic_write_text
 from disenkg.utils.memory import trim_heap
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
-__all__ = ["LinkTrainer", "TrainConfig"]
+__all__ = ["LOSSES", "LinkTrainer", "TrainConfig"]
 
 logger = logging.getLogger(__name__)
 
 #: training steps between progress-bar loss updates on a GPU (each update waits for it)
 SHOW_EVERY = 20
+
+
+def _bce_loss(model: MixtureLinkModel, reps: Any, heads: torch.Tensor, rels: torch.Tensor,
+              target: tuple[torch.Tensor, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+    """1-N BCE against every entity, the fused mixture op (:meth:`MixtureLinkModel.loss`)."""
+    return model.loss(reps, heads, rels, target, label_smoothing=config.label_smoothing,
+                      impl=config.loss_impl, precision=config.loss_precision)
+
+
+def _softmax_loss(model: MixtureLinkModel, reps: Any, heads: torch.Tensor,
+                  rels: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor],
+                  config: TrainConfig) -> torch.Tensor:
+    """1-N softmax cross-entropy (:meth:`MixtureLinkModel.softmax_loss`)."""
+    return model.softmax_loss(reps, heads, rels, target,
+                              label_smoothing=config.label_smoothing)
+
+
+#: training losses by name: ``bce`` (the paper's) and ``softmax`` (KvsAll cross-entropy)
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"bce": _bce_loss, "softmax": _softmax_loss}
 
 
 @dataclass
@@ -65,6 +84,7 @@ class TrainConfig:
     min_epochs: int = 0
     eval_batch_size: int = 256
     seed: int = 0
+    loss: str = "bce"
     loss_impl: str = "auto"
     loss_precision: str = "fp32"
     rank_type: str = "realistic"
@@ -84,6 +104,11 @@ class TrainConfig:
         if self.min_epochs < 0:
             raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
         check_precision(self.loss_precision)
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
+        if self.loss == "softmax" and self.entity_shards > 1:
+            raise ValueError("the softmax loss normalises over all entities and does not "
+                             f"run entity-sharded; got entity_shards={self.entity_shards}")
 
 
 class LinkTrainer:
@@ -357,9 +382,8 @@ class LinkTrainer:
         queries = self.train_index.queries[ids].to(self.device)
         rows, cols = self.train_index.batch(ids)
         target = (rows.to(self.device), cols.to(self.device))
-        loss = model.loss(reps, queries[:, 0], queries[:, 1], target,
-                          label_smoothing=self.config.label_smoothing, impl=self.config.loss_impl,
-                          precision=self.config.loss_precision)
+        loss = LOSSES[self.config.loss](model, reps, queries[:, 0], queries[:, 1], target,
+                                        self.config)
         reg = model.regularization(reps, queries[:, 0])
         if scale != 1.0:
             loss = loss * scale

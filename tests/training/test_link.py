@@ -284,3 +284,74 @@ def test_mi_recompute_is_the_default():
     args = build_parser().parse_args([])
     assert args.mi_recompute is True
     assert build_parser().parse_args(["--no-mi-recompute"]).mi_recompute is False
+
+
+def test_softmax_loss_step_against_a_plain_reference(umls_path):
+    """``loss="softmax"``: one trainer step of ConvE (float64, no dropout) equals Adam on
+    the plain cross-entropy of the softmax over all entities, target uniform over the
+    query's answers mixed with eps / N."""
+    import copy
+
+    ds = KGDataset.load(umls_path)
+    torch.manual_seed(0)
+    model = ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                  embedding_dim=20, k_h=5, k_w=4, num_filters=4, input_dropout=0.0,
+                  feature_dropout=0.0, hidden_dropout=0.0).double()
+    ref = copy.deepcopy(model)
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, loss="softmax",
+                      label_smoothing=0.1)
+    tr = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/unused")
+    ids = torch.arange(10, 74)
+    queries = tr.train_index.queries[ids]
+    assert len(queries) == 64
+    rows, cols = tr.train_index.batch(ids)
+    y = torch.zeros(len(ids), ds.num_entities, dtype=torch.float64)
+    y[rows, cols] = 1
+    t = 0.9 * y / y.sum(1, keepdim=True) + 0.1 / ds.num_entities
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    ref.train()
+    logits = ref.score(ref.encode(), queries[:, 0], queries[:, 1])
+    want = -(t * torch.log_softmax(logits, 1)).sum(1).mean()
+    want.backward()
+    opt.step()
+    got = tr.train_step(ids)
+    assert got == pytest.approx(want.item(), rel=1e-12)
+    # gradients (Adam would blow up the round-off in bn0.bias, whose exact gradient is 0
+    # under bn1), then the updates of every parameter with a real gradient
+    for (name, p), r in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-9, atol=1e-13, msg=name)
+        if r.grad.abs().max() > 1e-9:
+            torch.testing.assert_close(p, r, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_softmax_loss_refuses_what_it_cannot_do(umls_path):
+    from disenkg.models import DisenKGAT
+    from disenkg.nn.scorers import SCORERS
+
+    with pytest.raises(ValueError, match="unknown loss 'ce'; choose one of"):
+        TrainConfig(loss="ce")
+    with pytest.raises(ValueError, match="does not run entity-sharded; got entity_shards=2"):
+        TrainConfig(loss="softmax", entity_shards=2)
+    ds = KGDataset.load(umls_path)
+    ei, et = ds.graph()
+    model = DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                      edge_index=ei, edge_type=et, num_components=3, init_dim=8, channels=12,
+                      scorer=SCORERS.get("distmult")(), order="after")
+    reps = model.encode()
+    heads, rels = torch.tensor([0, 1]), torch.tensor([0, 0])
+    target = (torch.tensor([0, 1]), torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="needs logits: K = 1 or order 'before', got K = 3"):
+        model.softmax_loss(reps, heads, rels, target)
+    model.order = "before"  # logit mixing: the mixed logits are the softmax's input
+    out = model.softmax_loss(reps, heads, rels, target)
+    want = -torch.log_softmax(model.score(reps, heads, rels), 1)[[0, 1], [2, 3]].mean()
+    torch.testing.assert_close(out, want)
+
+
+def test_cli_softmax_loss_end_to_end(tmp_path):
+    d = write_user_kg(tmp_path)
+    m = link_main(["--dataset", str(d), "--model", "conve", "--epochs", "2", "--loss",
+                   "softmax", "--output-dir", str(tmp_path / "o"), "--no-progress",
+                   "--embed-dim", "20", "--k-h", "5", "--k-w", "4", "--num-filters", "4",
+                   "--batch-size", "64"])
+    assert m["config"]["loss"] == "softmax" and 0 < m["test"]["mrr"] <= 1
