@@ -9,7 +9,9 @@ The command line (``python -m disenkg.run predict|score|evaluate|export|inspect`
 these methods, so predictions from Python and from the CLI come from the same code.
 Scores are the evaluator's ranking scores (:meth:`MixtureLinkModel.score`: the mixture
 log-probability for DisenKGAT's ``after`` order, else a logit) and ``probability`` is the
-model's probability of the triple.
+model's probability of the triple: the sigmoid (or mixture) probability of a BCE-trained
+run, and for a run trained with ``--loss softmax`` the softmax of the scores over all
+entities (the probability that this entity is the answer; a query's add up to 1).
 """
 
 from __future__ import annotations
@@ -126,6 +128,14 @@ class TrainedRun:
             return self.model.score(self._representations(), heads.to(self.device),
                                     rels.to(self.device)).float().cpu()
 
+    def probabilities(self, scores: Tensor) -> Tensor:
+        """``(B, N)`` probabilities from the ``(B, N)`` :meth:`scores` of whole queries: the
+        softmax over the entities for a run trained with the softmax loss, else the
+        model's per-triple probability (:meth:`MixtureLinkModel.probability`)."""
+        if self.config["args"].get("loss", "bce") == "softmax":
+            return torch.softmax(scores, dim=1)
+        return self.model.probability(scores)
+
     def _known(self, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
         if self._filter is None:
             self._filter = self.dataset.filter_index()
@@ -161,7 +171,7 @@ class TrainedRun:
             return []
         hq, rq = torch.tensor(heads), torch.tensor(rels)
         scores = self.scores(hq, rq)
-        prob = self.model.probability(scores)
+        prob = self.probabilities(scores)
         known = torch.zeros_like(scores, dtype=torch.bool)
         kr, kc = self._known(hq, rq)
         known[kr, kc] = True
@@ -197,8 +207,9 @@ class TrainedRun:
             return []
         x = torch.tensor(ids)
         s = self.scores(x[:, 0], x[:, 1])
-        picked = s[torch.arange(len(x)), x[:, 2]]
-        p = self.model.probability(picked)
+        rows = torch.arange(len(x))
+        picked = s[rows, x[:, 2]]
+        p = self.probabilities(s)[rows, x[:, 2]]
         return [{"head": h, "relation": r, "tail": t, "score": float(picked[i]),
                  "probability": float(p[i])} for i, (h, r, t) in enumerate(triples)]
 

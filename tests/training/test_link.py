@@ -355,3 +355,11 @@ def test_cli_softmax_loss_end_to_end(tmp_path):
                    "--embed-dim", "20", "--k-h", "5", "--k-w", "4", "--num-filters", "4",
                    "--batch-size", "64"])
     assert m["config"]["loss"] == "softmax" and 0 < m["test"]["mrr"] <= 1
+    # the trained run's probabilities are the softmax over the entities
+    import disenkg
+
+    run = disenkg.load_run(tmp_path / "o")
+    top = run.predict([("e0", "rel0", None)], k=100, filter="none")[0]
+    assert sum(row["probability"] for row in top) == pytest.approx(1.0, abs=1e-5)
+    s = run.score([("e0", "rel0", top[0]["entity"])])[0]
+    assert s["probability"] == pytest.approx(top[0]["probability"], rel=1e-6)
