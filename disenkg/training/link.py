@@ -37,6 +37,7 @@ from disenkg.training.distributed import (
     make_layout,
     sum_scalar,
 )
+from disenkg.training.optim import ChunkedAdam
 from disenkg.utils.distributed import sync_batch_stats
 from disenkg.utils.io import atomic_write_text
 from disenkg.utils.memory import trim_heap
@@ -171,8 +172,9 @@ class LinkTrainer:
         sharded_ids = {id(p) for p in self._sharded.values()}
         #: parameters every rank holds whole (their gradients are summed over the ranks)
         self._replicated = [p for p in main_params if id(p) not in sharded_ids]
-        self.optimizer = torch.optim.Adam(main_params, lr=config.lr,
-                                          weight_decay=config.weight_decay)
+        # Adam, with the large CPU tables updated chunk by chunk (no table-sized temporaries)
+        self.optimizer = ChunkedAdam(main_params, lr=config.lr,
+                                     weight_decay=config.weight_decay)
         self.aux_optimizer = (torch.optim.Adam(aux_params, lr=model.auxiliary_lr)
                               if aux_params else None)
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
