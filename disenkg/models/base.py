@@ -112,18 +112,25 @@ class MixtureLinkModel(nn.Module):
                            reduction=reduction, total_entities=total)
         return loss if scale == 1.0 else loss * scale
 
+    def softmax_loss_problem(self) -> str | None:
+        """Why :meth:`softmax_loss` cannot train this model, or ``None`` when it can."""
+        if self.entity_shard is not None:
+            return ("the softmax loss normalises over all entities; it does not run "
+                    f"entity-sharded ({self.entity_shard.num_shards} shards)")
+        if self._k > 1 and self.order != "before":
+            return (f"the softmax loss needs logits: K = 1 or order 'before', got "
+                    f"K = {self._k} with order {self.order!r}")
+        return None
+
     def softmax_loss(self, reps: Any, heads: Tensor, rels: Tensor,
                      target: Tensor | tuple[Tensor, Tensor], *,
                      label_smoothing: float = 0.0) -> Tensor:
         """Mean 1-N softmax cross-entropy of the queries ``(heads, rels)`` over all entities
         (:func:`~disenkg.ops.softmax_cross_entropy` of the :meth:`score` logits). Needs
         logits: ``K = 1`` or order ``before``; and all entities (no entity sharding)."""
-        if self.entity_shard is not None:
-            raise ValueError("the softmax loss normalises over all entities; it does not "
-                             f"run entity-sharded ({self.entity_shard.num_shards} shards)")
-        if self._k > 1 and self.order != "before":
-            raise ValueError(f"the softmax loss needs logits: K = 1 or order 'before', got "
-                             f"K = {self._k} with order {self.order!r}")
+        problem = self.softmax_loss_problem()
+        if problem is not None:
+            raise ValueError(problem)
         return softmax_cross_entropy(self.score(reps, heads, rels), target,
                                      label_smoothing=label_smoothing)
 

@@ -348,6 +348,15 @@ def test_softmax_loss_refuses_what_it_cannot_do(umls_path):
     torch.testing.assert_close(out, want)
 
 
+def test_cli_softmax_loss_refuses_mixed_probabilities_before_training(tmp_path, capsys):
+    d = write_user_kg(tmp_path)
+    assert run_main(["--dataset", str(d), "--loss", "softmax", "--epochs", "1",
+                     "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--loss softmax: the softmax loss needs logits: K = 1 or order 'before'" in err
+    assert "Traceback" not in err and not (tmp_path / "o" / "config.json").exists()
+
+
 def test_cli_softmax_loss_end_to_end(tmp_path):
     d = write_user_kg(tmp_path)
     m = link_main(["--dataset", str(d), "--model", "conve", "--epochs", "2", "--loss",
