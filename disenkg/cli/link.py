@@ -257,9 +257,10 @@ def train_from_args(args: argparse.Namespace, run_dir: RunDir) -> dict[str, Any]
         logger.info("derived %s = %s (%s)", key, value, why)
     check_shapes(args)
     model = entry.build(dataset, args).to(device)
-    if args.loss == "softmax" and model.softmax_loss_problem() is not None:
-        raise ConfigError(f"--loss softmax: {model.softmax_loss_problem()} (use --order "
-                          "before, --num-components 1 or --loss bce)")
+    problem = model.softmax_loss_problem() if args.loss == "softmax" else None
+    if problem is not None:
+        raise ConfigError(f"--loss softmax: {problem} (use --order before, --num-components "
+                          "1 or --loss bce)")
     if getattr(args, "bn0_scale", "learn") == "fixed":
         fix_bn0_scale(model)
     logger.info("model: %r (%d parameters)", model,
