@@ -19,7 +19,7 @@ from torch import Tensor
 from disenkg.datasets.sources import resolve
 from disenkg.datasets.triples import SPLITS, parse_triples, read_raw
 
-__all__ = ["KGDataset", "QueryIndex"]
+__all__ = ["KGDataset", "QueryIndex", "index_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ class QueryIndex:
 
     Built from ``(n, 3)`` triples of which both directions are indexed:
     ``(h, r) -> t`` and ``(t, r + R) -> h``. Never holds a dense
-    ``num_entities`` vector per query.
+    ``num_entities`` vector per query. Stored compactly: a query is its key
+    :math:`h \cdot 2R + r`, and keys, offsets and answers are int32 wherever their range
+    fits (:func:`index_dtype`), so one million triples take about 23 MB instead of 75.
 
     Args:
         triples (Tensor): ``(n, 3)`` long ``(head, relation, tail)`` with relation < R.
@@ -37,7 +39,7 @@ class QueryIndex:
         num_relations (int): R (without inverses).
 
     Attributes:
-        queries (Tensor): ``(Q, 2)`` unique ``(head, relation)`` pairs, sorted.
+        keys (Tensor): ``(Q,)`` sorted unique query keys :math:`h \cdot 2R + r`.
         indptr (Tensor): ``(Q + 1,)`` CSR offsets into ``answers``.
         answers (Tensor): ``(nnz,)`` true answer entities, sorted within each query.
     """
@@ -45,36 +47,90 @@ class QueryIndex:
     def __init__(self, triples: Tensor, num_entities: int, num_relations: int) -> None:
         self.num_entities = num_entities
         self.num_relations = num_relations
-        h, r, t = triples.long().unbind(-1)
-        heads = torch.cat([h, t])
-        rels = torch.cat([r, r + num_relations])
-        tails = torch.cat([t, h])
         R2 = 2 * num_relations
-        key = (heads * R2 + rels) * num_entities + tails
+        if num_entities * R2 * num_entities >= 2**63:
+            raise ValueError(f"{num_entities} entities x {R2} relations (with inverses) "
+                             f"overflow the index's 64-bit (query, answer) keys")
+        h, r, t = triples.long().unbind(-1)
+        key = (torch.cat([h, t]) * R2 + torch.cat([r, r + num_relations])) * num_entities
+        key += torch.cat([t, h])
+        del h, r, t
         key = torch.unique(key)  # sorted, deduplicated
-        qkey = key // num_entities
-        self.answers = key % num_entities
-        self._keys, counts = torch.unique_consecutive(qkey, return_counts=True)
-        self.indptr = torch.zeros(len(self._keys) + 1, dtype=torch.long)
+        self.answers = (key % num_entities).to(index_dtype(num_entities))
+        keys, counts = torch.unique_consecutive(key // num_entities, return_counts=True)
+        del key
+        self.keys = keys.to(index_dtype(num_entities * R2))
+        del keys
+        self.indptr = torch.zeros(len(counts) + 1, dtype=index_dtype(len(self.answers) + 1))
         self.indptr[1:] = counts.cumsum(0)
-        self.queries = torch.stack([self._keys // R2, self._keys % R2], dim=1)
+
+    @classmethod
+    def _of(cls, keys: Tensor, indptr: Tensor, answers: Tensor, num_entities: int,
+            num_relations: int) -> QueryIndex:
+        out = cls.__new__(cls)
+        out.num_entities, out.num_relations = num_entities, num_relations
+        out.keys, out.indptr, out.answers = keys, indptr, answers
+        return out
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.keys)
+
+    @property
+    def queries(self) -> Tensor:
+        """``(Q, 2)`` long ``(head, relation)`` of every query, sorted (built on each
+        access; :meth:`pairs` takes a subset)."""
+        return self.pairs()
+
+    def pairs(self, ids: Tensor | None = None) -> Tensor:
+        """``(len(ids), 2)`` long ``(head, relation)`` of queries ``ids`` (all if None)."""
+        k = (self.keys if ids is None else self.keys[ids]).long()
+        R2 = 2 * self.num_relations
+        return torch.stack([k // R2, k % R2], dim=1)
 
     def batch(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """Sparse targets of queries ``ids``: ``(rows, cols)`` with rows in ``[0, len(ids))``."""
-        start, end = self.indptr[ids], self.indptr[ids + 1]
+        start, end = self.indptr[ids].long(), self.indptr[ids + 1].long()
         return _expand(start, end, self.answers)
 
     def lookup(self, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
         """True answers of arbitrary queries as ``(rows, cols)``; unknown queries have none."""
         key = heads.long().cpu() * (2 * self.num_relations) + rels.long().cpu()
-        pos = torch.searchsorted(self._keys, key).clamp_max(len(self._keys) - 1)
-        found = self._keys[pos] == key
-        start = torch.where(found, self.indptr[pos], 0)
-        end = torch.where(found, self.indptr[pos + 1], 0)
+        if not len(self.keys):
+            return _expand(torch.zeros_like(key), torch.zeros_like(key), self.answers)
+        pos = torch.searchsorted(self.keys, key.to(self.keys.dtype)).clamp_max(
+            len(self.keys) - 1)
+        found = self.keys[pos].long() == key
+        start = torch.where(found, self.indptr[pos].long(), 0)
+        end = torch.where(found, self.indptr[pos + 1].long(), 0)
         return _expand(start, end, self.answers)
+
+    def restrict(self, lo: int, hi: int, *, keep_queries: bool = True) -> QueryIndex:
+        """The answers in ``[lo, hi)`` only (global ids): an entity shard's share of the
+        positives or of the filter (:mod:`disenkg.utils.entity_shards`). With
+        ``keep_queries`` every query keeps its id (:meth:`batch` takes the same ids);
+        without, the queries left with no answer are dropped (:meth:`lookup` is the same)."""
+        keep = (self.answers >= lo) & (self.answers < hi)
+        kept = torch.zeros(len(self.answers) + 1, dtype=torch.long)
+        torch.cumsum(keep, 0, out=kept[1:])
+        answers = self.answers[keep]
+        del keep
+        indptr, keys = kept[self.indptr.long()], self.keys
+        del kept
+        if not keep_queries:
+            some = indptr[1:] > indptr[:-1]
+            keys = keys[some]
+            indptr = torch.cat([indptr[:1], indptr[1:][some]])
+        return QueryIndex._of(keys, indptr.to(index_dtype(len(answers) + 1)), answers,
+                              self.num_entities, self.num_relations)
+
+    def nbytes(self) -> int:
+        """Bytes held by the index's tensors."""
+        return sum(x.numel() * x.element_size() for x in (self.keys, self.indptr, self.answers))
+
+
+def index_dtype(bound: int) -> torch.dtype:
+    """int32 when every value lies below ``bound`` <= 2^31, else int64."""
+    return torch.int32 if bound <= 2**31 else torch.long
 
 
 def _expand(start: Tensor, end: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,7 +139,7 @@ def _expand(start: Tensor, end: Tensor, values: Tensor) -> tuple[Tensor, Tensor]
     offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
         counts.cumsum(0) - counts, counts
     )
-    cols = values[torch.repeat_interleave(start, counts) + offsets]
+    cols = values[torch.repeat_interleave(start, counts) + offsets].long()
     return rows, cols
 
 

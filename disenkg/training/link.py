@@ -145,7 +145,6 @@ class LinkTrainer:
                                        batch_size=config.eval_batch_size,
                                        rank_type=config.rank_type,
                                        progress=config.progress and self.is_main)
-        trim_heap()  # the indices' freed temporaries (disenkg.utils.memory)
         if config.entity_shards > 1 and dist is None:
             raise ValueError(f"{config.entity_shards} entity shards need a multiple of "
                              f"{config.entity_shards} processes (launch with torchrun "
@@ -154,6 +153,12 @@ class LinkTrainer:
         self.layout = (make_layout(dist, config.entity_shards, dataset.num_entities)
                        if dist is not None else None)
         self.shard = self.layout.shard if self.layout is not None else None
+        if self.shard is not None:  # a shard's positives and filter: its entities' only
+            lo, hi = self.shard.lo, self.shard.hi
+            self.train_index = self.train_index.restrict(lo, hi)
+            self.evaluator.filter_index = self.evaluator.filter_index.restrict(
+                lo, hi, keep_queries=False)
+        trim_heap()  # the indices' freed temporaries (disenkg.utils.memory)
         if dist is not None:  # one start on every rank
             broadcast_module(model)
             if self.shard is None:  # ranks split each evaluation's queries
@@ -381,7 +386,7 @@ class LinkTrainer:
         share = scale / self.shard.num_shards if self.shard is not None else scale
         self.optimizer.zero_grad(set_to_none=True)
         reps = model.encode()
-        queries = self.train_index.queries[ids].to(self.device)
+        queries = self.train_index.pairs(ids).to(self.device)
         rows, cols = self.train_index.batch(ids)
         target = (rows.to(self.device), cols.to(self.device))
         loss = LOSSES[self.config.loss](model, reps, queries[:, 0], queries[:, 1], target,

@@ -207,3 +207,47 @@ def test_graph_has_inverse_edges(tmp_path):
 def test_query_index_is_sparse():
     idx = QueryIndex(torch.tensor([[0, 0, 1]]), num_entities=10**6, num_relations=1)
     assert idx.answers.numel() == 2 and len(idx) == 2
+
+
+def test_query_index_is_compact_and_exact_where_int32_would_overflow():
+    small = QueryIndex(torch.tensor([[0, 0, 1], [2, 1, 1]]), num_entities=3, num_relations=2)
+    assert {small.keys.dtype, small.indptr.dtype, small.answers.dtype} == {torch.int32}
+    N, R = 2**27, 16  # query keys beyond int32: stored as int64, looked up exactly
+    big = QueryIndex(torch.tensor([[0, 0, N - 1], [N - 2, R - 1, 3]]), num_entities=N,
+                     num_relations=R)
+    assert big.keys.dtype == torch.long and big.answers.dtype == torch.int32
+    rows, cols = big.lookup(torch.tensor([0, N - 1, N - 2, 3, N - 2]),
+                            torch.tensor([0, R, R - 1, 2 * R - 1, 0]))
+    assert rows.tolist() == [0, 1, 2, 3] and cols.tolist() == [N - 1, 0, 3, N - 2]
+    assert big.pairs().tolist() == sorted([[0, 0], [N - 1, R], [N - 2, R - 1], [3, 2 * R - 1]])
+    with pytest.raises(ValueError, match="overflow the index's 64-bit"):
+        QueryIndex(torch.tensor([[0, 0, 1]]), num_entities=2**31 + 5, num_relations=1)
+
+
+def test_query_index_pairs_and_restrict_match_brute_force(umls_path):
+    ds = KGDataset.load(umls_path)
+    idx = ds.filter_index()
+    ref = brute_force_index(torch.cat([ds.train, ds.valid, ds.test]), ds.num_relations)
+    ids = torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:97]
+    assert torch.equal(idx.pairs(ids), idx.queries[ids])
+    assert idx.pairs(ids).dtype == torch.long
+    lo, hi = 40, 101  # an odd slice of UMLS's 135 entities
+    part = idx.restrict(lo, hi)
+    assert len(part) == len(idx) and torch.equal(part.keys, idx.keys)
+    rows, cols = part.batch(ids)
+    for i, (h, r) in enumerate(idx.pairs(ids).tolist()):
+        assert sorted(cols[rows == i].tolist()) == sorted(
+            e for e in ref[(h, r)] if lo <= e < hi)
+    q = idx.pairs(ids)
+    rows, cols = part.lookup(q[:, 0], q[:, 1])
+    assert all(lo <= c < hi for c in cols.tolist())
+    lean = idx.restrict(lo, hi, keep_queries=False)  # lookups alike, fewer queries
+    assert len(lean) < len(idx) and torch.all(lean.indptr[1:] > lean.indptr[:-1])
+    heads, rels = torch.randint(0, ds.num_entities, (300,)), torch.randint(0, 92, (300,))
+    for a, b in zip(part.lookup(heads, rels), lean.lookup(heads, rels)):
+        assert torch.equal(a, b)
+    # the shards' answers together are the whole index's, query by query
+    bounds = [0, 40, 101, ds.num_entities]
+    parts = [idx.restrict(a, b) for a, b in zip(bounds, bounds[1:])]
+    assert sum(len(p.answers) for p in parts) == len(idx.answers)
+    assert idx.restrict(0, ds.num_entities).nbytes() == idx.nbytes()
