@@ -80,12 +80,14 @@ def synthetic_kg(a: argparse.Namespace):
 
 
 def build_model(a: argparse.Namespace, ds):
-    from disenkg.models import ConvE, DisenKGAT
-    from disenkg.nn.scorers import DistMultScorer
+    from disenkg.models import ConvE
 
-    if a.model == "conve":
+    if a.model == "conve":  # (no PyTorch Geometric import: see disenkg.nn)
         return ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
                      embedding_dim=a.dim, k_h=20, k_w=a.dim // 20)
+    from disenkg.models import DisenKGAT
+    from disenkg.nn.scorers import DistMultScorer
+
     ei, et = ds.graph()
     return DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
                      edge_index=ei, edge_type=et, num_components=a.components,

@@ -18,16 +18,18 @@ from disenkg.cli.values import fraction, integer, nonneg_float, pos_float, real
 from disenkg.datasets import KGDataset
 from disenkg.defaults import BUDGET_MINUTES, KGStats, derive_defaults
 from disenkg.errors import ConfigError
-from disenkg.models import ConvE, DisenKGAT
+from disenkg.models import ConvE
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
-from disenkg.nn.conv.disen_conv import IMPLS as ENCODER_IMPLS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, Scorer
 from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
+from disenkg.ops.impls import OP_IMPLS
 from disenkg.ops.precision import PRECISIONS
 from disenkg.utils import Registry
+
+ENCODER_IMPLS = OP_IMPLS["disen_conv"]  # (disenkg.nn.conv.disen_conv.IMPLS)
 
 __all__ = ["DERIVED_KEYS", "MODELS", "ModelEntry", "add_model_arguments", "check_shapes",
            "fill_defaults", "fix_bn0_scale"]
@@ -234,7 +236,9 @@ def build_scorer(a: argparse.Namespace) -> Scorer:
     return SCORERS.get(a.scorer)(**(kwargs(a) if kwargs is not None else {}))
 
 
-def _build_disenkgat(ds: KGDataset, a: argparse.Namespace) -> DisenKGAT:
+def _build_disenkgat(ds: KGDataset, a: argparse.Namespace) -> nn.Module:
+    from disenkg.models.disenkgat import DisenKGAT  # PyG: imported when needed
+
     edge_index, edge_type = ds.graph()
     return DisenKGAT(
         num_entities=ds.num_entities, num_relations=ds.num_relations,

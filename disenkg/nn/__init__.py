@@ -1,13 +1,25 @@
 """Neural network layers: the DisenKGAT layer and its variants, scorers, MI estimators,
-node encoders. Variants live in registries (an unknown name raises listing the choices)."""
+node encoders. Variants live in registries (an unknown name raises listing the choices).
+
+The message-passing layers (:class:`DisenConv`, the node encoders) build on PyTorch
+Geometric, whose import loads ``torch._dynamo`` (about 170 MB and 1.7 s); they are
+imported on first access, so that a model without a graph encoder (ConvE, and every rank
+of its sharded training) does not pay for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
-from disenkg.nn.conv import DisenConv
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
-from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, ConvEInteraction, InteractEInteraction
+
+_LAZY = {"DisenConv": "disenkg.nn.conv", "GATEncoder": "disenkg.nn.encoders",
+         "MLPEncoder": "disenkg.nn.encoders", "VariationalGATEncoder": "disenkg.nn.encoders"}
 
 __all__ = [
     "COMPONENT_ATTENTIONS",
@@ -22,3 +34,9 @@ __all__ = [
     "MLPEncoder",
     "VariationalGATEncoder",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'disenkg.nn' has no attribute {name!r}")
