@@ -15,7 +15,10 @@ unsharded model), after the trainer is built (``ready_mb``: sharded, the model h
 its rows only), its peak resident memory after the steps (``peak_mb``, VmHWM) and the
 median step time. The ratio of interest is the per-rank peak of ``sharded`` against
 ``single``; ``train_mb = peak_mb - import_mb`` removes the interpreter and torch's own
-footprint (measured right after ``import torch``), which no layout can shard. The
+footprint (measured right after ``import torch``), which no layout can shard;
+``floor_mb`` adds ``torch._dynamo``, which ``torch.optim`` imports when an optimiser gets
+its first parameter group (about 150 MB), and ``*_above_floor_ratio`` compares the peaks
+above that floor. The
 processes share the machine's cores (``torch.set_num_threads(cores // processes)``), so
 step times compare layouts at equal total compute. Prints one JSON object.
 
@@ -98,6 +101,9 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
     import torch
 
     import_mb = status_mb("VmRSS")
+    import torch._dynamo  # noqa: F401 - torch.optim imports it on its first parameter group
+
+    floor_mb = status_mb("VmRSS")
     cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // world))
     ctx = None
@@ -129,7 +135,8 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
         losses.append(tr.train_step(ids[i * a.batch_size:(i + 1) * a.batch_size]))
         if i:
             times.append(time.perf_counter() - t0)
-    res = {"rank": rank, "import_mb": round(import_mb, 1), "base_mb": round(base_mb, 1),
+    res = {"rank": rank, "import_mb": round(import_mb, 1), "floor_mb": round(floor_mb, 1),
+           "base_mb": round(base_mb, 1),
            "ready_mb": round(ready_mb, 1),
            "peak_mb": round(status_mb("VmHWM"), 1),
            "train_mb": round(status_mb("VmHWM") - import_mb, 1),
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> dict:
         res[f"{name}_peak_ratio"] = round(max(r["peak_mb"] for r in ranks) / one["peak_mb"], 3)
         res[f"{name}_train_mb_ratio"] = round(max(r["train_mb"] for r in ranks)
                                               / one["train_mb"], 3)
+        res[f"{name}_above_floor_ratio"] = round(
+            max(r["peak_mb"] - r["floor_mb"] for r in ranks) / (one["peak_mb"] - one["floor_mb"]),
+            3)
         res[f"{name}_step_ratio"] = round(max(r["step_seconds"] for r in ranks)
                                           / one["step_seconds"], 3)
     text = json.dumps(res, indent=1)

@@ -131,6 +131,8 @@ def test_bench_distributed_small(tmp_path):
     res = json.loads(out.read_text())
     single, sharded = res["layouts"]["single"][0], res["layouts"]["sharded"]
     assert len(sharded) == 2 and res["sharded_peak_ratio"] > 0
+    assert res["sharded_above_floor_ratio"] > 0
+    assert all(r["import_mb"] <= r["floor_mb"] <= r["peak_mb"] for r in [single, *sharded])
     table = 3000 * 60 + 3000  # ConvE's entity rows and biases
     for rank in sharded:
         assert single["parameters_here"] - rank["parameters_here"] == table // 2
