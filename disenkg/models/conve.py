@@ -77,8 +77,11 @@ class ConvE(MixtureLinkModel):
         return ConvEReps(self.entity.weight, self.relation.weight)
 
     def query(self, reps: ConvEReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
-        sub = (reps.entity.index_select(0, heads) if self.entity_shard is None
-               else self.entity_shard.lookup(reps.entity, heads))
+        # a sparse gradient for the B looked-up rows: autograd adds it into the scoring's
+        # dense (N, D) gradient in place, where index_select's backward would first fill
+        # a second table-sized buffer (400 MB for 500 000 x 200)
+        sub = (nn.functional.embedding(heads, reps.entity, sparse=True)
+               if self.entity_shard is None else self.entity_shard.lookup(reps.entity, heads))
         q = self.interaction(sub, reps.relation.index_select(0, rels))
         return q.unsqueeze(1), q.new_zeros(q.shape[0], 1)
 

@@ -92,11 +92,15 @@ class EntityShard:
     def lookup(self, local: Tensor, ids: Tensor) -> Tensor:
         """Rows ``ids`` (global entity ids) of the sharded table ``local`` on every rank:
         each rank contributes the rows it owns and the contributions are summed (autograd:
-        the gradient is summed the same way, so it reaches the owner whole)."""
+        the gradient is summed the same way, so it reaches the owner whole). The gradient
+        of a 2-D ``local`` is sparse (the looked-up rows only): a parameter that gets no
+        dense gradient as well ends up with a sparse ``.grad``."""
         mine = (ids >= self.lo) & (ids < self.hi)
         where = torch.where(mine, ids - self.lo, torch.zeros_like(ids))
-        rows = local.index_select(0, where) * mine.to(local.dtype).view(-1, *[1] * (
-            local.dim() - 1))
+        # 2-D tables: a sparse gradient for the looked-up rows (no table-sized buffer)
+        rows = (torch.nn.functional.embedding(where, local, sparse=True) if local.dim() == 2
+                else local.index_select(0, where))
+        rows = rows * mine.to(local.dtype).view(-1, *[1] * (local.dim() - 1))
         return _SumOverRanks.apply(rows, self.group)
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -184,6 +185,31 @@ def test_conve_shapes_and_permutation(umls_path):
     torch.testing.assert_close(s, q @ reps.entity.T + model.bias)
     with pytest.raises(ValueError, match=r"k_h \* k_w == embedding_dim"):
         ConvE(num_entities=3, num_relations=1, embedding_dim=10, k_h=3, k_w=3)
+
+
+def test_conve_loss_gradients_match_plain_autograd(umls_path):
+    """The subjects' rows come back as a sparse gradient (no table-sized buffer) that
+    autograd adds into the scoring's dense one: the table's ``.grad`` is dense and equals
+    plain autograd through index_select and a materialised BCE, float64, repeated
+    subjects included."""
+    ds = KGDataset.load(umls_path)
+    torch.manual_seed(0)
+    model = ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                  embedding_dim=20, k_h=5, k_w=4, num_filters=4, input_dropout=0.0,
+                  feature_dropout=0.0, hidden_dropout=0.0).double()
+    ref = copy.deepcopy(model)
+    h, r = torch.tensor([3, 3, 17, 100, 3]), torch.tensor([0, 5, 5, 91, 40])
+    rows, cols = torch.tensor([0, 1, 2, 4, 4]), torch.tensor([8, 9, 3, 0, 134])
+    model.loss(model.encode(), h, r, (rows, cols), label_smoothing=0.1).backward()
+    E = ref.entity.weight
+    q = ref.interaction(E.index_select(0, h), ref.relation.weight.index_select(0, r))
+    y = torch.zeros(len(h), ds.num_entities, dtype=torch.float64)
+    y[rows, cols] = 1
+    torch.nn.functional.binary_cross_entropy_with_logits(
+        q @ E.T + ref.bias, 0.9 * y + 1 / ds.num_entities).backward()
+    assert not model.entity.weight.grad.is_sparse
+    for (name, p), (_, pr) in zip(model.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, pr.grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
 @pytest.mark.slow
