@@ -22,6 +22,15 @@ def small_conve(ds):
                  embedding_dim=20, k_h=5, k_w=4, num_filters=4)
 
 
+def conve_pair(ds):
+    """A small float64 ConvE without dropout (seed 0) and an identical copy."""
+    torch.manual_seed(0)
+    model = ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
+                  embedding_dim=20, k_h=5, k_w=4, num_filters=4, input_dropout=0.0,
+                  feature_dropout=0.0, hidden_dropout=0.0).double()
+    return model, copy.deepcopy(model)
+
+
 def make_trainer(ds, out, epochs, seed=0):
     seed_everything(seed)
     model = small_conve(ds)
@@ -193,11 +202,7 @@ def test_conve_loss_gradients_match_plain_autograd(umls_path):
     plain autograd through index_select and a materialised BCE, float64, repeated
     subjects included."""
     ds = KGDataset.load(umls_path)
-    torch.manual_seed(0)
-    model = ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
-                  embedding_dim=20, k_h=5, k_w=4, num_filters=4, input_dropout=0.0,
-                  feature_dropout=0.0, hidden_dropout=0.0).double()
-    ref = copy.deepcopy(model)
+    model, ref = conve_pair(ds)
     h, r = torch.tensor([3, 3, 17, 100, 3]), torch.tensor([0, 5, 5, 91, 40])
     rows, cols = torch.tensor([0, 1, 2, 4, 4]), torch.tensor([8, 9, 3, 0, 134])
     model.loss(model.encode(), h, r, (rows, cols), label_smoothing=0.1).backward()
@@ -316,14 +321,8 @@ def test_softmax_loss_step_against_a_plain_reference(umls_path):
     """``loss="softmax"``: one trainer step of ConvE (float64, no dropout) equals Adam on
     the plain cross-entropy of the softmax over all entities, target uniform over the
     query's answers mixed with eps / N."""
-    import copy
-
     ds = KGDataset.load(umls_path)
-    torch.manual_seed(0)
-    model = ConvE(num_entities=ds.num_entities, num_relations=ds.num_relations,
-                  embedding_dim=20, k_h=5, k_w=4, num_filters=4, input_dropout=0.0,
-                  feature_dropout=0.0, hidden_dropout=0.0).double()
-    ref = copy.deepcopy(model)
+    model, ref = conve_pair(ds)
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, loss="softmax",
                       label_smoothing=0.1)
     tr = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/unused")
