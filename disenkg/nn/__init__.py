@@ -2,9 +2,10 @@
 node encoders. Variants live in registries (an unknown name raises listing the choices).
 
 The message-passing layers (:class:`DisenConv`, the node encoders) build on PyTorch
-Geometric, whose import loads ``torch._dynamo`` (about 170 MB and 1.7 s); they are
-imported on first access, so that a model without a graph encoder (ConvE, and every rank
-of its sharded training) does not pay for it.
+Geometric and are imported on first access, so that a model without a graph encoder
+(ConvE) does not import PyG. (Its import also loads ``torch._dynamo``, about 150 MB, but
+``torch.optim`` loads that too on an optimiser's first parameter group, so training saves
+only PyG's own share.)
 """
 
 from __future__ import annotations
