@@ -77,9 +77,12 @@ class ConvE(MixtureLinkModel):
         return ConvEReps(self.entity.weight, self.relation.weight)
 
     def query(self, reps: ConvEReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
-        # a sparse gradient for the B looked-up rows: autograd adds it into the scoring's
-        # dense (N, D) gradient in place, where index_select's backward would first fill
-        # a second table-sized buffer (400 MB for 500 000 x 200)
+        # a sparse gradient for the B looked-up rows: autograd sums it with the scoring's
+        # dense (N, D) gradient into one new table-sized buffer, where index_select's
+        # backward would first fill a dense table-sized gradient of its own (one buffer
+        # more: 400 MB for 500 000 x 200). Not in place: autograd's gradient buffer
+        # treats a sparse gradient like a tensor subclass and adds dense + sparse into
+        # a new tensor.
         sub = (nn.functional.embedding(heads, reps.entity, sparse=True)
                if self.entity_shard is None else self.entity_shard.lookup(reps.entity, heads))
         q = self.interaction(sub, reps.relation.index_select(0, rels))
