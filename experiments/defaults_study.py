@@ -48,6 +48,9 @@ def main() -> None:
     p.add_argument("--data-dir", default="../shared/data/kg", help="benchmark archives")
     p.add_argument("--kgs", nargs="+", default=list(KGS), choices=KGS, help="KGs to study")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--variants", nargs="+", default=None,
+                   choices=["plain", "tuned", "tuned+bn0fixed"],
+                   help="run only these variants (default: every variant of each KG)")
     p.add_argument("--runs-dir", default="runs/defaults_study", help="run directories")
     p.add_argument("--out", default="experiments/results/defaults.md", help="markdown table")
     p.add_argument("--reuse", action="store_true", help="keep runs that have metrics.json")
@@ -65,6 +68,8 @@ def main() -> None:
     for seed, kg in order:
         dataset = str(runs / "kgs" / kg) if kg in BUILT else kg
         for name, flags in variants(kg).items():
+            if a.variants is not None and name not in a.variants:
+                continue
             out = runs / f"{kg}-{name}-s{seed}"
             if a.table_only and not (out / "metrics.json").exists():
                 continue
@@ -107,9 +112,11 @@ def write_table(a: argparse.Namespace, results: dict) -> None:
             f"{_ms([m['train_seconds'] / 60 for m in ms], '.1f')} | {settings} |")
     text = (
         "# Defaults study\n\nWritten by `python experiments/defaults_study.py "
-        f"--data-dir {a.data_dir} --seeds {a.seeds}` on a 2-core CPU (filtered realistic "
-        "ranks, both directions; mean +- std over seeds). `plain` = `python -m disenkg.run "
-        "--dataset KG --preset none`; see the script's docstring for the variants and "
+        f"--data-dir {a.data_dir} --seeds {a.seeds}"
+        + (f" --variants {' '.join(a.variants)}" if a.variants else "")
+        + "` on a 2-core CPU (filtered realistic ranks, both directions; mean +- std over "
+        "seeds). `plain` = `python -m disenkg.run --dataset KG --preset none`; see the "
+        "script's docstring for the variants and "
         "`experiments/make_user_kgs.py` for the two cut KGs.\n\n" + "\n".join(rows) + "\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
