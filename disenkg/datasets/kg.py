@@ -143,6 +143,17 @@ def _expand(start: Tensor, end: Tensor, values: Tensor) -> tuple[Tensor, Tensor]
     return rows, cols
 
 
+def _fresh_labels(labels) -> list[str]:
+    """New string objects for ``labels``, made while the parse's millions of short-lived
+    strings and tuples still fill their memory, so that the labels land in memory of their
+    own. Python's small-object allocator returns an arena to the system only once every
+    object in it is free: labels kept where they were parsed (scattered among the freed
+    triples) hold those arenas, and the process with them: loading a KG of 491 129
+    entities and 1 M triples from files kept 341 MB resident for 55 MB of labels and
+    triples, and 122 MB with the copies (``tests/datasets/test_kg_memory.py``)."""
+    return [label.encode("utf-8").decode("utf-8") for label in labels]
+
+
 @dataclass
 class KGDataset:
     """A link-prediction dataset with contiguous ids.
@@ -207,7 +218,10 @@ class KGDataset:
                            sum(dupes.values()),
                            ", ".join(f"{k}: {v}" for k, v in dupes.items() if v))
         name = path.name.split(".")[0] if path.is_file() else path.name
-        ds = cls(name, list(ent), list(rel), tensors["train"], tensors["valid"], tensors["test"],
+        # copied while the parsed triples are still alive (see _fresh_labels)
+        entities, relations = _fresh_labels(ent), _fresh_labels(rel)
+        del splits, seen, ids, ent, rel
+        ds = cls(name, entities, relations, tensors["train"], tensors["valid"], tensors["test"],
                  fingerprint=digests)
         logger.info("%s", ds)
         for message in ds.check():
