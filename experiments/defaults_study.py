@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--kgs", nargs="+", default=list(KGS), choices=KGS, help="KGs to study")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--variants", nargs="+", default=None,
-                   choices=["plain", "tuned", "tuned+bn0fixed"],
+                   choices=list(dict.fromkeys(v for kg in KGS for v in variants(kg))),
                    help="run only these variants (default: every variant of each KG)")
     p.add_argument("--runs-dir", default="runs/defaults_study", help="run directories")
     p.add_argument("--out", default="experiments/results/defaults.md", help="markdown table")
