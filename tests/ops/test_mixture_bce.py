@@ -315,6 +315,40 @@ def test_triton_schedules_agree(order, sparse, deterministic):
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
+@pytest.mark.parametrize("K,once", [(1, True), (4, True), (1, False), (4, False), (9, False)])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_triton_once_and_recompute_sweeps(monkeypatch, K, once, deterministic):
+    """Both gradient sweeps (logit tiles computed once and kept, ``K <= ONCE_MAX_K``; or
+    computed twice) against the float64 definition, with logits beyond +-30 so the
+    responsibilities saturate, a dense weight, partial tiles (B=33, N=70, F=37)."""
+    from disenkg.ops.mixture_bce import triton_kernels as tk
+    from disenkg.ops.mixture_bce.inputs import make_target
+
+    assert K <= tk.ONCE_MAX_K or not once  # K = 9 > ONCE_MAX_K always recomputes
+    if not once:
+        monkeypatch.setattr(tk, "ONCE_MAX_K", 0)
+    q, e, att, bias, y = make_t(B=33, K=K, Fd=37, N=70, dtype=torch.float32, seed=K,
+                                scale=1.6)
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(33, 70, generator=g).to(q.device)
+    t = make_target(y, 33, 70, 0.1, q.dtype, q.device)
+    loga = att.log_softmax(-1)
+    loss, gq, ge, gl, gb = tk.triton_grads(q, e, loga, bias, t, w, with_loss=True,
+                                           deterministic=deterministic)
+    qd, ed, ld, bd = (x.detach().double().requires_grad_() for x in (q, e, loga, bias))
+    x = torch.einsum("bkf,nkf->bkn", qd, ed) + bd
+    td = t.dense.double() if t.dense is not None else torch.full((33, 70), t.t0).double()
+    l1 = torch.logsumexp(ld.unsqueeze(-1) + F.logsigmoid(x), 1)
+    l0 = torch.logsumexp(ld.unsqueeze(-1) + F.logsigmoid(-x), 1)
+    ref = -(td * l1 + (1 - td) * l0)
+    refs = torch.autograd.grad((ref * w.double()).sum(), (qd, ed, ld, bd))
+    assert x.abs().max() > 30  # saturated sigmoids are exercised
+    torch.testing.assert_close(loss.double(), ref.sum(), rtol=1e-5, atol=1e-5)
+    for got, want in zip((gq, ge, gl, gb), refs):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 def test_triton_precision_policy():
     """float64 is refused by ``triton`` (it would compute in float32) and never picked by
     ``auto``; ``precision="bf16"`` rounds the GEMM inputs (close to float32, not equal)."""

@@ -133,7 +133,8 @@ class MixtureBCEFunction(torch.autograd.Function):
 def _triton_fused(ctx, query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor | None,
                   target: Target, reduction: str, bf16: bool) -> Tensor:
     """Loss and gradients of a mean / sum reduction from one Triton sweep (each logit tile
-    computed twice, not three times); backward only scales the saved gradients."""
+    computed once for ``K <= ONCE_MAX_K``, twice above, where a separate backward would
+    need three); backward only scales the saved gradients."""
     from disenkg.ops.mixture_bce import triton_kernels as tk
 
     B, K, _ = query.shape
