@@ -5,7 +5,8 @@ Prints one JSON line per part and a final JSON line with everything (and the car
 1. ``loss``: the fused mixture BCE, forward + backward at B = 2048, K = 3, F = 200 against
    N = 14 541 entities (FB15k-237's), ``triton`` against ``eager`` (the materialising
    reference): median seconds and peak memory (``torch.cuda.max_memory_allocated``) of
-   each, and their ratios.
+   each, and their ratios; on a GPU also ``triton`` in bf16 and, in both precisions, with
+   each logit tile computed twice (``*_twice``: the sweep before tiles were kept).
 2. ``default``: DisenKGAT at the authors' FB15k-237 setting (batch 2048, InteractE, K = 3,
    F = 200), the package default (every ``impl`` and precision ``auto``) against the plain
    PyTorch path (``--encoder-impl chunked --loss-impl eager --head-impl eager``, fp32):
@@ -27,6 +28,7 @@ logic runs anywhere in seconds; its numbers mean nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -56,6 +58,23 @@ def _peak_mb(device) -> float | None:
     return None
 
 
+@contextlib.contextmanager
+def _tiles_kept(once: bool):
+    """With ``once=False`` the Triton sweeps compute each logit tile twice (as before the
+    kept-tile sweep), for the comparison."""
+    if once:
+        yield
+        return
+    from disenkg.ops.mixture_bce import triton_kernels as tk
+
+    saved = tk.ONCE_MAX_K
+    tk.ONCE_MAX_K = 0
+    try:
+        yield
+    finally:
+        tk.ONCE_MAX_K = saved
+
+
 def bench_loss(device, small: bool, repeats: int) -> dict:
     """Part 1: the fused loss, triton (CUDA; chunked on a CPU) against eager."""
     import torch
@@ -71,20 +90,29 @@ def bench_loss(device, small: bool, repeats: int) -> dict:
     cols = torch.randint(0, N, (3 * B,), generator=g).to(device)
     fast = "triton" if device.type == "cuda" else "chunked"
     out = {"B": B, "K": K, "F": F, "N": N}
-    for impl in (fast, "eager"):
+    # (name, impl, precision, logit tiles kept): on a GPU also the Triton sweep that
+    # computes each tile twice (ONCE_MAX_K = 0) and both in bf16
+    variants = [(fast, fast, "fp32", True), ("eager", "eager", "fp32", True)]
+    if device.type == "cuda":
+        variants += [("triton_twice", "triton", "fp32", False),
+                     ("triton_bf16", "triton", "bf16", True),
+                     ("triton_bf16_twice", "triton", "bf16", False)]
+    for name, impl, precision, once in variants:
         times = []
         _peak_reset(device)
-        for r in range(repeats + 1):
-            _sync(device)
-            t0 = time.perf_counter()
-            loss = mixture_bce(q, e, att, (rows, cols), label_smoothing=0.1, impl=impl)
-            loss.backward()
-            _sync(device)
-            if r:
-                times.append(time.perf_counter() - t0)
-            q.grad = e.grad = att.grad = None
-        out[impl] = {"seconds": round(statistics.median(times), 5), "peak_mb": _peak_mb(device),
-                     "loss": float(loss.detach())}
+        with _tiles_kept(once):
+            for r in range(repeats + 1):
+                _sync(device)
+                t0 = time.perf_counter()
+                loss = mixture_bce(q, e, att, (rows, cols), label_smoothing=0.1, impl=impl,
+                                   precision=precision)
+                loss.backward()
+                _sync(device)
+                if r:
+                    times.append(time.perf_counter() - t0)
+                q.grad = e.grad = att.grad = None
+        out[name] = {"seconds": round(statistics.median(times), 5),
+                     "peak_mb": _peak_mb(device), "loss": float(loss.detach())}
     out["speedup"] = round(out["eager"]["seconds"] / out[fast]["seconds"], 2)
     if device.type == "cuda":
         out["memory_ratio"] = round(out["eager"]["peak_mb"] / out[fast]["peak_mb"], 1)
