@@ -17,7 +17,8 @@ configurations are exactly the ones training uses. Triton's wheel carries ``ptxa
     python experiments/triton_compile_report.py --sweep    # re-derive LAUNCH (about an hour)
 
 ``--check`` rules: no kernel spills registers beyond a few scalars (at most
-``SCALAR_SPILL_BYTES`` of stack, no local arrays; the training variants spill nothing); the
+``SCALAR_SPILL_BYTES`` of stack, no local arrays: ptxas' choice around that is not stable
+across versions; with Triton 3.9 on sm_90 the training variants spill nothing); the
 deterministic kernels (the mixture loss's owner sweeps, the edge products) contain no
 float atomics; the bf16 loss kernels use tensor-core instructions and the float32 ones do
 not (they compute exactly, ``input_precision="ieee"``).
@@ -51,9 +52,9 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-#: spilled bytes tolerated: a few scalars that ptxas parks around the loops (seen at 80
-#: registers, so not register pressure); a spilled tile is hundreds of bytes (the loss
-#: kernels' first launch configuration spilled 112 B to 1.3 kB)
+#: spilled bytes tolerated: a few scalars that ptxas parks around the loops (seen at 64 to
+#: 128 registers, so not register pressure); a spilled tile is hundreds of bytes (the loss
+#: kernels' first launch configuration spilled 88 B to 1.3 kB)
 SCALAR_SPILL_BYTES = 32
 #: the kernels that must contain no float atomics (deterministic by construction)
 DETERMINISTIC = {"_rows_grad_kernel", "_cols_grad_kernel", "_sddmm_kernel", "_csr_kernel"}
@@ -198,8 +199,7 @@ def report(cases, arch: int):
 def violations(rec: dict) -> list[str]:
     """The ``--check`` rules this record breaks."""
     out = []
-    limit = 0 if rec.get("variant") == "training" else SCALAR_SPILL_BYTES
-    if rec["stack_bytes"] > limit or rec["local_bytes"] or (not limit and rec["local_stores"]):
+    if rec["stack_bytes"] > SCALAR_SPILL_BYTES or rec["local_bytes"]:
         out.append(f"spills ({rec['local_stores']} local stores, {rec['stack_bytes']} B "
                    "stack)")
     if rec["kernel"] in DETERMINISTIC and rec["float_atomics"]:

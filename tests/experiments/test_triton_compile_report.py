@@ -1,6 +1,6 @@
-"""The Triton kernels compiled for sm_90 (H100 / H200) on this CPU machine: no register
-spills at the launch configurations the package uses (none at all in what training runs,
-at most a few scalars in the other variants), no float atomics in the
+"""The Triton kernels compiled for sm_90 (H100 / H200) on this CPU machine: no spilled
+tiles at the launch configurations the package uses (at most a few scalars), no float
+atomics in the
 deterministic kernels, tensor cores in bf16 and none in exact float32
 (``experiments/triton_compile_report.py``)."""
 
@@ -38,9 +38,7 @@ def test_sm90_compile_quick_check():
     assert {r["kernel"] for r in recs} == defined and len(defined) >= 6
     for r in recs:
         assert r["arch"] == "sm_90" and 0 < r["registers"] <= 255
-        assert r["stack_bytes"] <= 32, r
-        if r["variant"] == "training":
-            assert r["local_stores"] == r["stack_bytes"] == 0, r  # what training runs
+        assert r["stack_bytes"] <= 32, r  # a few scalars at most, no spilled tiles
         if r["op"] == "mixture_bce":
             assert (r["mma"] > 0) == (r["precision"] == "bf16"), r
             assert r["mufu"] > 0
@@ -61,8 +59,6 @@ def test_rules_flag_what_they_name():
           "float_atomics": 0}
     assert violations(ok) == []
     assert violations({**ok, "local_stores": 4, "stack_bytes": 16}) == []  # 4 scalars
-    assert "spills" in violations({**ok, "variant": "training", "local_stores": 1,
-                                   "stack_bytes": 4})[0]  # what training runs: none
     assert "spills" in violations({**ok, "local_stores": 40, "stack_bytes": 112})[0]
     assert "float atomics" in violations({**ok, "float_atomics": 2})[0]
     assert violations({**ok, "kernel": "_tile_grad_kernel", "float_atomics": 2}) == []
