@@ -6,7 +6,8 @@ Prints one JSON line per part and a final JSON line with everything (and the car
    N = 14 541 entities (FB15k-237's), ``triton`` against ``eager`` (the materialising
    reference): median seconds and peak memory (``torch.cuda.max_memory_allocated``) of
    each, and their ratios; on a GPU also ``triton`` in bf16 and, in both precisions, with
-   each logit tile computed twice (``*_twice``: the sweep before tiles were kept).
+   each logit tile computed twice (``*_twice``: the sweep before tiles were kept), and the
+   deterministic schedule in bf16 (no float atomics; two logit passes).
 2. ``default``: DisenKGAT at the authors' FB15k-237 setting (batch 2048, InteractE, K = 3,
    F = 200), the package default (every ``impl`` and precision ``auto``) against the plain
    PyTorch path (``--encoder-impl chunked --loss-impl eager --head-impl eager``, fp32):
@@ -90,16 +91,20 @@ def bench_loss(device, small: bool, repeats: int) -> dict:
     cols = torch.randint(0, N, (3 * B,), generator=g).to(device)
     fast = "triton" if device.type == "cuda" else "chunked"
     out = {"B": B, "K": K, "F": F, "N": N}
-    # (name, impl, precision, logit tiles kept): on a GPU also the Triton sweep that
-    # computes each tile twice (ONCE_MAX_K = 0) and both in bf16
-    variants = [(fast, fast, "fp32", True), ("eager", "eager", "fp32", True)]
+    # on a GPU also the Triton sweep that computes each tile twice (ONCE_MAX_K = 0), both
+    # in bf16, and the deterministic schedule (owner kernels, no float atomics)
+    # (name, impl, precision, logit tiles kept, deterministic)
+    variants = [(fast, fast, "fp32", True, False), ("eager", "eager", "fp32", True, False)]
     if device.type == "cuda":
-        variants += [("triton_twice", "triton", "fp32", False),
-                     ("triton_bf16", "triton", "bf16", True),
-                     ("triton_bf16_twice", "triton", "bf16", False)]
-    for name, impl, precision, once in variants:
+        variants += [("triton_twice", "triton", "fp32", False, False),
+                     ("triton_bf16", "triton", "bf16", True, False),
+                     ("triton_bf16_twice", "triton", "bf16", False, False),
+                     ("triton_bf16_deterministic", "triton", "bf16", True, True)]
+    for name, impl, precision, once, det in variants:
         times = []
         _peak_reset(device)
+        prev = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(det, warn_only=True)
         with _tiles_kept(once):
             for r in range(repeats + 1):
                 _sync(device)
@@ -111,6 +116,7 @@ def bench_loss(device, small: bool, repeats: int) -> dict:
                 if r:
                     times.append(time.perf_counter() - t0)
                 q.grad = e.grad = att.grad = None
+        torch.use_deterministic_algorithms(prev, warn_only=True)
         out[name] = {"seconds": round(statistics.median(times), 5),
                      "peak_mb": _peak_mb(device), "loss": float(loss.detach())}
     out["speedup"] = round(out["eager"]["seconds"] / out[fast]["seconds"], 2)
