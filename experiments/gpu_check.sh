@@ -15,7 +15,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
     2>&1 | tee -a "$OUT/gpu.txt"
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/ops/test_mixture_bce.py \
-    tests/ops/test_pos_weight.py tests/ops/test_edge_triton.py -k "triton" 2>&1 \
+    tests/ops/test_pos_weight.py tests/ops/test_edge_triton.py tests/ops/test_triton_scale.py \
+    -k "triton" 2>&1 \
     | tee "$OUT/tests.log"
 timeout 300 python3 experiments/bench_gpu.py --data-dir "${DATA_DIR:-gpu_data}" 2>&1 \
     | tee "$OUT/bench.log"
