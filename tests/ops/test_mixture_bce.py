@@ -349,6 +349,31 @@ def test_triton_once_and_recompute_sweeps(monkeypatch, K, once, deterministic):
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
+@pytest.mark.parametrize("dense", [True, False])
+def test_triton_extreme_logits(dense):
+    """Logits up to +-200 (``sigma`` and ``1 - sigma`` below float32's normal range) stay
+    finite in the kept-tile sweep and match the float64 reference."""
+    x = torch.tensor([200.0, -200.0, 80.0, -80.0, 30.0, -30.0]).view(6, 1, 1)
+    q = (x * torch.tensor([1.0, 0.5, -1.0]).view(1, 3, 1)).to(TRITON_DEVICE)
+    e = torch.ones(10, 3, 1, device=TRITON_DEVICE)
+    g = torch.Generator().manual_seed(0)
+    att = torch.randn(6, 3, generator=g).to(TRITON_DEVICE)
+    y = (torch.rand(6, 10, generator=g) < 0.3).float().to(TRITON_DEVICE)
+    tgt = y if dense else tuple(y.nonzero().T)
+    kw = dict(reduction="sum", label_smoothing=0.1)
+    leaves = [t.clone().requires_grad_() for t in (q, e, att)]
+    out = mixture_bce(*leaves, tgt, impl="triton", **kw)
+    got = torch.autograd.grad(out, leaves)
+    ref_leaves = [t.double().requires_grad_() for t in (q, e, att)]
+    ref = mixture_bce(*ref_leaves, y.double(), impl="eager", **kw)
+    want = torch.autograd.grad(ref, ref_leaves)
+    assert torch.isfinite(out) and all(torch.isfinite(t).all() for t in got)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 def test_triton_precision_policy():
     """float64 is refused by ``triton`` (it would compute in float32) and never picked by
     ``auto``; ``precision="bf16"`` rounds the GEMM inputs (close to float32, not equal)."""
