@@ -438,10 +438,13 @@ def _cfg(b: int, n: int, f: int, warps: int = 8) -> dict:
 #: launch configurations per kernel: ``(largest K, configuration)`` pairs, the first whose
 #: K bound holds applies (``None``: any K). Tile sizes (``tl.dot`` needs each >= 16),
 #: warps and pipeline stages are the largest tiles that compile for sm_90 (H100 / H200)
-#: without register spills in both precisions (the kept-tile sweeps hold K logit tiles, so
-#: their tiles shrink with K): ``experiments/triton_compile_report.py`` compiles every
-#: kernel ahead of time on any machine and checks it; its ``--sweep`` re-derives this
-#: table. Chosen from the compiled code, not from GPU timings (none measured yet).
+#: without spilling registers in both precisions in what training launches (the
+#: kept-tile sweeps hold K logit tiles, so their tiles shrink with K):
+#: ``experiments/triton_compile_report.py`` compiles every kernel ahead of time on any
+#: machine and checks it; its ``--sweep`` re-derives this table. Chosen from the compiled
+#: code, not from GPU timings (none measured yet). Re-run ``--check`` after any kernel
+#: edit: ptxas' allocation near the limit shifts (loading log a once per component into
+#: a tuple, instead of three cached loads, spilled 80 B).
 LAUNCH: dict[str, list[tuple[int | None, dict]]] = {
     "fwd": [(None, _cfg(32, 64, 32))],
     "tile": [(4, _cfg(32, 64, 16)), (ONCE_MAX_K, _cfg(32, 32, 16)), (None, _cfg(32, 64, 16))],
