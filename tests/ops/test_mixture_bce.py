@@ -309,8 +309,8 @@ def test_triton_schedules_agree(order, sparse, deterministic):
     loga = att.log_softmax(-1)
     runs = [tk.triton_grads(q, e, loga, bias, t, 0.5, with_loss=True, deterministic=d)
             for d in (False, True, True)]
-    for a, b in zip(runs[0], runs[1]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for a, b in zip(runs[0], runs[1]):  # fp32 sums in two orders: ~1e-7 of the largest
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6 * float(b.abs().max()))
     assert all(torch.equal(a, b) for a, b in zip(runs[1], runs[2]))
 
 
