@@ -9,39 +9,60 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from disenkg.runs.trained import TrainedRun, load_run
 
-__all__ = ["load_run", "train"]
+__all__ = ["load_run", "resolve_config", "train"]
+
+ConfigLike = Any  # LinkConfig | Mapping[str, Any] | str | os.PathLike | None
 
 
-def train(config: str | os.PathLike | dict[str, Any] | None = None, **overrides: Any
-          ) -> TrainedRun:
+def _layers(config: ConfigLike, overrides: Mapping[str, Any]) -> list:
+    from disenkg.config.toml import read_toml
+    from disenkg.errors import ConfigError
+    from disenkg.pipeline.config import Layer, LinkConfig
+
+    layers: list[Layer] = []
+    if isinstance(config, LinkConfig):
+        layers.append(Layer("api", config.flat(), "disenkg.train"))
+    elif isinstance(config, Mapping):
+        layers.append(Layer("config", dict(config), "disenkg.train(config=dict)"))
+    elif isinstance(config, (str, os.PathLike)):
+        layers.append(Layer("config", read_toml(os.fspath(config)), os.fspath(config)))
+    elif config is not None:
+        raise ConfigError(f"config: expected a LinkConfig, a dict or a TOML path, got "
+                          f"{type(config).__name__}")
+    if overrides:
+        layers.append(Layer("api", dict(overrides), "disenkg.train"))
+    return layers
+
+
+def resolve_config(config: ConfigLike = None, **overrides: Any) -> Any:
+    """The :class:`~disenkg.pipeline.LinkConfig` that :func:`train` would use, before the
+    KG's size fills the derived settings (see :meth:`LinkConfig.derive`)."""
+    from disenkg.pipeline.config import LinkConfig
+
+    return LinkConfig.resolve(_layers(config, overrides))
+
+
+def train(config: ConfigLike = None, **overrides: Any) -> TrainedRun:
     """Trains exactly as ``python -m disenkg.run link`` does and returns the loaded run.
 
     Args:
-        config: a TOML file (``--config``) or a dict of its keys, or ``None``.
-        **overrides: flag values by key (``epochs=5``, ``output_dir="runs/x"``,
-            ``overwrite=True``); they win over ``config``. ``True`` sets a switch; ``False``
-            leaves it unset.
+        config: a :class:`~disenkg.pipeline.LinkConfig`, a dict of settings (like a TOML
+            file's keys), a path to a TOML file, or ``None``.
+        **overrides: settings by name (``epochs=5``, ``output_dir="runs/x"``,
+            ``mi_recompute=False``, ``lr=None`` to derive it); they win over ``config``.
 
-    Every value goes through the same validation as the command line's flags.
+    Every value goes through the same rules as the command line's flags; a bad value or a
+    setting that does not apply to the model raises :class:`~disenkg.errors.ConfigError`
+    (a ``ValueError``) naming the setting and the value.
     """
-    from disenkg.cli.link import resolve_args, train_from_args
+    from disenkg.pipeline.run import prepare_run, train_link
 
-    argv: list[str] = []
-    if isinstance(config, dict):
-        overrides = {**config, **overrides}
-    elif config is not None:
-        argv += ["--config", os.fspath(config)]
-    for key, value in overrides.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            if value:
-                argv.append(flag)
-            continue
-        argv += [flag, str(value)]
-    args, run_dir = resolve_args(argv)
-    train_from_args(args, run_dir)
-    return load_run(run_dir.path, device=args.device if args.device != "auto" else "cpu")
+    run_config, run_dir = prepare_run(_layers(config, overrides))
+    train_link(run_config, run_dir)
+    device = run_config.run.device
+    return load_run(run_dir.path, device=device if device != "auto" else "cpu")

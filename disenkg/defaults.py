@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["BUDGET_MINUTES", "EFFECTIVE_FLOPS", "ENTITY_STEP_S", "STEP_OVERHEAD_S", "KGStats",
-           "derive_defaults", "epoch_seconds"]
+           "derive_defaults", "early_stopping", "epoch_seconds"]
 
 #: default training-and-validation time the derived epoch count aims for (``--time-budget``)
 BUDGET_MINUTES = 8.0
@@ -157,9 +157,16 @@ def derive_defaults(stats: KGStats, *, model: str, given: dict[str, Any],
     put("epochs", epochs, f"~{est:.2f} s per epoch (estimate) in a {budget_minutes:g}-minute "
                           f"budget, in [20, 500]")
     e = cur["epochs"]
-    put("patience", max(20, e // 5), f"max(20, epochs / 5) with epochs = {e}")
-    put("min_epochs", e // 5, f"epochs / 5 with epochs = {e}: patience counts after it")
+    patience, min_epochs = early_stopping(e)
+    put("patience", patience, f"max(20, epochs / 5) with epochs = {e}")
+    put("min_epochs", min_epochs, f"epochs / 5 with epochs = {e}: patience counts after it")
     return out
+
+
+def early_stopping(epochs: int) -> tuple[int, int]:
+    r"""``(patience, min_epochs)`` for a run of ``epochs``: :math:`\max(20, E/5)` and
+    :math:`E/5`."""
+    return max(20, epochs // 5), epochs // 5
 
 
 def _factor(dim: int) -> tuple[int, int]:

@@ -127,21 +127,18 @@ def bench_loss(device, small: bool, repeats: int) -> dict:
 
 def _trainer(argv: list[str], device, out_dir: str):
     from disenkg.cli.link import resolve_args
-    from disenkg.cli.link_models import MODELS, fill_defaults
     from disenkg.datasets import KGDataset
-    from disenkg.training import LinkTrainer, TrainConfig
+    from disenkg.models.registry import MODELS
+    from disenkg.training import LinkTrainer
     from disenkg.utils import seed_everything
 
-    args = resolve_args([*argv, "--no-progress", "--output-dir", out_dir, "--overwrite"])[0]
-    seed_everything(args.seed)
-    ds = KGDataset.load(args.dataset, data_dir=args.data_dir)
-    entry = MODELS.get(args.model)
-    fill_defaults(args, entry, ds)
-    model = entry.build(ds, args).to(device)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr,
-                      label_smoothing=args.label_smoothing, eval_batch_size=args.eval_batch_size,
-                      seed=args.seed, loss_impl=args.loss_impl,
-                      loss_precision=args.loss_precision, progress=False)
+    config = resolve_args([*argv, "--no-progress", "--output-dir", out_dir, "--overwrite"])[0]
+    seed_everything(config.training.seed)
+    ds = KGDataset.load(config.data.dataset, data_dir=config.data.data_dir)
+    config = config.derive(ds)[0]
+    model = MODELS.get(config.model_name).build(ds, config.model,
+                                                seed=config.training.seed).to(device)
+    cfg = config.training.replace(epochs=1, progress=False)
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out_dir, device=device)
 
 
@@ -202,9 +199,10 @@ def main() -> None:
     if a.data_dir:
         data += ["--data-dir", a.data_dir]
     dev = ["--device", str(device)]
-    small = ["--epochs", "1", "--channels", "20", "--k-h", "5", "--k-w", "4",
-             "--num-filters", "4", "--kernel-size", "3", "--init-dim", "16"] if a.small else []
-    authors = [*data, *dev, *small, "--preset", "none", "--model", "disenkgat",
+    small = ["--epochs", "1", "--channels", "20", "--init-dim", "16"] if a.small else []
+    small_conv = ["--k-h", "5", "--k-w", "4", "--num-filters", "4",
+                  "--kernel-size", "3"] if a.small else []
+    authors = [*data, *dev, *small, *small_conv, "--preset", "none", "--model", "disenkgat",
                "--batch-size", "64" if a.small else "2048", "--lr", "0.001",
                "--scorer", "interacte", "--num-components", "3"]
     if not a.small:

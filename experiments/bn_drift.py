@@ -61,9 +61,9 @@ def main() -> None:
     import torch
 
     from disenkg.cli.link import resolve_args
-    from disenkg.cli.link_models import MODELS, fill_defaults
     from disenkg.datasets import KGDataset
-    from disenkg.training import LinkTrainer, TrainConfig
+    from disenkg.models.registry import MODELS
+    from disenkg.training import LinkTrainer
     from disenkg.utils import seed_everything
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -73,18 +73,13 @@ def main() -> None:
     p.add_argument("--output-dir", default="/tmp/disenkg-bn-drift", help="checkpoint dir")
     p.add_argument("extra", nargs="*", help="more command-line flags (after --)")
     a = p.parse_args()
-    args = resolve_args(["--config", a.config, "--no-progress", "--output-dir", a.output_dir,
-                         "--overwrite", *a.extra])[0]
-    seed_everything(args.seed)
-    ds = KGDataset.load(args.dataset, data_dir=args.data_dir)
-    entry = MODELS.get(args.model)
-    fill_defaults(args, entry, ds)
-    model = entry.build(ds, args)
-    cfg = TrainConfig(epochs=a.epochs, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                      eval_batch_size=args.eval_batch_size, seed=args.seed,
-                      loss_impl=args.loss_impl,
-                      loss_precision=args.loss_precision, progress=False)
+    config = resolve_args(["--config", a.config, "--no-progress", "--output-dir",
+                           a.output_dir, "--overwrite", *a.extra])[0]
+    seed_everything(config.training.seed)
+    ds = KGDataset.load(config.data.dataset, data_dir=config.data.data_dir)
+    config = config.derive(ds)[0]
+    model = MODELS.get(config.model_name).build(ds, config.model, seed=config.training.seed)
+    cfg = config.training.replace(epochs=a.epochs, progress=False)
     trainer = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=a.output_dir)
     head = model.scorer.interaction
     for epoch in range(1, a.epochs + 1):

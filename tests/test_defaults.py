@@ -109,22 +109,25 @@ def test_empty_kg_is_refused():
 def test_named_dataset_uses_its_preset_and_flags_override(tmp_path, umls_path):
     from disenkg.cli.link import resolve_args
 
-    args, _ = resolve_args(["--dataset", "umls", "--output-dir", str(tmp_path / "a")])
-    assert args.preset == "umls" and args.batch_size == 128 and args.epochs == 200
-    args, _ = resolve_args(["--dataset", "umls", "--batch-size", "32", "--output-dir",
-                            str(tmp_path / "b")])
-    assert args.batch_size == 32 and args.lr == 0.003
+    c, _ = resolve_args(["--dataset", "umls", "--output-dir", str(tmp_path / "a")])
+    assert c.run.preset == "umls" and c.training.batch_size == 128 and c.training.epochs == 200
+    assert c.sources["batch_size"] == "preset" and c.sources["seed"] == "default"
+    c, _ = resolve_args(["--dataset", "umls", "--batch-size", "32", "--output-dir",
+                         str(tmp_path / "b")])
+    assert c.training.batch_size == 32 and c.training.lr == 0.003
+    assert c.sources["batch_size"] == "flag"
     cfg = tmp_path / "c.toml"
     cfg.write_text("epochs = 7\n")
-    args, _ = resolve_args(["--dataset", "kinship", "--config", str(cfg), "--output-dir",
-                            str(tmp_path / "c")])
-    assert args.preset == "kinship" and args.epochs == 7 and args.patience == 20
-    args, _ = resolve_args(["--dataset", "umls", "--preset", "none", "--output-dir",
-                            str(tmp_path / "d")])
-    assert args.preset is None and args.batch_size is None  # derived after loading
-    args, _ = resolve_args(["--dataset", "umls", "--model", "conve", "--output-dir",
-                            str(tmp_path / "e")])
-    assert args.preset is None  # presets configure DisenKGAT
+    c, _ = resolve_args(["--dataset", "kinship", "--config", str(cfg), "--output-dir",
+                         str(tmp_path / "c")])
+    assert c.run.preset == "kinship" and c.training.epochs == 7 and c.training.patience == 20
+    assert c.sources["epochs"] == "config"
+    c, _ = resolve_args(["--dataset", "umls", "--preset", "none", "--output-dir",
+                         str(tmp_path / "d")])
+    assert c.run.preset is None and c.training.batch_size is None  # derived after loading
+    c, _ = resolve_args(["--dataset", "umls", "--model", "conve", "--output-dir",
+                         str(tmp_path / "e")])
+    assert c.run.preset is None  # presets configure DisenKGAT
 
 
 def test_unknown_preset_is_an_error(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from disenkg.cli.link_models import MODELS
+from disenkg.models.registry import MODELS
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS

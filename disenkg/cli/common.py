@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-from disenkg.cli.values import as_bool
+from disenkg.config.rules import RuleError, as_bool
 from disenkg.errors import ConfigError
+from disenkg.utils.device import pick_device
 
 __all__ = ["LOG_LEVELS", "add_common_arguments", "apply_config", "explicit_flags",
            "format_table", "logging_context", "make_parser", "parse_with_config",
@@ -113,7 +112,7 @@ def _check_value(action: argparse.Action, value: Any, where: str) -> Any:
             value = action.type(value)
         elif not isinstance(value, str):
             raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
-    except argparse.ArgumentTypeError as err:
+    except (argparse.ArgumentTypeError, RuleError) as err:
         raise ConfigError(f"{where}: {err}") from None
     if action.choices is not None and value not in action.choices:
         raise ConfigError(f"{where}: {value!r} is not one of {list(action.choices)}")
@@ -155,24 +154,6 @@ def logging_context(level: str = "INFO") -> Iterator[None]:
     setup_logging(level)
     with logging_redirect_tqdm():
         yield
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as err:
-        raise ConfigError(f"--device {spec!r}: not a device ('auto', 'cpu', 'cuda' or "
-                          f"'cuda:N')") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {spec}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {spec}: this machine has {torch.cuda.device_count()} "
-                          f"CUDA device(s)")
-    if dev.type == "cuda" and dev.index is not None:
-        torch.cuda.set_device(dev)  # kernels (Triton) launch on the current device
-    return dev
 
 
 def format_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("valid", "test")) -> str:

@@ -16,7 +16,6 @@ entities (the probability that this entity is the answer; a query's add up to 1)
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 from pathlib import Path
@@ -76,7 +75,7 @@ class TrainedRun:
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
              checkpoint: str = "best") -> TrainedRun:
-        from disenkg.cli.link_models import MODELS
+        from disenkg.models.registry import MODELS
 
         if checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
@@ -88,8 +87,9 @@ class TrainedRun:
             raise RunDirError(f"{rd.path} holds a {config.get('task')!r} run; only link "
                               f"prediction runs can be loaded")
         ds = rd.load_dataset()
-        args = argparse.Namespace(**config["args"])
-        model = MODELS.get(config["model"]).build(ds, args)
+        spec = MODELS.get(config["model"])
+        args = config["args"]
+        model = spec.build(ds, spec.config.from_values(args), seed=args.get("seed", 0))
         state = load_checkpoint(rd.file(f"{checkpoint}.pt"), required=("model",))
         try:
             model.load_state_dict(state["model"])

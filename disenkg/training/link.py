@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,9 @@ from disenkg.datasets.kg import KGDataset
 from disenkg.errors import CheckpointError
 from disenkg.evaluation import LinkEvaluator
 from disenkg.models.base import MixtureLinkModel
-from disenkg.ops.precision import check_precision
 from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
 from disenkg.runs.rundir import RunDir
+from disenkg.training.config import LOSS_NAMES, TrainingConfig
 from disenkg.training.distributed import (
     DistContext,
     all_reduce_grads,
@@ -68,48 +67,12 @@ def _softmax_loss(model: MixtureLinkModel, reps: Any, heads: torch.Tensor,
 
 #: training losses by name: ``bce`` (the paper's) and ``softmax`` (KvsAll cross-entropy)
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"bce": _bce_loss, "softmax": _softmax_loss}
+if tuple(LOSSES) != LOSS_NAMES:  # the configuration's choices name exactly these
+    raise RuntimeError(f"LOSSES {tuple(LOSSES)} != LOSS_NAMES {LOSS_NAMES}")
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation settings of a link-prediction run (see ``--help`` of the CLI)."""
-
-    epochs: int = 500
-    batch_size: int = 128
-    lr: float = 0.001
-    lr_decay: float = 1.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    eval_every: int = 1
-    patience: int = 25
-    min_epochs: int = 0
-    eval_batch_size: int = 256
-    seed: int = 0
-    loss: str = "bce"
-    loss_impl: str = "auto"
-    loss_precision: str = "fp32"
-    rank_type: str = "realistic"
-    progress: bool = True
-    entity_shards: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "entity_shards"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 < self.lr_decay <= 1.0:
-            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
-        if self.min_epochs < 0:
-            raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
-        check_precision(self.loss_precision)
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
-        if self.loss == "softmax" and self.entity_shards > 1:
-            raise ValueError("the softmax loss normalises over all entities and does not "
-                             f"run entity-sharded; got entity_shards={self.entity_shards}")
+#: the training section of a configuration (:class:`disenkg.training.config.TrainingConfig`)
+TrainConfig = TrainingConfig
 
 
 class LinkTrainer:
@@ -131,6 +94,7 @@ class LinkTrainer:
                  run_info: dict[str, Any] | None = None,
                  callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
                  dist: DistContext | None = None) -> None:
+        config = config.resolved()
         self.model = model
         self.dist = dist
         self.dataset = dataset

@@ -50,6 +50,9 @@ def test_malformed_file_is_one_line_naming_file_and_line(tmp_path):
     ("lr = 0.1\n[train]\nlr = 0.2\n", "key 'lr' is set twice (top level and [train])"),
     ("[a]\nepochs = 2\n[b]\nepochs = 3\n", "key 'epochs' is set twice ([a] and [b])"),
     ("learning_rate = 0.1\n", "unknown key(s) ['learning_rate']"),
+    ('model = "transe"\n', "key 'model': 'transe' is not one of ['conve', 'disenkgat']"),
+    ("seed = 1e40\n", "key 'seed': expected an integer >= 0, got 1e+40"),
+    ("gamma = 1e39\n", "key 'gamma': expected a finite number, got 1e+39"),
 ])
 def test_config_values_are_checked_by_the_flag_rules(tmp_path, toml, message):
     cfg = tmp_path / "c.toml"

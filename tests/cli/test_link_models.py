@@ -1,4 +1,4 @@
-"""The CLI builds scorers from the registry: every registered scorer from the flags, and a
+"""Scorers are built from the registry: every registered scorer from its settings, and a
 newly registered one without arguments."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from disenkg.cli.link import resolve_args
-from disenkg.cli.link_models import MODELS, SCORER_KWARGS, build_scorer, fill_defaults
 from disenkg.datasets import KGDataset
+from disenkg.models.registry import SCORER_KWARGS, build_scorer
 from disenkg.nn.scorers import SCORERS, DistMultScorer
 
 
@@ -19,9 +19,8 @@ def umls():
 
 
 def flags(argv, umls):
-    args, _ = resolve_args(argv)
-    fill_defaults(args, MODELS.get(args.model), umls)
-    return args
+    config, _ = resolve_args(argv)
+    return config.derive(umls)[0]
 
 
 def test_flag_table_names_only_registered_scorers():
@@ -30,10 +29,14 @@ def test_flag_table_names_only_registered_scorers():
 
 @pytest.mark.parametrize("name", sorted(SCORERS.names()))
 def test_every_registered_scorer_is_built_from_the_flags(name, tmp_path, umls):
-    args = flags(["--dataset", "umls", "--scorer", name, "--channels", "12",
-                            "--k-h", "4", "--k-w", "3", "--num-filters", "5", "--kernel-size", "3",
-                  "--gamma", "7", "--output-dir", str(tmp_path)], umls)
-    scorer = build_scorer(args)
+    argv = ["--dataset", "umls", "--scorer", name, "--channels", "12",
+            "--output-dir", str(tmp_path)]
+    if name in ("interacte", "conve"):
+        argv += ["--k-h", "4", "--k-w", "3", "--num-filters", "5", "--kernel-size", "3"]
+    if name.startswith("transe"):
+        argv += ["--gamma", "7"]
+    config = flags(argv, umls)
+    scorer = build_scorer(config.model)
     assert isinstance(scorer, SCORERS.get(name))
     if name in ("interacte", "conve"):
         conv = scorer.interaction
@@ -47,6 +50,6 @@ def test_a_newly_registered_scorer_is_built_without_arguments(tmp_path, monkeypa
         pass
 
     monkeypatch.setitem(SCORERS._items, "mine", Mine)
-    args = flags(["--dataset", "umls", "--output-dir", str(tmp_path)], umls)
-    args.scorer = "mine"
-    assert type(build_scorer(args)) is Mine
+    config = flags(["--dataset", "umls", "--scorer", "mine", "--preset", "none",
+                    "--output-dir", str(tmp_path)], umls)
+    assert type(build_scorer(config.model)) is Mine

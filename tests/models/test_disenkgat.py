@@ -144,17 +144,15 @@ def test_the_head_receives_the_tails_message_through_the_relation():
 def test_cli_and_direct_construction_build_the_same_model(umls):
     """The CLI passes the dataset's graph as it is; a library user doing the same gets
     the same model (same scores from the same weights)."""
-    import argparse
-
-    from disenkg.cli.link_models import MODELS
+    from disenkg.models.configs import DisenKGATConfig
+    from disenkg.models.registry import MODELS
 
     ei, et = umls.graph()
-    a = argparse.Namespace(num_components=3, init_dim=8, channels=12, num_layers=1,
-                           composition="cross", edge_attention="dot_weight",
-                           attention_dropout=0.0, encoder_dropout=0.0, layer_bias=False,
-                           scorer="distmult", component_attention="dot_rel", order="after",
-                           mi_estimator="none", mi_weight=0.0, mi_lr=1e-3,
-                           mi_recompute=False, encoder_impl="auto")
+    a = DisenKGATConfig(num_components=3, init_dim=8, channels=12, num_layers=1,
+                        composition="cross", edge_attention="dot_weight",
+                        attention_dropout=0.0, encoder_dropout=0.0, layer_bias=False,
+                        scorer="distmult", component_attention="dot_rel", order="after",
+                        mi_estimator="none", encoder_impl="auto")
     cli = MODELS.get("disenkgat").build(umls, a).double().eval()
     direct = DisenKGAT(num_entities=umls.num_entities, num_relations=umls.num_relations,
                        edge_index=ei, edge_type=et, num_components=3, init_dim=8,

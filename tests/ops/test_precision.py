@@ -102,5 +102,5 @@ def test_mixture_bce_precision_validation():
 
 
 def test_train_config_checks_loss_precision():
-    with pytest.raises(ValueError, match="unknown precision"):
+    with pytest.raises(ValueError, match="loss_precision: 'fp16' is not one of"):
         TrainConfig(loss_precision="fp16")

@@ -1,0 +1,133 @@
+"""The training section of a link-prediction configuration: optimisation, early stopping,
+evaluation and the loss's implementation.
+
+``epochs``, ``batch_size``, ``lr``, ``patience`` and ``min_epochs`` may be ``None`` in a
+configuration (derived from the KG by :mod:`disenkg.defaults` when a run is resolved); a
+:class:`~disenkg.training.LinkTrainer` needs them set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from disenkg.config.options import Section, option
+from disenkg.config.rules import (
+    decay,
+    fraction,
+    integer,
+    nonneg_float,
+    one_of,
+    pos_float,
+)
+from disenkg.defaults import BUDGET_MINUTES, early_stopping
+from disenkg.errors import ConfigError
+from disenkg.ops.impls import OP_IMPLS
+from disenkg.ops.precision import PRECISIONS
+
+__all__ = ["LOSS_NAMES", "RANK_TYPES", "TrainingConfig"]
+
+#: the training losses (:data:`disenkg.training.link.LOSSES`)
+LOSS_NAMES = ("bce", "softmax")
+#: how tied scores are ranked (:mod:`disenkg.evaluation.ranks`)
+RANK_TYPES = ("realistic", "optimistic", "pessimistic")
+#: fields that must be set before training starts (patience and min_epochs follow epochs)
+RESOLVED = ("epochs", "batch_size", "lr")
+
+T = "training"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig(Section):
+    """Optimisation settings of a link-prediction run (``python -m disenkg.run link --help``
+    explains each; the field names are the flags' names with ``_``)."""
+
+    section = "training"
+
+    seed: int = option(0, integer(0), group="run",
+                       help="random seed (init, dropout, shuffling)")
+    epochs: int | None = option(
+        None, integer(1), derived=True, group=T,
+        help="maximum training epochs (default: the preset's, else as many as fit "
+             "--time-budget, in [20, 500])")
+    time_budget: float = option(
+        BUDGET_MINUTES, pos_float, group=T,
+        help="minutes of training and validation the derived --epochs aim for (KGs without "
+             "a preset; an estimate, not a hard stop)")
+    batch_size: int | None = option(
+        None, integer(1), derived=True, group=T,
+        help="1-N queries per step (default: the preset's, else the largest power of two "
+             "giving >= 24 steps per epoch, in [32, 2048], at least 128 from 1024 training "
+             "queries)")
+    lr: float | None = option(
+        None, pos_float, derived=True, group=T,
+        help="Adam learning rate (default: the preset's, else 0.003 for batches < 1024 and "
+             "0.001 above)")
+    lr_decay: float = option(
+        1.0, decay, group=T,
+        help="the learning rate is --lr * LR_DECAY^(epoch - 1) in each epoch (ConvE's code: "
+             "0.995; 1 = constant)")
+    weight_decay: float = option(0.0, nonneg_float, group=T, help="Adam weight decay")
+    loss: str = option(
+        "bce", one_of(LOSS_NAMES), group=T,
+        help="bce: 1-N binary cross-entropy against every entity (the paper's, the fused "
+             "mixture op); softmax: 1-N cross-entropy of the softmax over all entities "
+             "against the uniform distribution over a query's answers (LibKGE's KvsAll + "
+             "CE; K = 1 or --order before, no --entity-shards)")
+    label_smoothing: float = option(
+        0.1, fraction, group=T,
+        help="bce: eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention); softmax: "
+             "t = (1 - eps) y / |y| + eps / N")
+    eval_every: int = option(1, integer(1), group=T, help="validate every N epochs")
+    patience: int | None = option(
+        None, integer(0), derived=True, group=T,
+        help="stop after N validations without a better MRR, counted after --min-epochs "
+             "(0 = never; default: the preset's, else max(20, epochs / 5))")
+    min_epochs: int | None = option(
+        None, integer(0), derived=True, group=T,
+        help="epochs before patience starts counting (default: epochs / 5)")
+    eval_batch_size: int = option(256, integer(1), group=T, help="queries per eval batch")
+    rank_type: str = option("realistic", one_of(RANK_TYPES), group=T,
+                            help="how tied scores are ranked in the headline metrics")
+    loss_impl: str = option(
+        "auto", one_of(OP_IMPLS["mixture_bce"]), group=T,
+        help="the fused mixture-BCE loss (README, 'Implementations'): native / chunked = "
+             "logit tiles with the C / PyTorch element-wise code, triton = GPU kernels, "
+             "eager = all (B, K, N) logits at once; auto = triton on CUDA, else native where "
+             "it applies")
+    loss_precision: str = option(
+        "auto", one_of(PRECISIONS), group=T,
+        help="the mixture-BCE GEMMs (chunked CPU path): fp32; bf16 (float32 tensors, "
+             "bfloat16-rounded GEMM inputs, float32 accumulation and logits); auto = bf16 on "
+             "CPUs with AMX / AVX512-BF16, else fp32 (see README, 'Precision')")
+    entity_shards: int = option(
+        1, integer(1), group=T,
+        help="under torchrun: split the entity table and the 1-N scoring over S ranks: each "
+             "keeps 1/S of the per-entity parameters and their optimiser state and scores "
+             "its batch slice against its entities; the processes (--nproc-per-node x "
+             "--nnodes) form processes / S data-parallel batch slices; exact (README, "
+             "'Several processes'). 1 = data-parallel only")
+    #: show tqdm progress bars (the run's ``no_progress`` turned around)
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.loss == "softmax" and self.entity_shards > 1:
+            raise ConfigError("loss: the softmax loss normalises over all entities and does "
+                              f"not run entity-sharded; got entity_shards={self.entity_shards}")
+
+    def resolved(self) -> TrainingConfig:
+        """This configuration ready to train: ``patience`` and ``min_epochs`` left ``None``
+        follow ``epochs`` (:func:`~disenkg.defaults.early_stopping`, the rule a KG-derived
+        run uses).
+
+        Raises:
+            ConfigError: ``epochs``, ``batch_size`` or ``lr`` is still ``None``.
+        """
+        missing = [k for k in RESOLVED if getattr(self, k) is None]
+        if missing:
+            raise ConfigError(f"training settings {missing} are not set: give them, or "
+                              "resolve the configuration against the KG "
+                              "(disenkg.pipeline.LinkConfig.derive)")
+        patience, min_epochs = early_stopping(self.epochs)
+        changes = {k: v for k, v in (("patience", patience), ("min_epochs", min_epochs))
+                   if getattr(self, k) is None}
+        return self.replace(**changes) if changes else self
