@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -188,11 +189,34 @@ class ArrayDataset(Dataset):
         return x, yt
 
 
+def _scan(path: Path, arr: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first element, elements)`` of a C-order ``.npy`` in chunks of ``chunk`` elements,
+    read with plain ``read`` calls into one reused buffer (never through a memory map): a
+    whole-file pass keeps one chunk resident, not every page it has touched."""
+    if not arr.flags.c_contiguous:
+        raise DatasetError(f"{path}: arrays must be stored in C order")
+    size = arr.dtype.itemsize
+    buf = bytearray(min(chunk, max(arr.size, 1)) * size)
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(int(arr.offset))
+        for start in range(0, arr.size, chunk):
+            n = min(chunk, arr.size - start)
+            view = memoryview(buf)[:n * size]
+            got = 0
+            while got < n * size:
+                k = fh.readinto(view[got:])
+                if not k:
+                    raise DatasetError(f"{path}: short read at byte "
+                                       f"{int(arr.offset) + start * size + got} (file "
+                                       f"truncated?)")
+                got += k
+            yield start, np.frombuffer(view, dtype=arr.dtype, count=n)
+
+
 def _check_targets(path: Path, y: np.ndarray, kind: str, chunk: int = 1 << 22) -> None:
-    """Names NaN / infinite regression targets and negative class labels (read in chunks)."""
-    flat = y.reshape(-1)
-    for start in range(0, flat.size, chunk):
-        part = np.asarray(flat[start:start + chunk])
+    """Names NaN / infinite regression targets and negative class labels (the whole file,
+    in chunks read by :func:`_scan`: memory stays at one chunk whatever the file's size)."""
+    for start, part in _scan(path, y, chunk):
         bad = (~np.isfinite(part)) if kind == "regression" else (part < 0)
         if bad.any():
             first = start + int(np.argmax(bad))
