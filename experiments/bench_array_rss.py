@@ -47,6 +47,7 @@ def main() -> None:
                str(d / "features.npy"), "--edges", str(d / "edges.npy"), "--targets",
                str(d / "targets.npy"), "--max-samples", str(a.max_samples), "--epochs",
                str(a.epochs), "--seeds", "1", "--no-progress", "--output-dir", str(d / "run"),
+               "--overwrite",
                "--log-level", "WARNING"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
