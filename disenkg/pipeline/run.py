@@ -20,6 +20,7 @@ from disenkg.datasets import KNOWN, KGDataset
 from disenkg.errors import CheckpointError, ConfigError
 from disenkg.models.registry import MODELS
 from disenkg.pipeline.config import Layer, LinkConfig
+from disenkg.pipeline.plan import ImplPlan, build_plan
 from disenkg.runs.resume import merge_for_resume
 from disenkg.runs.rundir import RunDir
 from disenkg.runs.tracking import check_tracking, make_callbacks
@@ -80,6 +81,20 @@ def prepare_run(layers: list[Layer]) -> tuple[LinkConfig, RunDir]:
     return config, run_dir
 
 
+def _planned(config: LinkConfig, plan: ImplPlan) -> tuple[Any, Any]:
+    """The model and training sections with the plan's implementations and precisions
+    (``config.json`` keeps the settings as given; the plan records what runs)."""
+    model, training = config.model, config.training
+    if plan.head_impl is not None:
+        model = model.replace(head_impl=plan.head_impl, head_precision=plan.head_precision)
+    if plan.encoder_impl is not None:
+        model = model.replace(encoder_impl=plan.encoder_impl)
+    if plan.loss_impl is not None:
+        training = training.replace(loss_impl=plan.loss_impl,
+                                    loss_precision=plan.loss_precision)
+    return model, training
+
+
 def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
     """Loads the KG, derives the remaining settings, builds the model, trains with early
     stopping and evaluates the best model; returns the metrics (``metrics.json``)."""
@@ -115,8 +130,11 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
     config, derived = config.derive(dataset)
     for key, (value, why) in derived.items():
         logger.info("derived %s = %s (%s)", key, value, why)
-    model = MODELS.get(config.model_name).build(dataset, config.model,
-                                                seed=config.training.seed).to(device)
+    plan = build_plan(config, device)
+    logger.info("%s", plan.describe())
+    model_config, training = _planned(config, plan)
+    model = MODELS.get(config.model_name).build(dataset, model_config,
+                                                seed=training.seed).to(device)
     problem = model.softmax_loss_problem() if config.training.loss == "softmax" else None
     if problem is not None:
         raise ConfigError(f"--loss softmax: {problem} (use --order before, --num-components "
@@ -131,7 +149,7 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
     if main_rank:
         run_dir.write_config({
             "task": "link", "model": config.model_name, "args": run_config,
-            "sources": dict(config.sources),
+            "sources": dict(config.sources), "plan": plan.record(),
             "dataset": {"name": dataset.name, "source": str(data.dataset),
                         "num_entities": dataset.num_entities,
                         "num_relations": dataset.num_relations,
@@ -139,7 +157,7 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
         run_dir.write_dataset(dataset)
     callbacks = (make_callbacks(run_dir.path, tensorboard=config.run.tensorboard)
                  if main_rank else [])
-    trainer = LinkTrainer(model=model, dataset=dataset, config=config.training,
+    trainer = LinkTrainer(model=model, dataset=dataset, config=training,
                           output_dir=run_dir.path, device=device,
                           run_info={"model": config.model_name, "config": run_config},
                           callbacks=callbacks, dist=ctx)
