@@ -36,6 +36,7 @@ from disenkg.training.distributed import (
     make_layout,
     sum_scalar,
 )
+from disenkg.training.early_stopping import EarlyStopping
 from disenkg.training.optim import ChunkedAdam
 from disenkg.utils.distributed import sync_batch_stats
 from disenkg.utils.io import atomic_write_text
@@ -148,9 +149,10 @@ class LinkTrainer:
                               if aux_params else None)
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.epoch = 0
-        self.best_mrr = -1.0
-        self.best_epoch = 0
-        self.bad_evals = 0
+        #: validation MRR's best and patience (the checkpoint keeps best_mrr / best_epoch /
+        #: bad_evals, as every version did)
+        self.stopper = EarlyStopping(patience=config.patience, min_epochs=config.min_epochs)
+        self.stopper.best = [-1.0]
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self._reg_sum = torch.zeros(())
@@ -212,6 +214,18 @@ class LinkTrainer:
                 for i, st in state["state"].items()}}
         self.optimizer.load_state_dict(state)
 
+    @property
+    def best_mrr(self) -> float:
+        return self.stopper.best[0]
+
+    @property
+    def best_epoch(self) -> int:
+        return self.stopper.best_epoch
+
+    @property
+    def bad_evals(self) -> int:
+        return self.stopper.bad
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs (a collective call when entity-sharded)."""
         return {
@@ -223,7 +237,7 @@ class LinkTrainer:
             "shuffle_gen": self.shuffle_gen.get_state(),
             "best_mrr": self.best_mrr,
             "best_epoch": self.best_epoch,
-            "bad_evals": self.bad_evals,
+            "bad_evals": self.stopper.bad,
             "train_seconds": self.train_seconds,
             "history": self.history,
             "world_size": self.world_size,
@@ -241,9 +255,9 @@ class LinkTrainer:
         self.epoch = state["epoch"]
         set_rng_state(state["rng"])
         self.shuffle_gen.set_state(state["shuffle_gen"])
-        self.best_mrr = state["best_mrr"]
-        self.best_epoch = state["best_epoch"]
-        self.bad_evals = state["bad_evals"]
+        self.stopper.load_state_dict({"best": [state["best_mrr"]],
+                                      "best_epoch": state["best_epoch"],
+                                      "bad": state["bad_evals"]})
         self.train_seconds = state["train_seconds"]
         self.history = state["history"]
 
@@ -392,7 +406,7 @@ class LinkTrainer:
                    disable=not (cfg.progress and self.is_main), initial=self.epoch,
                    total=cfg.epochs)
         for _ in bar:
-            if cfg.patience > 0 and self.bad_evals >= cfg.patience:
+            if self.stopper.should_stop:
                 break  # a resumed run that had already stopped early
             t0 = time.perf_counter()
             loss = self.train_epoch()
@@ -406,14 +420,11 @@ class LinkTrainer:
                 valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
                 record.update({f"valid_{k}": valid[k] for k in ("mrr", "hits@1", "hits@3",
                                                                   "hits@10")})
-                if valid["mrr"] > self.best_mrr:
-                    self.best_mrr, self.best_epoch, self.bad_evals = valid["mrr"], self.epoch, 0
+                if self.stopper.update(valid["mrr"], epoch=self.epoch).best:
                     best_state = self.model_state() if (self.is_main or self._sharded) else None
                     if self.is_main:
                         save_checkpoint({"model": best_state,
                                          "epoch": self.epoch, "valid": valid}, self.best_path)
-                elif self.epoch > cfg.min_epochs:  # patience counts after min_epochs
-                    self.bad_evals += 1
                 logger.info("epoch %d loss %.5f valid MRR %.4f (best %.4f at %d)",
                             self.epoch, loss, valid["mrr"], self.best_mrr, self.best_epoch)
             else:
@@ -427,9 +438,9 @@ class LinkTrainer:
                 self.run_dir.write_history(self.history)
                 for cb in self.callbacks:
                     cb(record)
-            if cfg.patience > 0 and self.bad_evals >= cfg.patience:
+            if self.stopper.should_stop:
                 logger.info("early stopping after %d evaluations without improvement",
-                            self.bad_evals)
+                            self.stopper.bad)
                 break
         return self.finish()
 

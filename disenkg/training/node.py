@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from disenkg.evaluation.binary import average_precision, roc_auc
 from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
 from disenkg.nn.reconstruction import full_reconstruction_loss, reconstruction_targets
 from disenkg.runs.checkpoint import save_checkpoint
+from disenkg.training.early_stopping import EarlyStopping
 from disenkg.utils import Registry, seed_everything
 
 __all__ = ["NODE_ENCODERS", "RECONS", "ArrayModel", "NodeConfig", "NodeEncoderEntry",
@@ -104,8 +104,8 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
 
     # The GAT authors' criterion: patience resets when validation accuracy or loss reaches
     # its best so far; the model is kept when both are at their best.
-    acc_max, loss_min = -1.0, math.inf
-    best_state, best_val, bad, epoch = None, -1.0, 0, 0
+    stopper = EarlyStopping(patience=cfg.patience, modes=("max", "min"), strict=False)
+    best_state, best_val, epoch = None, -1.0, 0
     for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress,  # noqa: B007
                       desc=f"seed {seed}"):
         model.train()
@@ -120,14 +120,11 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
             vacc = float((out.argmax(-1)[data.val_mask] == data.y[data.val_mask]).float().mean())
         _record(history, seed=seed, epoch=epoch, loss=float(tloss.detach()), valid_loss=vloss,
                 valid_metric=vacc)
-        if vacc >= acc_max or vloss <= loss_min:
-            if (vacc >= acc_max and vloss <= loss_min) or best_state is None:
-                best_state, best_val = copy.deepcopy(model.state_dict()), vacc
-            acc_max, loss_min, bad = max(vacc, acc_max), min(vloss, loss_min), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
+        verdict = stopper.update(vacc, vloss, epoch=epoch)
+        if verdict.best or (verdict.improved and best_state is None):
+            best_state, best_val = copy.deepcopy(model.state_dict()), vacc
+        if stopper.should_stop:
+            break
     model.load_state_dict(best_state)
     _save(checkpoint, best_state, seed)
     model.eval()
@@ -182,7 +179,8 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
         labels = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
         return roc_auc(scores, labels), average_precision(scores, labels)
 
-    best, best_val, best_state, bad, epoch = -1.0, (0.0, 0.0), None, 0, 0
+    stopper = EarlyStopping(patience=cfg.patience)
+    best_val, best_state, epoch = (0.0, 0.0), None, 0
     for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress,  # noqa: B007
                       desc=f"seed {seed}"):
         model.train()
@@ -199,12 +197,10 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
         _record(history, seed=seed, epoch=epoch, loss=float(loss.detach()), valid_metric=auc,
                 valid_ap=ap)
         score = auc if select == "auc" else auc + ap
-        if score > best:
-            best, best_val, best_state, bad = score, (auc, ap), copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
+        if stopper.update(score, epoch=epoch).best:
+            best_val, best_state = (auc, ap), copy.deepcopy(model.state_dict())
+        if stopper.should_stop:
+            break
     model.load_state_dict(best_state)
     _save(checkpoint, best_state, seed)
     auc, ap = evaluate(test)
@@ -305,7 +301,8 @@ def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: boo
         return {"mse": se / count, "mae": ae / count}
 
     key = "accuracy" if classification else "mse"
-    best, best_state = None, None
+    stopper = EarlyStopping(patience=0, modes=("max" if classification else "min",))
+    best_state = None
     for epoch in tqdm(range(1, epochs + 1), disable=not progress, desc=f"seed {seed}"):
         model.train()
         total, steps = 0.0, 0
@@ -321,13 +318,12 @@ def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: boo
         val = evaluate("valid")[key]
         _record(history, seed=seed, epoch=epoch, loss=total / max(1, steps), valid_metric=val,
                 graph=use_graph)
-        better = best is None or (val > best if classification else val < best)
-        if better:
-            best, best_state = val, copy.deepcopy(model.state_dict())
+        if stopper.update(val, epoch=epoch).best:
+            best_state = copy.deepcopy(model.state_dict())
         logger.info("seed %d epoch %d valid %s %.5f", seed, epoch, key, val)
     model.load_state_dict(best_state)
     if use_graph:
         _save(checkpoint, best_state, seed)
     test = evaluate("test")
-    return {"seed": seed, **{f"test_{k}": v for k, v in test.items()}, f"valid_{key}": best,
-            "train_samples": len(idx["train"])}
+    return {"seed": seed, **{f"test_{k}": v for k, v in test.items()},
+            f"valid_{key}": stopper.best[0], "train_samples": len(idx["train"])}
