@@ -8,7 +8,6 @@ import torch
 
 from disenkg.datasets import DatasetError
 from disenkg.datasets.arrays import ArrayDataset, load_edges, make_synthetic, split_indices
-from disenkg.datasets.planetoid import load_planetoid
 
 
 @pytest.fixture
@@ -85,48 +84,3 @@ def test_split_indices():
     assert len(torch.cat(list(s.values())).unique()) == 40
 
 
-def test_planetoid_missing_raw(tmp_path, monkeypatch):
-    from disenkg.datasets import sources
-
-    monkeypatch.setattr(sources, "BUNDLED_DATA", tmp_path)
-    import disenkg.datasets.planetoid as pl
-
-    monkeypatch.setattr(pl, "BUNDLED_DATA", tmp_path)
-    monkeypatch.delenv("DISENKG_DATA", raising=False)
-    monkeypatch.setenv("DISENKG_CACHE", str(tmp_path / "cache"))
-    from torch_geometric.datasets import Planetoid
-
-    def offline(self):
-        raise OSError("no network")
-
-    monkeypatch.setattr(Planetoid, "download", offline)
-    with pytest.raises(DatasetError, match=r"Planetoid Cora: raw files .* not found .*; "
-                                           r"PyG's download into .* failed too: OSError: no "
-                                           r"network"):
-        load_planetoid("Cora", tmp_path / "nowhere")
-
-
-def test_planetoid_not_found_locally_goes_through_pygs_download(tmp_path, monkeypatch):
-    """A Planetoid graph found nowhere locally is fetched by PyG's own download (here a
-    stand-in copying the bundled Cora files, as there is no network)."""
-    import shutil
-
-    from torch_geometric.datasets import Planetoid
-
-    import disenkg.datasets.planetoid as pl
-    from disenkg.datasets.sources import BUNDLED_DATA
-
-    bundled = BUNDLED_DATA / "planetoid" / "Cora" / "raw"
-    calls = []
-
-    def download(self):
-        calls.append(self.raw_dir)
-        shutil.copytree(bundled, self.raw_dir, dirs_exist_ok=True)
-
-    monkeypatch.setattr(pl, "BUNDLED_DATA", tmp_path / "empty")
-    monkeypatch.delenv("DISENKG_DATA", raising=False)
-    monkeypatch.setenv("DISENKG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(Planetoid, "download", download)
-    data = load_planetoid("Cora", tmp_path / "nowhere")
-    assert len(calls) == 1 and calls[0].startswith(str(tmp_path / "cache"))
-    assert (data.num_nodes, data.num_features) == (2708, 1433)
