@@ -133,3 +133,45 @@ def test_unknown_spelling_warns_and_stays_enabled(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="disenkg.ops.native"):
         assert native.enabled()
     assert "'maybe' is not one of" in caplog.text
+
+
+def _forged(tmp_path, marker):
+    """A library whose constructor creates ``marker`` (what a planted library would run)."""
+    src = tmp_path / "forged.c"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
+                   f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n'
+                   "int disenkg_abi_version(void) { return 0; }\n")
+    out = tmp_path / "forged.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["world_writable_dir", "group_writable_file", "symlink"])
+def test_a_planted_library_with_a_matching_record_is_never_mapped(fresh, monkeypatch, caplog,
+                                                                   tmp_path, how):
+    import hashlib
+    import json
+    import os
+
+    marker = tmp_path / "constructor-ran"
+    data = _forged(tmp_path, marker)
+    target = native.library_path()
+    target.parent.mkdir(parents=True)
+    if how == "symlink":
+        (tmp_path / "elsewhere.so").write_bytes(data)
+        os.symlink(tmp_path / "elsewhere.so", target)
+    else:
+        target.write_bytes(data)
+    record = target.with_name(target.name + ".json")
+    record.write_text(json.dumps({"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                  "abi": native._ABI_VERSION}))
+    if how == "world_writable_dir":
+        os.chmod(target.parent, 0o777)
+    elif how == "group_writable_file":
+        os.chmod(target, 0o664)
+    with caplog.at_level(logging.WARNING, logger="disenkg.ops.native"):
+        lib = native.load()
+    assert not marker.exists()  # the planted constructor never ran
+    assert lib.disenkg_abi_version() == native._ABI_VERSION  # a private build serves
+    assert "not loading native kernels from" in caplog.text
+    assert "private directory" in caplog.text

@@ -11,7 +11,11 @@ from the sources, the flags and the CPU, written atomically so concurrent proces
 safe; later calls load the cached library. No torch headers are involved, so a build takes
 about a second.
 
-A cached library is trusted only after three checks: its size and sha256 match the build
+A cached library is loaded only from a directory and files that this user owns and that
+nobody else can write (no symbolic links), so a library and build record planted in a shared
+or world-writable cache are never mapped (their constructors never run): the kernels are
+then built into a private temporary directory instead, with a WARNING. It is trusted only
+after three more checks: its size and sha256 match the build
 record written beside it (``.so.json``; checked *before* the file is mapped, so a
 truncated library cannot crash the process with SIGBUS), it reports the expected ABI
 version, and a tiny self-check computes the right answer. A library failing any of them is
@@ -34,6 +38,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -93,6 +98,29 @@ def _record_path(target: Path) -> Path:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _untrusted(target: Path) -> str | None:
+    """Why the cached ``target`` (with its directory and build record) must not be loaded:
+    another owner, a symbolic link, or write permission for group or others; else ``None``."""
+    uid = os.getuid()
+    for p in (target.parent, target, _record_path(target)):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue  # a missing record: the usual checks rebuild
+        if stat.S_ISLNK(st.st_mode):
+            return f"{p} is a symbolic link"
+        if st.st_uid != uid:
+            return f"{p} is owned by uid {st.st_uid}, not by this user ({uid})"
+        if st.st_mode & 0o022:
+            return f"{p} is writable by group or others (mode {oct(st.st_mode & 0o777)})"
+    return None
+
+
+def _private_target(target: Path) -> Path:
+    """``target``'s name in a new directory only this user can use (mode 0700)."""
+    return Path(tempfile.mkdtemp(prefix="disenkg-native-")) / target.name
 
 
 def _check_file(target: Path) -> None:
@@ -171,7 +199,7 @@ def _cpu_signature() -> str:
 
 
 def _build(compiler: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
     os.close(fd)
     cmd = [compiler, *_FLAGS, "-o", tmp,
@@ -231,6 +259,11 @@ def load() -> ctypes.CDLL:
             raise NativeUnavailableError(f"no C compiler {compiler!r} on PATH (set $CC)")
         target = library_path(compiler)
         lib = None
+        why = _untrusted(target) if target.parent.exists() else None
+        if why is not None:
+            logger.warning("not loading native kernels from %s: %s; building them into a "
+                           "private directory", target.parent, why)
+            target = _private_target(target)
         if target.exists():
             try:
                 lib = _open(target)
