@@ -10,11 +10,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_run", "train"]
+__all__ = ["__version__", "load_run", "train", "train_node"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "load_run"):
+    if name in ("train", "load_run", "train_node"):
         from disenkg import api
 
         return getattr(api, name)

@@ -14,7 +14,7 @@ from typing import Any
 
 from disenkg.runs.trained import TrainedRun, load_run
 
-__all__ = ["load_run", "resolve_config", "train"]
+__all__ = ["load_run", "resolve_config", "train", "train_node"]
 
 ConfigLike = Any  # LinkConfig | Mapping[str, Any] | str | os.PathLike | None
 
@@ -66,3 +66,30 @@ def train(config: ConfigLike = None, **overrides: Any) -> TrainedRun:
     train_link(run_config, run_dir)
     device = run_config.run.device
     return load_run(run_dir.path, device=device if device != "auto" else "cpu")
+
+
+def train_node(config: Mapping[str, Any] | str | os.PathLike | None = None,
+               **overrides: Any) -> dict[str, Any]:
+    """Runs a node-level task exactly as ``python -m disenkg.run node`` does and returns its
+    metrics (``metrics.json``).
+
+    Args:
+        config: a dict of settings (a TOML file's keys) or a path to a TOML file.
+        **overrides: settings by name (``task="array"``, ``features=...``, ``seeds=3``).
+
+    A bad value or a setting of another task raises :class:`~disenkg.errors.ConfigError`.
+    """
+    from disenkg.config.toml import read_toml
+    from disenkg.pipeline.config import Layer
+    from disenkg.pipeline.node import prepare_node
+    from disenkg.pipeline.node import train_node as run_node
+
+    layers = []
+    if isinstance(config, Mapping):
+        layers.append(Layer("config", dict(config), "disenkg.train_node(config=dict)"))
+    elif config is not None:
+        layers.append(Layer("config", read_toml(os.fspath(config)), os.fspath(config)))
+    if overrides:
+        layers.append(Layer("api", dict(overrides), "disenkg.train_node"))
+    node_config, run_dir = prepare_node(layers)
+    return run_node(node_config, run_dir)

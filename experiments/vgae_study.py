@@ -25,7 +25,8 @@ import time
 import torch
 
 from disenkg.datasets.planetoid import load_planetoid
-from disenkg.training.node import NodeConfig, run_vgae
+from disenkg.training.node import run_vgae
+from disenkg.training.node_config import VGAEConfig
 
 VARIANTS = {
     "base": dict(select="auc"),
@@ -50,13 +51,13 @@ def main() -> None:
     table = []
     for name in a.variants:
         v = dict(VARIANTS[name])
-        cfg = NodeConfig(epochs=1000, lr=v.pop("lr", 0.002), patience=100)
-        latent = v.pop("latent", 32)
+        cfg = VGAEConfig(epochs=1000, lr=v.pop("lr", 0.002), patience=100,
+                         latent=v.pop("latent", 32), recon=v.get("recon", "full"),
+                         select=v["select"])
         rows = []
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             t0 = time.perf_counter()
-            r = run_vgae(data, seed=seed, cfg=cfg, device=torch.device("cpu"), latent=latent,
-                         recon=v.get("recon", "full"), select=v["select"])
+            r = run_vgae(data, cfg, seed=seed, device=torch.device("cpu"))
             r["seconds"] = round(time.perf_counter() - t0, 1)
             print(json.dumps({"variant": name, **r}), flush=True)
             rows.append(r)

@@ -18,7 +18,7 @@ import numpy as np
 from disenkg.cli.common import add_common_arguments, format_table, make_parser, pick_device
 from disenkg.cli.common import setup_logging as _setup_logging
 from disenkg.cli.values import integer
-from disenkg.errors import ConfigError, UserError
+from disenkg.errors import ConfigError, RunDirError, UserError
 from disenkg.runs.trained import FILTERS, TrainedRun, read_queries
 
 __all__ = ["COMMANDS", "main"]
@@ -151,7 +151,13 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def export_embeddings(run: TrainedRun, out: Path) -> list[Path]:
-    """Writes the files of ``export``; returns their paths."""
+    """Writes the files of ``export``; returns their paths. An ``out`` that is the run's own
+    directory is refused (the exports' ``entities.tsv`` / ``relations.tsv`` would replace
+    the run's)."""
+    if out.exists() and out.resolve() == run.run_dir.path.resolve():
+        raise RunDirError(f"export --out {out} is the run directory: its entities.tsv and "
+                          "relations.tsv would replace the run's own",
+                          hint="choose another --out, e.g. a subdirectory")
     emb = run.embeddings()
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -164,8 +170,11 @@ def export_embeddings(run: TrainedRun, out: Path) -> list[Path]:
     save("relation_embeddings.npy", lambda p: np.save(p, emb["relation"], allow_pickle=False))
     save("entities.tsv", lambda p: p.write_text("".join(f"{n}\n" for n in emb["entity_names"]),
                                                 encoding="utf-8"))
+    base = run.dataset.relations  # rows 0..R-1 forward, R..2R-1 their inverses: a
+    # direction column, as a relation may itself be named "r^-1"
     save("relations.tsv", lambda p: p.write_text(
-        "".join(f"{n}\n" for n in emb["relation_names"]), encoding="utf-8"))
+        "relation\tdirection\n" + "".join(f"{n}\tforward\n" for n in base)
+        + "".join(f"{n}\tinverse\n" for n in base), encoding="utf-8"))
     ent = emb["entity"]
     blocks = ([ent[:, k] for k in range(ent.shape[1])] if ent.ndim == 3 else [ent])
     for k, block in enumerate(blocks):

@@ -92,6 +92,26 @@ class Section:
 
     #: the section's name in the configuration tree
     section: ClassVar[str] = ""
+    #: ``{field: predicate over the other settings}``: where it is false the field does not
+    #: apply (it keeps its default, is not recorded, and giving it explicitly is an error)
+    CONDITIONS: ClassVar[dict[str, Callable[[Mapping[str, Any]], bool]]] = {}
+
+    @classmethod
+    def applicable(cls, values: Mapping[str, Any]) -> list[str]:
+        """The fields that apply given ``values`` (other fields at their defaults)."""
+        full = {o.name: o.default for o in cls.options()} | dict(values)
+        return [o.name for o in cls.options()
+                if o.name not in cls.CONDITIONS or cls.CONDITIONS[o.name](full)]
+
+    @classmethod
+    def variant_defaults(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults that depend on other settings (none by default)."""
+        return {}
+
+    def recorded(self) -> dict[str, Any]:
+        """The applicable settings (what a run's ``config.json`` records)."""
+        vals = self.values()
+        return {k: vals[k] for k in self.applicable(vals)}
 
     @classmethod
     def options(cls) -> list[Option]:

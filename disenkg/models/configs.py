@@ -52,23 +52,8 @@ class ModelConfig(Section):
 
     #: the model's name in :data:`~disenkg.models.registry.MODELS`
     name: ClassVar[str] = ""
-    #: ``{field: predicate over the other settings}``: where it is false the field does not
-    #: apply to this configuration
-    CONDITIONS: ClassVar[dict[str, Callable[[Mapping[str, Any]], bool]]] = {}
     #: the field holding the vector size an image of ``k_h x k_w`` must tile
     DIM_FIELD: ClassVar[str] = ""
-
-    @classmethod
-    def applicable(cls, values: Mapping[str, Any]) -> list[str]:
-        """The fields that apply given ``values`` (other fields at their defaults)."""
-        full = {o.name: o.default for o in cls.options()} | dict(values)
-        return [o.name for o in cls.options()
-                if o.name not in cls.CONDITIONS or cls.CONDITIONS[o.name](full)]
-
-    @classmethod
-    def variant_defaults(cls, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults that depend on other settings (e.g. a scorer's dropouts)."""
-        return {}
 
     def is_conv(self) -> bool:
         return False
@@ -90,11 +75,6 @@ class ModelConfig(Section):
         if ks is not None and ks > min(2 * kh, kw):  # two stacked k_h x k_w images
             raise ConfigError(f"--kernel-size {ks} exceeds the image of the convolutional "
                               f"scorer ({2 * kh} x {kw})")
-
-    def recorded(self) -> dict[str, Any]:
-        """The applicable settings (what ``config.json`` records)."""
-        vals = self.values()
-        return {k: vals[k] for k in self.applicable(vals)}
 
 
 def _k_h() -> Any:

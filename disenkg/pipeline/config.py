@@ -80,7 +80,7 @@ def _option_table() -> dict[str, Option]:
     return {o.name: o for o in all_options()}
 
 
-def _unknown(keys: Iterable[str], where: str, table: Mapping[str, Option]) -> ConfigError:
+def unknown_keys_error(keys: Iterable[str], where: str, table: Mapping[str, Option]) -> ConfigError:
     keys = sorted(keys)
     valid = sorted([*table, "model"])
     close = {u: difflib.get_close_matches(u, valid, n=1) for u in keys}
@@ -90,7 +90,7 @@ def _unknown(keys: Iterable[str], where: str, table: Mapping[str, Option]) -> Co
                        hint=f"valid keys: {', '.join(valid)}")
 
 
-def _where(layer: Layer, key: str) -> str:
+def where_of(layer: Layer, key: str) -> str:
     if layer.source == "config" and layer.where:
         return f"{layer.where}: key {key!r}"
     if layer.source == "flag":
@@ -104,16 +104,16 @@ def _check_layer(layer: Layer, table: Mapping[str, Option], *, lenient: bool) ->
     out: dict[str, Any] = {}
     unknown = [k for k in layer.values if k not in table and k != "model"]
     if unknown and not lenient:
-        raise _unknown(unknown, layer.where or "disenkg.train", table)
+        raise unknown_keys_error(unknown, layer.where or "disenkg.train", table)
     for key, value in layer.values.items():
         if key == "model":
             if not isinstance(value, str) or value not in MODELS.names():
-                raise ConfigError(f"{_where(layer, key)}: {value!r} is not one of "
+                raise ConfigError(f"{where_of(layer, key)}: {value!r} is not one of "
                                   f"{MODELS.names()}")
             out[key] = value
         elif key in table:  # None is checked by the model's own section (nullable there?)
             out[key] = value if value is None else check_value(table[key], value,
-                                                                 _where(layer, key))
+                                                                 where_of(layer, key))
     return out
 
 

@@ -147,6 +147,8 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
                       per_rank_batch=-(-config.training.batch_size // (world // shards)))
     main_rank = ctx is None or ctx.is_main
     if main_rank:
+        if config.run.overwrite and not config.run.resume:
+            run_dir.replace_previous()  # only now: the data and the model are in hand
         run_dir.write_config({
             "task": "link", "model": config.model_name, "args": run_config,
             "sources": dict(config.sources), "plan": plan.record(),
@@ -166,3 +168,4 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
     finally:
         if ctx is not None:
             dist.destroy_process_group()
+        run_dir.unlock()

@@ -17,9 +17,12 @@ Files (each written atomically; every ``.pt`` loads with ``weights_only=True``):
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,11 +35,20 @@ from disenkg.errors import RunDirError
 from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
 from disenkg.utils.io import atomic_write_text
 
-__all__ = ["HISTORY_COLUMNS", "RUN_FILES", "RunDir", "check_writable", "upgrade_args"]
+__all__ = ["HISTORY_COLUMNS", "LOCK_FILE", "RUN_EXTRAS", "RUN_FILES", "RunDir", "check_writable",
+           "upgrade_args"]
 
 #: files a run may leave in its directory (``--overwrite`` removes exactly these)
 RUN_FILES = ("config.json", "entities.tsv", "relations.tsv", "triples.pt", "history.csv",
              "last.pt", "best.pt", "metrics.json")
+#: what a run leaves beside its files (plots, tracker logs): removed with the run's files
+#: when ``--overwrite`` replaces it, so nothing of the old run stays beside the new one
+RUN_EXTRAS = ("curves.png", "component_attention.png", "tensorboard")
+#: the lock file of the process writing the directory (``fcntl.flock``, released by the
+#: kernel when that process ends, so a crashed run leaves no stale lock)
+LOCK_FILE = ".lock"
+_HELD: dict[str, int] = {}  # run directories this process has locked -> lock fd
+
 #: columns of ``history.csv``; validation columns are empty in epochs without validation
 HISTORY_COLUMNS = ("epoch", "loss", "mi_loss", "valid_mrr", "valid_hits@1", "valid_hits@3",
                    "valid_hits@10", "seconds")
@@ -100,23 +112,66 @@ class RunDir:
         return found + sorted(p.name for p in self.path.glob("best-seed*.pt"))
 
     def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
-        """Checks, before any training, that a run may write here.
+        """Checks, before any training, that a run may write here, and locks the directory
+        for this process.
 
         A directory that already holds a run is refused unless ``resume`` (continue it) or
-        ``overwrite`` (delete its run files first) is set.
+        ``overwrite`` (replace it: its files are deleted by :meth:`replace_previous` once the
+        new run has read its data, not here) is set. ``resume`` on a directory whose run has
+        no ``last.pt`` is refused (it would start over the old files). A directory another
+        live process is writing is refused.
         """
         check_writable(self.path)
+        self.lock()
         present = self.holds_run()
-        if present and not resume:
-            if not overwrite:
-                raise RunDirError(
-                    f"output directory {self.path} already holds a run ({', '.join(present)})",
-                    hint="pass --resume to continue it, --overwrite to replace it, or "
-                         "--output-dir for a new directory")
-            for name in present:
-                (self.path / name).unlink()
-            for extra in self.path.glob("best-seed*.pt"):  # node runs
-                extra.unlink()
+        if present and resume and not (self.path / "last.pt").exists():
+            raise RunDirError(
+                f"cannot resume {self.path}: it holds {', '.join(present)} but no last.pt; "
+                "a resumed run would start afresh over them",
+                hint="pass --overwrite to replace the run, or --output-dir for a new one")
+        if present and not resume and not overwrite:
+            raise RunDirError(
+                f"output directory {self.path} already holds a run ({', '.join(present)})",
+                hint="pass --resume to continue it, --overwrite to replace it, or "
+                     "--output-dir for a new directory")
+
+    def replace_previous(self) -> None:
+        """Deletes the files of the run this directory held (``--overwrite``): its run
+        files, the node runs' checkpoints, plots and tracker logs."""
+        for name in self.holds_run():
+            (self.path / name).unlink()
+        for extra in RUN_EXTRAS:
+            p = self.path / extra
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+
+    def lock(self) -> None:
+        """Takes the directory's lock for this process (re-entrant); :class:`RunDirError`
+        naming the process that holds it."""
+        key = str(self.path.resolve())
+        if key in _HELD:
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(f"output directory {self.path} is in use by {holder}",
+                              hint="wait for that run to end, or use another --output-dir"
+                              ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+        _HELD[key] = fd
+
+    def unlock(self) -> None:
+        """Releases the lock taken by :meth:`lock` (also released when the process ends)."""
+        fd = _HELD.pop(str(self.path.resolve()), None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # ------------------------------------------------------------------ config
     def write_config(self, config: dict[str, Any]) -> None:

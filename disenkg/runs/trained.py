@@ -27,7 +27,7 @@ from torch import Tensor
 
 from disenkg.datasets.kg import KGDataset
 from disenkg.datasets.triples import DatasetError, parse_triples
-from disenkg.errors import RunDirError, UserError
+from disenkg.errors import CheckpointError, RunDirError, UserError
 from disenkg.evaluation import LinkEvaluator
 from disenkg.models.base import MixtureLinkModel
 from disenkg.runs.checkpoint import load_checkpoint
@@ -91,6 +91,15 @@ class TrainedRun:
         args = config["args"]
         model = spec.build(ds, spec.config.from_values(args), seed=args.get("seed", 0))
         state = load_checkpoint(rd.file(f"{checkpoint}.pt"), required=("model",))
+        bad = [k for k, v in state["model"].items()
+               if isinstance(v, torch.Tensor) and v.is_floating_point()
+               and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(f"{rd.file(f'{checkpoint}.pt')} holds non-finite weights "
+                                  f"(NaN or inf) in {bad[:3]}{' ...' if len(bad) > 3 else ''}; "
+                                  "its predictions would be meaningless",
+                                  hint="use the other checkpoint (--checkpoint last / best) or "
+                                       "retrain")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:

@@ -23,26 +23,13 @@ from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
 from disenkg.nn.reconstruction import full_reconstruction_loss, reconstruction_targets
 from disenkg.runs.checkpoint import save_checkpoint
 from disenkg.training.early_stopping import EarlyStopping
+from disenkg.training.node_config import ArrayTaskConfig, ClassificationConfig, VGAEConfig
 from disenkg.utils import Registry, seed_everything
 
-__all__ = ["NODE_ENCODERS", "RECONS", "ArrayModel", "NodeConfig", "NodeEncoderEntry",
-           "build_node_encoder", "run_array", "run_classification", "run_vgae"]
+__all__ = ["NODE_ENCODERS", "RECONS", "ArrayModel", "NodeEncoderEntry", "build_node_encoder",
+           "run_array", "run_classification", "run_vgae"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class NodeConfig:
-    """Settings shared by the node-level tasks (defaults: the GAT paper on Cora)."""
-
-    epochs: int = 1000
-    lr: float = 0.005
-    weight_decay: float = 5e-4
-    patience: int = 100
-    hidden: int = 8
-    heads: int = 8
-    dropout: float = 0.6
-    progress: bool = False
 
 
 def _record(history: list[dict] | None, **row) -> None:
@@ -60,7 +47,7 @@ class NodeEncoderEntry:
     """A node classifier: ``build(in_channels, out_channels, cfg)`` and whether its
     ``forward`` takes the graph (``model(x, edge_index)``) or the features alone."""
 
-    build: Callable[[int, int, NodeConfig], nn.Module]
+    build: Callable[[int, int, ClassificationConfig], nn.Module]
     uses_graph: bool
     description: str
 
@@ -79,13 +66,14 @@ NODE_ENCODERS.register("mlp")(NodeEncoderEntry(
 
 
 def build_node_encoder(kind: str, in_channels: int, out_channels: int,
-                       cfg: NodeConfig) -> nn.Module:
+                       cfg: ClassificationConfig) -> nn.Module:
     """The :data:`NODE_ENCODERS` entry ``kind`` built for the given sizes."""
     return NODE_ENCODERS.get(kind).build(in_channels, out_channels, cfg)
 
 
-def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
-                       device: torch.device, history: list[dict] | None = None,
+def run_classification(data, cfg: ClassificationConfig, *, seed: int,
+                       device: torch.device | str, progress: bool = False,
+                       history: list[dict] | None = None,
                        checkpoint: Path | None = None) -> dict[str, float]:
     """Trains on ``train_mask``; early stopping on validation accuracy (ties: lower loss).
 
@@ -95,7 +83,7 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
     seed_everything(seed)
     data = data.to(device)
     num_classes = int(data.y.max()) + 1
-    entry = NODE_ENCODERS.get(encoder)
+    entry = NODE_ENCODERS.get(cfg.encoder)
     model = entry.build(data.num_features, num_classes, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -106,7 +94,7 @@ def run_classification(data, *, encoder: str, seed: int, cfg: NodeConfig,
     # its best so far; the model is kept when both are at their best.
     stopper = EarlyStopping(patience=cfg.patience, modes=("max", "min"), strict=False)
     best_state, best_val, epoch = None, -1.0, 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress,  # noqa: B007
+    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not progress,  # noqa: B007
                       desc=f"seed {seed}"):
         model.train()
         opt.zero_grad()
@@ -138,23 +126,19 @@ RECONS = ("sampled", "full")
 SELECTIONS = ("auc", "auc+ap")
 
 
-def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
-             latent: int = 16, history: list[dict] | None = None,
-             checkpoint: Path | None = None, recon: str = "sampled",
-             select: str = "auc+ap") -> dict[str, float]:
+def run_vgae(data, cfg: VGAEConfig, *, seed: int, device: torch.device | str,
+             progress: bool = False, history: list[dict] | None = None,
+             checkpoint: Path | None = None) -> dict[str, float]:
     """VGAE with the variational GAT encoder on a ``RandomLinkSplit`` (5 % / 10 %);
     ``history`` and ``checkpoint`` as in :func:`run_classification`.
 
-    ``recon="sampled"``: PyG's estimator (each positive edge against one sampled negative);
-    ``"full"``: the paper's exact all-pairs loss through the fused op
-    (:func:`~disenkg.nn.reconstruction.full_reconstruction_loss`). ``select``: the
+    ``cfg.recon="sampled"``: PyG's estimator (each positive edge against one sampled
+    negative); ``"full"``: the paper's exact all-pairs loss through the fused op
+    (:func:`~disenkg.nn.reconstruction.full_reconstruction_loss`). ``cfg.select``: the
     validation score that picks the checkpoint and drives early stopping, the AUC or the
     sum AUC + AP.
     """
-    if recon not in RECONS:
-        raise ValueError(f"unknown recon {recon!r}; choose one of {list(RECONS)}")
-    if select not in SELECTIONS:
-        raise ValueError(f"unknown select {select!r}; choose one of {list(SELECTIONS)}")
+    recon, select, latent = cfg.recon, cfg.select, cfg.latent
     from torch_geometric.nn import VGAE
     from torch_geometric.transforms import RandomLinkSplit
 
@@ -181,7 +165,7 @@ def run_vgae(data, *, seed: int, cfg: NodeConfig, device: torch.device,
 
     stopper = EarlyStopping(patience=cfg.patience)
     best_val, best_state, epoch = (0.0, 0.0), None, 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress,  # noqa: B007
+    for epoch in tqdm(range(1, cfg.epochs + 1), disable=not progress,  # noqa: B007
                       desc=f"seed {seed}"):
         model.train()
         opt.zero_grad()
@@ -253,15 +237,15 @@ class ArrayModel(nn.Module):
         return (out if self.per_node else out.mean(1)), kl
 
 
-def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: bool,
-              epochs: int, batch_size: int, max_samples: int | None, lr: float,
-              device: torch.device, progress: bool = False, kl_weight: float = 1e-3,
+def run_array(ds: ArrayDataset, edge_index: Tensor, cfg: ArrayTaskConfig, *, seed: int,
+              use_graph: bool, device: torch.device | str, progress: bool = False,
               history: list[dict] | None = None, checkpoint: Path | None = None
               ) -> dict[str, float]:
     """Trains on a random subset; returns test MSE/MAE (regression) or accuracy;
     ``history`` and ``checkpoint`` as in :func:`run_classification`."""
     seed_everything(seed)
-    idx = split_indices(len(ds), max_samples=max_samples, seed=seed)
+    epochs, batch_size, lr, kl_weight = cfg.epochs, cfg.batch_size, cfg.lr, cfg.kl_weight
+    idx = split_indices(len(ds), max_samples=cfg.max_samples, seed=seed)
     classification = ds.target_kind == "classification"
     if classification:
         num_classes = int(max(int(ds[i][1].max()) for i in idx["train"][:256].tolist())) + 1
@@ -269,7 +253,7 @@ def run_array(ds: ArrayDataset, edge_index: Tensor, *, seed: int, use_graph: boo
     else:
         out_channels = 1
     model = ArrayModel(in_channels=ds.in_channels, out_channels=out_channels,
-                       use_graph=use_graph, per_node=ds.per_node).to(device)
+                       latent=cfg.latent, use_graph=use_graph, per_node=ds.per_node).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     edge_index = edge_index.to(device)
     loaders = {k: DataLoader(Subset(ds, v.tolist()), batch_size=batch_size,

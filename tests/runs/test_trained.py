@@ -146,8 +146,9 @@ def test_export_round_trips(run, tmp_path):
     names = (tmp_path / "entities.tsv").read_text().splitlines()
     assert names == run.dataset.entities
     rels = (tmp_path / "relations.tsv").read_text().splitlines()
-    assert rels[:run.dataset.num_relations] == run.dataset.relations
-    assert rels[run.dataset.num_relations] == run.dataset.relations[0] + "^-1"
+    assert rels[0] == "relation\tdirection"
+    assert rels[1 + run.dataset.num_relations] == run.dataset.relations[0] + "\tinverse"
+    assert rels[1] == run.dataset.relations[0] + "\tforward"
     vec = np.loadtxt(tmp_path / "entity_vectors_component1.tsv", delimiter="\t")
     np.testing.assert_allclose(vec, ent[:, 1], rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,122 @@
+"""Runs are not lost, clobbered, mixed or silently altered (issue 31): resume without
+last.pt, a second process on one directory, --overwrite only once the new run has its data,
+exports into the run directory, non-finite weights, stale plots and logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import disenkg
+from disenkg.cli.link import main as link_main
+from disenkg.errors import CheckpointError, RunDirError, UserError
+from disenkg.runs.rundir import RunDir
+from tests.conftest import REPO, kg_archive
+
+FIXTURE = REPO / "tests" / "fixtures" / "runs_0_1_0" / "umls-disenkgat"
+
+
+def hashes(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture
+def run_copy(tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(FIXTURE, d)
+    return d
+
+
+def small(out) -> list[str]:
+    return ["--dataset", str(kg_archive("umls")), "--preset", "none", "--epochs", "1",
+            "--channels", "20", "--k-h", "5", "--k-w", "4", "--num-filters", "4",
+            "--kernel-size", "3", "--init-dim", "8", "--batch-size", "256", "--no-progress",
+            "--output-dir", str(out)]
+
+
+def test_resume_without_last_pt_is_refused_and_nothing_changes(run_copy):
+    (run_copy / "last.pt").unlink()
+    before = hashes(run_copy)
+    with pytest.raises(RunDirError, match="no last.pt; a resumed run would start afresh"):
+        link_main(["--resume", "--output-dir", str(run_copy), "--dataset",
+                   str(kg_archive("umls")), "--no-progress"])
+    assert hashes(run_copy) == before
+
+
+def test_overwrite_with_bad_data_keeps_the_old_run(run_copy, tmp_path):
+    before = hashes(run_copy)
+    bad = tmp_path / "kg"
+    bad.mkdir()
+    for split in ("train", "valid", "test"):
+        (bad / f"{split}.txt").write_text("a\tr\n")  # two fields: refused when read
+    argv = small(run_copy)
+    argv[argv.index("--dataset") + 1] = str(bad)
+    with pytest.raises(UserError, match="expected 3 tab-separated fields"):
+        link_main([*argv, "--overwrite"])
+    assert hashes(run_copy) == before  # the old run is intact
+
+
+def test_overwrite_removes_the_old_runs_plots_and_logs(run_copy):
+    (run_copy / "curves.png").write_bytes(b"old")
+    (run_copy / "tensorboard").mkdir()
+    (run_copy / "tensorboard" / "events").write_bytes(b"old")
+    link_main([*small(run_copy), "--overwrite"])
+    assert not (run_copy / "curves.png").exists() and not (run_copy / "tensorboard").exists()
+    assert json.loads((run_copy / "config.json").read_text())["package_version"] == \
+        disenkg.__version__
+
+
+def test_a_second_process_cannot_write_a_locked_run_directory(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from disenkg.runs.rundir import RunDir; "
+         f"RunDir({str(out)!r}).prepare(); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=rf"{out} is in use by process {holder.pid}"):
+            RunDir(out).prepare()
+    finally:
+        holder.kill()
+        holder.wait()
+    RunDir(out).prepare()  # the lock died with its process: no stale lock
+    RunDir(out).unlock()
+
+
+def test_export_into_the_run_directory_is_refused(run_copy):
+    from disenkg.run import main as run_main
+
+    before = hashes(run_copy)
+    assert run_main(["export", "--run-dir", str(run_copy), "--out", str(run_copy)]) == 2
+    assert hashes(run_copy) == before
+    assert disenkg.load_run(run_copy).predict_tails(
+        disenkg.load_run(run_copy).dataset.entities[0],
+        disenkg.load_run(run_copy).dataset.relations[0], k=1)
+
+
+def test_non_finite_weights_are_refused_when_loading(run_copy):
+    state = torch.load(run_copy / "best.pt", weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name].clone().fill_(float("nan"))
+    torch.save(state, run_copy / "best.pt")
+    with pytest.raises(CheckpointError, match=rf"non-finite weights \(NaN or inf\) in "
+                                              rf"\['{name}'"):
+        disenkg.load_run(run_copy)
+    disenkg.load_run(run_copy, checkpoint="last")  # the other checkpoint still serves
+
+
+def test_resume_with_the_runs_own_command_is_accepted(tmp_path):
+    out = tmp_path / "o"
+    link_main(small(out))
+    m = link_main([*small(out), "--resume", "--epochs", "2"])
+    assert m["epochs_run"] == 2
