@@ -1,15 +1,22 @@
 """Reading ``head<TAB>relation<TAB>tail`` split files from a directory or an archive.
 
-Tolerated: CRLF line ends, trailing whitespace, blank lines, a UTF-8 BOM, and files that use
-runs of spaces instead of tabs. Anything else malformed raises :class:`DatasetError` naming
-the file and line.
+The convention: lines end at ``\n`` only (a ``\r`` before it is dropped), so Unicode line
+or record separators (U+2028, ``\x1c`` ...) inside a name stay part of the name; fields are
+separated by tabs, or, in a line without a tab, by runs of ASCII spaces; a line whose first
+character (after blanks) is ``#`` is a comment; a first data line that reads like a header
+(``head relation tail``, ``subject predicate object``, ``h r t``, ``source relation
+target``, any case) is a header. Comments and a header are skipped with one WARNING per file
+naming the count and the first line. Also tolerated: trailing blanks, blank lines, a UTF-8
+BOM. Anything else malformed raises :class:`DatasetError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import lzma
+import re
 import tarfile
 import zipfile
 import zlib
@@ -18,6 +25,13 @@ from pathlib import Path
 
 from disenkg.errors import UserError
 
+logger = logging.getLogger(__name__)
+
+#: first lines read as a header (lower-cased fields)
+HEADERS = frozenset({("head", "relation", "tail"), ("subject", "predicate", "object"),
+                     ("h", "r", "t"), ("head", "rel", "tail"), ("source", "relation", "target"),
+                     ("subject", "relation", "object")})
+_BLANKS = re.compile(r"[ \t]+")
 __all__ = ["SPLITS", "DatasetError", "parse_triples", "read_raw", "read_splits"]
 
 SPLITS = ("train", "valid", "test")
@@ -36,18 +50,31 @@ def parse_triples(text: bytes | str, source: str) -> list[tuple[str, str, str]]:
             raise DatasetError(f"{source}: not valid UTF-8 ({err})") from err
     text = text.lstrip("\ufeff")
     triples: list[tuple[str, str, str]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    comments: list[int] = []
+    header = 0
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.strip(" \t\r")
         if not line:
             continue
-        fields = line.split("\t") if "\t" in line else line.split()
-        fields = [f.strip() for f in fields]
+        if line.startswith("#"):
+            comments.append(lineno)
+            continue
+        fields = line.split("\t") if "\t" in line else _BLANKS.split(line)
+        fields = [f.strip(" ") for f in fields]
+        if not triples and not header and tuple(f.lower() for f in fields) in HEADERS:
+            header = lineno
+            continue
         if len(fields) != 3 or not all(fields):
             raise DatasetError(
                 f"{source} line {lineno}: expected 3 tab-separated fields "
                 f"(head, relation, tail), got {len(fields)}: {line[:80]!r}"
             )
         triples.append((fields[0], fields[1], fields[2]))
+    if comments or header:
+        parts = ([f"{len(comments)} comment line(s) starting with '#' (first: line "
+                  f"{comments[0]})"] if comments else []) + \
+            ([f"a header at line {header}"] if header else [])
+        logger.warning("%s: skipped %s", source, " and ".join(parts))
     if not triples:
         raise DatasetError(f"{source}: the split file holds no triples")
     return triples

@@ -37,6 +37,8 @@ __all__ = ["FILTERS", "TrainedRun", "load_run", "read_queries"]
 
 #: ``known``: drop answers known from train / valid / test; ``none``: keep and mark them
 FILTERS = ("known", "none")
+#: queries scored at once by predict / score (their ``(B, N)`` scores bound the memory)
+QUERY_BATCH = 256
 
 
 def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -176,9 +178,14 @@ class TrainedRun:
             else:
                 heads.append(self.entity_id(t))
                 rels.append(rid + R)
-        if not heads:
-            return []
-        hq, rq = torch.tensor(heads), torch.tensor(rels)
+        out: list[list[dict[str, Any]]] = []
+        for s in range(0, len(heads), QUERY_BATCH):  # memory: QUERY_BATCH x N scores
+            hq = torch.tensor(heads[s:s + QUERY_BATCH])
+            rq = torch.tensor(rels[s:s + QUERY_BATCH])
+            out += self._top(hq, rq, k, filter)
+        return out
+
+    def _top(self, hq: Tensor, rq: Tensor, k: int, filter: str) -> list[list[dict[str, Any]]]:
         scores = self.scores(hq, rq)
         prob = self.probabilities(scores)
         known = torch.zeros_like(scores, dtype=torch.bool)
@@ -186,7 +193,7 @@ class TrainedRun:
         known[kr, kc] = True
         ranked = scores.masked_fill(known, float("-inf")) if filter == "known" else scores
         out = []
-        for b in range(len(heads)):
+        for b in range(len(hq)):
             # stable order: by score, then by entity id
             order = torch.argsort(ranked[b], descending=True, stable=True)
             if filter == "known":
@@ -215,12 +222,16 @@ class TrainedRun:
         if not ids:
             return []
         x = torch.tensor(ids)
-        s = self.scores(x[:, 0], x[:, 1])
-        rows = torch.arange(len(x))
-        picked = s[rows, x[:, 2]]
-        p = self.probabilities(s)[rows, x[:, 2]]
-        return [{"head": h, "relation": r, "tail": t, "score": float(picked[i]),
-                 "probability": float(p[i])} for i, (h, r, t) in enumerate(triples)]
+        picked, p = [], []
+        for b in range(0, len(x), QUERY_BATCH):  # memory: QUERY_BATCH x N scores
+            xb = x[b:b + QUERY_BATCH]
+            s = self.scores(xb[:, 0], xb[:, 1])
+            rows = torch.arange(len(xb))
+            picked.append(s[rows, xb[:, 2]])
+            p.append(self.probabilities(s)[rows, xb[:, 2]])
+        pk, pp = torch.cat(picked), torch.cat(p)
+        return [{"head": h, "relation": r, "tail": t, "score": float(pk[i]),
+                 "probability": float(pp[i])} for i, (h, r, t) in enumerate(triples)]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, split: str | os.PathLike = "test", *, batch_size: int | None = None,

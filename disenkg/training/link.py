@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from disenkg.datasets.kg import KGDataset
+from disenkg.datasets.triples import DatasetError
 from disenkg.errors import CheckpointError
 from disenkg.evaluation import LinkEvaluator
 from disenkg.models.base import MixtureLinkModel
@@ -76,6 +77,16 @@ if tuple(LOSSES) != LOSS_NAMES:  # the configuration's choices name exactly thes
 TrainConfig = TrainingConfig
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the epoch's batches over ``n`` queries: ``batch_size`` each,
+    except that a last batch of a single query joins the one before (batch norm cannot
+    train on one sample, and a KG's query count may be 1 modulo the batch size)."""
+    bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 class LinkTrainer:
     """Trains a :class:`MixtureLinkModel` on a :class:`KGDataset`.
 
@@ -106,6 +117,11 @@ class LinkTrainer:
         self.device = torch.device(device)
         self.run_info = run_info or {}
         self.train_index = dataset.training_index()
+        if len(self.train_index) < 2 and any(
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise DatasetError(f"{dataset.name}: {len(self.train_index)} training query; the "
+                               "model's batch norm needs at least 2 (add training triples, "
+                               "or use a scorer without batch norm such as distmult)")
         self.evaluator = LinkEvaluator(filter_index=dataset.filter_index(),
                                        batch_size=config.eval_batch_size,
                                        rank_type=config.rank_type,
@@ -317,13 +333,13 @@ class LinkTrainer:
             torch.manual_seed(self.layout.data.epoch_seed(cfg.seed, self.epoch))
         total, batches = torch.zeros((), dtype=torch.float64, device=self.device), 0
         self._reg_sum = torch.zeros((), device=self.device)
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
+        bar = tqdm(batch_bounds(len(order), cfg.batch_size), desc=f"epoch {self.epoch + 1}",
                    leave=False, disable=not (cfg.progress and self.is_main))
         # On a GPU the host reads a loss only for the progress bar (every SHOW_EVERY steps)
         # and at the end of the epoch, so the device is never waited for in between.
         lazy = self.device.type != "cpu"
-        for i, s in enumerate(bar):
-            loss = self._step(order[s:s + cfg.batch_size], check=not lazy)
+        for i, (s, e) in enumerate(bar):
+            loss = self._step(order[s:e], check=not lazy)
             total += loss
             batches += 1
             if cfg.progress and (not lazy or i % SHOW_EVERY == 0):

@@ -251,3 +251,51 @@ def test_query_index_pairs_and_restrict_match_brute_force(umls_path):
     parts = [idx.restrict(a, b) for a, b in zip(bounds, bounds[1:])]
     assert sum(len(p.answers) for p in parts) == len(idx.answers)
     assert idx.restrict(0, ds.num_entities).nbytes() == idx.nbytes()
+
+
+# ------------------------------------------------------------------ text conventions (#31)
+def test_comments_and_a_header_are_skipped_with_a_warning(caplog):
+    import logging
+
+    from disenkg.datasets.triples import parse_triples
+
+    text = "# exported by tool X\nhead\trelation\ttail\na\tr\tb\n  # note\nb\tr\tc\n"
+    with caplog.at_level(logging.WARNING):
+        assert parse_triples(text, "train.txt") == [("a", "r", "b"), ("b", "r", "c")]
+    assert "train.txt: skipped 2 comment line(s) starting with '#' (first: line 1) and a " \
+           "header at line 2" in caplog.text
+    # a header-like line after data is data (an entity may be called "head")
+    assert parse_triples("a\tr\tb\nhead\trelation\ttail\n", "f")[-1] == \
+        ("head", "relation", "tail")
+
+
+def test_only_newline_ends_a_line():
+    from disenkg.datasets.triples import parse_triples
+
+    names = ["a\u2028b", "c\x1cd", "e\x1df", "g\x85h", "i\u2029j"]
+    text = "".join(f"{n}\tr\t{n}x\r\n" for n in names)
+    got = parse_triples(text, "f")
+    assert [h for h, _, _ in got] == names and len(got) == len(names)
+    assert parse_triples("a  r   b\n", "f") == [("a", "r", "b")]  # no tab: ASCII blanks
+    with pytest.raises(DatasetError, match="line 1: expected 3 tab-separated fields"):
+        parse_triples("a  r\tb\n", "f")  # a tab makes tabs the separator
+
+
+def test_a_kg_whose_query_count_is_one_mod_the_batch_trains(tmp_path):
+    """ConvE's batch norm: a last batch of one query joins the one before."""
+    from disenkg.training.link import batch_bounds
+
+    assert batch_bounds(9, 4) == [(0, 4), (4, 9)]
+    assert batch_bounds(8, 4) == [(0, 4), (4, 8)]
+    assert batch_bounds(1, 4) == [(0, 1)]
+    d = tmp_path / "kg"
+    d.mkdir()
+    # 4 triples -> 8 queries with distinct (h, r) both ways; batch 7 leaves one
+    (d / "train.txt").write_text("a\tr\tb\nb\tr\tc\nc\tr\td\nd\tr\te\n")
+    (d / "valid.txt").write_text("a\tr\tc\n")
+    (d / "test.txt").write_text("b\tr\td\n")
+    from disenkg.cli.link import main as link_main
+
+    m = link_main(["--dataset", str(d), "--model", "conve", "--epochs", "1", "--batch-size",
+                   "7", "--no-progress", "--output-dir", str(tmp_path / "o")])
+    assert m["epochs_run"] == 1

@@ -120,3 +120,22 @@ def test_resume_with_the_runs_own_command_is_accepted(tmp_path):
     link_main(small(out))
     m = link_main([*small(out), "--resume", "--epochs", "2"])
     assert m["epochs_run"] == 2
+
+
+def test_predict_and_score_in_batches_equal_one_batch(monkeypatch):
+    import disenkg.runs.trained as tr
+
+    run = disenkg.load_run(FIXTURE)
+    ds = run.dataset
+    queries = [(ds.entities[h], ds.relations[r], None) for h, r, _ in ds.test[:7].tolist()]
+    queries += [(None, ds.relations[r], ds.entities[t]) for _, r, t in ds.test[7:12].tolist()]
+    triples = [(ds.entities[h], ds.relations[r], ds.entities[t])
+               for h, r, t in ds.test[:11].tolist()]
+    whole_p, whole_s = run.predict(queries, k=4), run.score(triples)
+    monkeypatch.setattr(tr, "QUERY_BATCH", 3)
+    got_p, got_s = run.predict(queries, k=4), run.score(triples)
+    # the same answers; scores to float32 rounding (a GEMM's blocking depends on the batch)
+    assert [[a["entity"] for a in q] for q in got_p] == \
+        [[a["entity"] for a in q] for q in whole_p]
+    for g, w in zip(got_p + [got_s], whole_p + [whole_s]):
+        assert [a["score"] for a in g] == pytest.approx([a["score"] for a in w], rel=1e-5)
