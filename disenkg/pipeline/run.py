@@ -62,6 +62,8 @@ def prepare_run(layers: list[Layer]) -> tuple[LinkConfig, RunDir]:
     config = LinkConfig.resolve(layers, preset=False)
     out = output_path(config)
     run_dir = RunDir(out)
+    if config.run.resume and (out / "last.pt").exists():
+        run_dir.verify()  # config.json present, files as the run wrote them
     if config.run.resume and (out / "config.json").exists():
         saved = run_dir.read_config()
         explicit = {k: layer.source for layer in layers for k in layer.values}
@@ -157,6 +159,7 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
                         "num_relations": dataset.num_relations,
                         "fingerprint": dataset.fingerprint}})
         run_dir.write_dataset(dataset)
+        run_dir.write_manifest()
     callbacks = (make_callbacks(run_dir.path, tensorboard=config.run.tensorboard)
                  if main_rank else [])
     trainer = LinkTrainer(model=model, dataset=dataset, config=training,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -40,7 +41,10 @@ __all__ = ["HISTORY_COLUMNS", "LOCK_FILE", "RUN_EXTRAS", "RUN_FILES", "RunDir", 
 
 #: files a run may leave in its directory (``--overwrite`` removes exactly these)
 RUN_FILES = ("config.json", "entities.tsv", "relations.tsv", "triples.pt", "history.csv",
-             "last.pt", "best.pt", "metrics.json")
+             "last.pt", "best.pt", "metrics.json", "manifest.json")
+#: the files a manifest binds (``config.json`` by its identity: the settings that define the
+#: model, not those a resume may change)
+BOUND_FILES = ("entities.tsv", "relations.tsv", "triples.pt")
 #: what a run leaves beside its files (plots, tracker logs): removed with the run's files
 #: when ``--overwrite`` replaces it, so nothing of the old run stays beside the new one
 RUN_EXTRAS = ("curves.png", "component_attention.png", "tensorboard")
@@ -212,6 +216,66 @@ class RunDir:
         save_checkpoint({"train": ds.train, "valid": ds.valid, "test": ds.test,
                          "name": ds.name, "fingerprint": dict(ds.fingerprint)},
                         self.path / "triples.pt")
+
+    # ------------------------------------------------------------------ manifest
+    def _identity(self) -> str:
+        """sha256 of what in ``config.json`` defines the model (task, model, the settings a
+        resume may not change, the dataset's fingerprint)."""
+        from disenkg.runs.resume import SAFE_TO_CHANGE
+
+        cfg = self.read_config()  # under today's names
+        args = {k: v for k, v in (cfg.get("args") or {}).items()
+                if k not in SAFE_TO_CHANGE and k not in ("world_size", "per_rank_batch")}
+        body = {"task": cfg.get("task"), "model": cfg.get("model"), "args": args,
+                "fingerprint": (cfg.get("dataset") or {}).get("fingerprint")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()
+                              ).hexdigest()
+
+    def _current(self) -> dict[str, str]:
+        out = {"config.json (identity)": self._identity()}
+        for name in BOUND_FILES:
+            out[name] = hashlib.sha256((self.path / name).read_bytes()).hexdigest()
+        return out
+
+    def write_manifest(self) -> str:
+        """Binds the run's files together: ``manifest.json`` with their sha256; returns its
+        digest, which every checkpoint of the run records."""
+        body = json.dumps(self._current(), indent=1, sort_keys=True) + "\n"
+        atomic_write_text(body, self.path / "manifest.json")
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def manifest_digest(self) -> str | None:
+        """The digest of ``manifest.json`` (``None`` for a run written without one)."""
+        p = self.path / "manifest.json"
+        return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+    def verify(self) -> None:
+        """Refuses a run whose files no longer match its manifest, naming the file (runs
+        written before manifests pass)."""
+        if not (self.path / "config.json").is_file():
+            raise RunDirError(f"{self.path} has no config.json: the run's settings are "
+                              "unknown, so it cannot be resumed or used")
+        digest = self.manifest_digest()
+        if digest is None:
+            return
+        saved = self._read_json("manifest.json")
+        try:
+            now = self._current()
+        except OSError as err:
+            raise RunDirError(f"{self.path}: a run file is unreadable: {err}") from err
+        changed = [k for k in now if saved.get(k) != now[k]]
+        if changed:
+            raise RunDirError(f"{self.path}: {', '.join(changed)} changed since the run was "
+                              "written (manifest.json); its predictions would not be the "
+                              "trained model's",
+                              hint="restore the run's own files, or train a new run")
+
+    def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        """Refuses a checkpoint written with other run files than this directory's."""
+        got, digest = state.get("manifest"), self.manifest_digest()
+        if got is not None and digest is not None and got != digest:
+            raise RunDirError(f"{path} was written by another run than the files of "
+                              f"{self.path} (their manifest digests differ)")
 
     def load_dataset(self) -> KGDataset:
         """The dataset exactly as the run saw it (names, ids and splits)."""

@@ -84,6 +84,7 @@ class TrainedRun:
         rd = RunDir(path)
         if not rd.path.is_dir():
             raise RunDirError(f"run directory {rd.path} does not exist")
+        rd.verify()
         config = rd.read_config()
         if config.get("task") != "link":
             raise RunDirError(f"{rd.path} holds a {config.get('task')!r} run; only link "
@@ -93,6 +94,7 @@ class TrainedRun:
         args = config["args"]
         model = spec.build(ds, spec.config.from_values(args), seed=args.get("seed", 0))
         state = load_checkpoint(rd.file(f"{checkpoint}.pt"), required=("model",))
+        rd.check_checkpoint(state, rd.file(f"{checkpoint}.pt"))
         bad = [k for k, v in state["model"].items()
                if isinstance(v, torch.Tensor) and v.is_floating_point()
                and not bool(torch.isfinite(v).all())]

@@ -230,6 +230,12 @@ class LinkTrainer:
                 for i, st in state["state"].items()}}
         self.optimizer.load_state_dict(state)
 
+    def _manifest(self) -> dict[str, str]:
+        """The run files' manifest digest (:meth:`RunDir.write_manifest`) for a checkpoint;
+        empty where the directory has none (a trainer used directly)."""
+        digest = self.run_dir.manifest_digest() if self.is_main else None
+        return {} if digest is None else {"manifest": digest}
+
     @property
     def best_mrr(self) -> float:
         return self.stopper.best[0]
@@ -258,6 +264,7 @@ class LinkTrainer:
             "history": self.history,
             "world_size": self.world_size,
             "entity_shards": self.config.entity_shards,
+            **self._manifest(),
             "dataset": {"num_entities": self.dataset.num_entities,
                         "num_relations": self.dataset.num_relations,
                         "fingerprint": dict(self.dataset.fingerprint)},
@@ -439,8 +446,8 @@ class LinkTrainer:
                 if self.stopper.update(valid["mrr"], epoch=self.epoch).best:
                     best_state = self.model_state() if (self.is_main or self._sharded) else None
                     if self.is_main:
-                        save_checkpoint({"model": best_state,
-                                         "epoch": self.epoch, "valid": valid}, self.best_path)
+                        save_checkpoint({"model": best_state, "epoch": self.epoch,
+                                         "valid": valid, **self._manifest()}, self.best_path)
                 logger.info("epoch %d loss %.5f valid MRR %.4f (best %.4f at %d)",
                             self.epoch, loss, valid["mrr"], self.best_mrr, self.best_epoch)
             else:

@@ -139,3 +139,61 @@ def test_predict_and_score_in_batches_equal_one_batch(monkeypatch):
         [[a["entity"] for a in q] for q in whole_p]
     for g, w in zip(got_p + [got_s], whole_p + [whole_s]):
         assert [a["score"] for a in g] == pytest.approx([a["score"] for a in w], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fresh") / "run"
+    link_main(small(out))
+    return out
+
+
+@pytest.mark.parametrize("edit", ["swap_entities", "config_scorer", "triples"])
+def test_edited_run_files_are_refused_naming_the_file(fresh_run, tmp_path, edit):
+    d = tmp_path / "r"
+    shutil.copytree(fresh_run, d, ignore=shutil.ignore_patterns(".lock"))
+    if edit == "swap_entities":
+        lines = (d / "entities.tsv").read_text().splitlines()
+        a, b = lines[0].split("\t"), lines[1].split("\t")
+        lines[0], lines[1] = f"{a[0]}\t{b[1]}", f"{b[0]}\t{a[1]}"
+        (d / "entities.tsv").write_text("\n".join(lines) + "\n")
+        what = "entities.tsv"
+    elif edit == "config_scorer":
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["args"]["composition"] = "sub"
+        (d / "config.json").write_text(json.dumps(cfg))
+        what = r"config.json \(identity\)"
+    else:
+        t = torch.load(d / "triples.pt", weights_only=True)
+        t["test"] = t["test"].flip(0)
+        torch.save(t, d / "triples.pt")
+        what = "triples.pt"
+    with pytest.raises(RunDirError, match=rf"{what} changed since the run was written"):
+        disenkg.load_run(d)
+    with pytest.raises(RunDirError, match=rf"{what} changed"):
+        link_main(["--resume", "--output-dir", str(d), "--dataset", str(kg_archive("umls")),
+                   "--no-progress"])
+
+
+def test_a_safe_change_keeps_the_run_usable_and_a_missing_config_is_refused(fresh_run,
+                                                                            tmp_path):
+    d = tmp_path / "r"
+    shutil.copytree(fresh_run, d, ignore=shutil.ignore_patterns(".lock"))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["args"]["epochs"] = 5  # what a resume may change is not the run's identity
+    (d / "config.json").write_text(json.dumps(cfg))
+    disenkg.load_run(d)
+    (d / "config.json").unlink()
+    with pytest.raises(RunDirError, match="has no config.json"):
+        link_main(["--resume", "--output-dir", str(d), "--dataset", str(kg_archive("umls")),
+                   "--lr", "0.5", "--no-progress"])
+
+
+def test_a_checkpoint_of_another_run_is_refused(fresh_run, tmp_path):
+    other = tmp_path / "other"
+    link_main([*small(other), "--seed", "5", "--label-smoothing", "0.2"])
+    d = tmp_path / "r"
+    shutil.copytree(fresh_run, d, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copy(other / "best.pt", d / "best.pt")
+    with pytest.raises(RunDirError, match="best.pt was written by another run"):
+        disenkg.load_run(d)
