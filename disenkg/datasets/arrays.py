@@ -65,6 +65,10 @@ def load_edges(path: str | os.PathLike, num_nodes: int) -> Tensor:
             raise DatasetError(f"{path}: edges must have shape (2, E) or (E, 2), got {arr.shape}")
         if not np.issubdtype(arr.dtype, np.integer):
             raise DatasetError(f"{path}: edge ids must be integers, got dtype {arr.dtype}")
+        if arr.shape == (2, 2):
+            raise DatasetError(f"{path}: shape (2, 2) is ambiguous: two edges as (2, E) "
+                               "columns or as (E, 2) rows; write the two edges to a .csv "
+                               "file (src,dst per line) instead")
         ei = arr if arr.shape[0] == 2 else arr.T
     elif path.suffix == ".csv":
         rows = []
@@ -156,7 +160,9 @@ class ArrayDataset(Dataset):
         if target_kind == "regression" and not np.issubdtype(self.y.dtype, np.number):
             raise DatasetError(f"{targets}: regression targets must be numeric, got "
                                f"{self.y.dtype}")
-        _check_targets(Path(targets), self.y, target_kind)
+        #: classes of classification targets over the whole file (largest label + 1), so a
+        #: class seen only in validation or test still has an output
+        self.num_classes = _check_targets(Path(targets), self.y, target_kind)
         self.target_kind = target_kind
         self.per_node = self.y.ndim == 3
         self.shape = (G, S, T, N, F)
@@ -213,9 +219,11 @@ def _scan(path: Path, arr: np.ndarray, chunk: int) -> Iterator[tuple[int, np.nda
             yield start, np.frombuffer(view, dtype=arr.dtype, count=n)
 
 
-def _check_targets(path: Path, y: np.ndarray, kind: str, chunk: int = 1 << 22) -> None:
+def _check_targets(path: Path, y: np.ndarray, kind: str, chunk: int = 1 << 22) -> int | None:
     """Names NaN / infinite regression targets and negative class labels (the whole file,
-    in chunks read by :func:`_scan`: memory stays at one chunk whatever the file's size)."""
+    in chunks read by :func:`_scan`: memory stays at one chunk whatever the file's size);
+    returns the number of classes (largest label + 1) of classification targets."""
+    top = -1
     for start, part in _scan(path, y, chunk):
         bad = (~np.isfinite(part)) if kind == "regression" else (part < 0)
         if bad.any():
@@ -225,6 +233,9 @@ def _check_targets(path: Path, y: np.ndarray, kind: str, chunk: int = 1 << 22) -
                 "negative class labels"
             raise DatasetError(f"{path}: targets hold {what}: {int(bad.sum())} in the first "
                                f"chunk with one, first at index {index} = {part[first - start]}")
+        if kind == "classification" and part.size:
+            top = max(top, int(part.max()))
+    return top + 1 if kind == "classification" else None
 
 
 def split_indices(n: int, *, max_samples: int | None, seed: int,

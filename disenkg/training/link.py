@@ -230,6 +230,18 @@ class LinkTrainer:
                 for i, st in state["state"].items()}}
         self.optimizer.load_state_dict(state)
 
+    def _warn_if_over_budget(self, seconds: float) -> None:
+        """After the first epoch: a WARNING when the remaining epochs at this pace would
+        take more than twice the time budget (the epoch estimate behind derived epochs
+        counts the scorer, not e.g. K^2 MI estimators at a large K)."""
+        left = self.config.epochs - self.epoch
+        budget = 60 * self.config.time_budget
+        if self.is_main and seconds * left > 2 * budget:
+            logger.warning("epoch %d took %.1f s: the %d epochs left would take ~%.0f min, "
+                           "beyond twice the %.0f-minute time budget; set --epochs (or "
+                           "--time-budget), or a smaller model", self.epoch, seconds, left,
+                           seconds * left / 60, budget / 60)
+
     def _manifest(self) -> dict[str, str]:
         """The run files' manifest digest (:meth:`RunDir.write_manifest`) for a checkpoint;
         empty where the directory has none (a trainer used directly)."""
@@ -428,6 +440,7 @@ class LinkTrainer:
         bar = tqdm(range(self.epoch, cfg.epochs), desc="epochs",
                    disable=not (cfg.progress and self.is_main), initial=self.epoch,
                    total=cfg.epochs)
+        warned = False
         for _ in bar:
             if self.stopper.should_stop:
                 break  # a resumed run that had already stopped early
@@ -435,6 +448,9 @@ class LinkTrainer:
             loss = self.train_epoch()
             self.train_seconds += time.perf_counter() - t0
             self.epoch += 1
+            if not warned:
+                warned = True
+                self._warn_if_over_budget(time.perf_counter() - t0)
             record: dict[str, Any] = {"epoch": self.epoch, "loss": loss,
                                       "mi_loss": self._last_mi}
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:

@@ -248,8 +248,7 @@ def run_array(ds: ArrayDataset, edge_index: Tensor, cfg: ArrayTaskConfig, *, see
     idx = split_indices(len(ds), max_samples=cfg.max_samples, seed=seed)
     classification = ds.target_kind == "classification"
     if classification:
-        num_classes = int(max(int(ds[i][1].max()) for i in idx["train"][:256].tolist())) + 1
-        out_channels = max(2, num_classes)
+        out_channels = max(2, ds.num_classes)  # every label of the file, not only training's
     else:
         out_channels = 1
     model = ArrayModel(in_channels=ds.in_channels, out_channels=out_channels,

@@ -77,3 +77,36 @@ def test_a_truncated_targets_file_is_named(tmp_path):
         fh.truncate(int(y.offset) + 100)
     with pytest.raises(DatasetError, match="short read"):
         _check_targets(tmp_path / "y.npy", y, "regression", chunk=256)
+
+
+def test_a_two_by_two_edge_array_is_ambiguous(tmp_path):
+    from disenkg.datasets.arrays import load_edges
+
+    np.save(tmp_path / "e.npy", np.array([[0, 1], [1, 2]]))
+    with pytest.raises(DatasetError, match=r"shape \(2, 2\) is ambiguous"):
+        load_edges(tmp_path / "e.npy", 3)
+    (tmp_path / "e.csv").write_text("0,1\n1,2\n")
+    assert load_edges(tmp_path / "e.csv", 3).tolist() == [[0, 1], [1, 2]]
+
+
+def test_a_class_seen_only_in_test_has_an_output(tmp_path):
+    """Classes come from every label of the file: a label that no training sample has no
+    longer indexes past the head (it raised in cross_entropy)."""
+    import torch
+
+    from disenkg.datasets.arrays import ArrayDataset, make_synthetic
+    from disenkg.training.node import run_array
+    from disenkg.training.node_config import ArrayTaskConfig
+
+    p = make_synthetic(tmp_path / "syn", shape=(1, 12, 2, 4, 2), extra_edges=2)
+    y = np.zeros((1, 12, 4), dtype=np.int64)
+    y[0, :, 1] = 1
+    y[0, 11, 2] = 5  # one label of 5, wherever the split puts sample 11
+    np.save(tmp_path / "y.npy", y)
+    ds = ArrayDataset(features=p["features"], targets=tmp_path / "y.npy",
+                      target_kind="classification")
+    assert ds.num_classes == 6
+    edges = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    out = run_array(ds, edges, ArrayTaskConfig(epochs=1, batch_size=4), seed=0,
+                    use_graph=False, device="cpu")
+    assert 0 <= out["test_accuracy"] <= 1
