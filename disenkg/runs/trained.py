@@ -90,8 +90,13 @@ class TrainedRun:
             raise RunDirError(f"{rd.path} holds a {config.get('task')!r} run; only link "
                               f"prediction runs can be loaded")
         ds = rd.load_dataset()
+        args = config.get("args")
+        if config.get("model") not in MODELS.names() or not isinstance(args, dict):
+            raise RunDirError(f"{rd.file('config.json')} is damaged: expected a 'model' of "
+                              f"{MODELS.names()} and an 'args' object, got model "
+                              f"{config.get('model')!r} and args of type "
+                              f"{type(args).__name__}")
         spec = MODELS.get(config["model"])
-        args = config["args"]
         model = spec.build(ds, spec.config.from_values(args), seed=args.get("seed", 0))
         state = load_checkpoint(rd.file(f"{checkpoint}.pt"), required=("model",))
         rd.check_checkpoint(state, rd.file(f"{checkpoint}.pt"))
@@ -165,8 +170,8 @@ class TrainedRun:
         """
         if filter not in FILTERS:
             raise ValueError(f"unknown filter {filter!r}; choose one of {list(FILTERS)}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         R = self.dataset.num_relations
         heads, rels = [], []
         for i, (h, r, t) in enumerate(queries):
@@ -343,6 +348,8 @@ class TrainedRun:
 
 
 def _lookup(ids: dict[str, int], name: str, what: str) -> int:
+    if not isinstance(name, str):
+        raise UserError(f"{what}: expected a name (str), got {type(name).__name__} {name!r}")
     if name in ids:
         return ids[name]
     close = difflib.get_close_matches(name, list(ids), n=5)

@@ -197,3 +197,43 @@ def test_a_checkpoint_of_another_run_is_refused(fresh_run, tmp_path):
     shutil.copy(other / "best.pt", d / "best.pt")
     with pytest.raises(RunDirError, match="best.pt was written by another run"):
         disenkg.load_run(d)
+
+
+def test_wrong_types_and_damaged_files_are_named(run_copy):
+    run = disenkg.load_run(run_copy)
+    rel = run.dataset.relations[0]
+    with pytest.raises(UserError, match="entity: expected a name \\(str\\), got int 3"):
+        run.predict_tails(3, rel)
+    with pytest.raises(UserError, match="relation: expected a name \\(str\\), got NoneType"):
+        run.predict_tails(run.dataset.entities[0], None)
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got '3'"):
+        run.predict_tails(run.dataset.entities[0], rel, k="3")
+    cfg = json.loads((run_copy / "config.json").read_text())
+    del cfg["args"]
+    (run_copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RunDirError, match="config.json is damaged: expected a 'model'"):
+        disenkg.load_run(run_copy)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    from disenkg.utils import io
+
+    target = tmp_path / "last.pt"
+    io.atomic_save({"a": torch.ones(2)}, target)
+    before = target.read_bytes()
+
+    def full(obj, fh):
+        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(io.torch, "save", full)
+    with pytest.raises(RunDirError, match=r"cannot write .*last.pt: \[enforce fail .* MiB "
+                                          r"free on its file system\); the previous last.pt "
+                                          r"is unchanged"):
+        io.atomic_save({"a": torch.zeros(2)}, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(RunDirError, match="cannot write .*file/x.json: "):
+        io.atomic_write_text("{}", f / "x.json")
