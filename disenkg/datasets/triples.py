@@ -87,7 +87,10 @@ def _read_dir(path: Path) -> dict[str, tuple[bytes, str]]:
         if not f.is_file():
             present = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
             raise DatasetError(f"missing split file {f} (directory holds {present})")
-        out[split] = (f.read_bytes(), str(f))
+        try:
+            out[split] = (f.read_bytes(), str(f))
+        except OSError as err:
+            raise DatasetError(f"cannot read {f}: {err.strerror or err}") from err
     return out
 
 

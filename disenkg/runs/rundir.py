@@ -299,8 +299,15 @@ class RunDir:
         p = self.path / fname
         if not p.is_file():
             raise RunDirError(f"{p} does not exist: {self.path} is not a complete run directory")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunDirError(f"{p}: cannot read the names: {err}") from err
         names = []
-        for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        lines = text.split("\n")  # only \n ends a line: a name may hold U+2028 etc.
+        if lines and lines[-1] == "":
+            lines.pop()
+        for lineno, line in enumerate(lines, 1):
             idx, sep, name = line.partition("\t")
             if not sep or idx != str(lineno - 1):
                 raise RunDirError(f"{p} line {lineno}: expected '{lineno - 1}<TAB>name', "

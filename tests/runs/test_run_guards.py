@@ -237,3 +237,19 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypat
     f.write_text("")
     with pytest.raises(RunDirError, match="cannot write .*file/x.json: "):
         io.atomic_write_text("{}", f / "x.json")
+
+
+def test_a_name_with_a_unicode_line_separator_survives_the_run_directory(tmp_path):
+    d = tmp_path / "kg"
+    d.mkdir()
+    odd = "x\u2028y\x1cz"
+    rows = [(f"e{i}", "r", f"e{i + 1}") for i in range(12)] + [("e0", "s", odd)]
+    (d / "train.txt").write_text("".join(f"{h}\t{r}\t{t}\n" for h, r, t in rows))
+    (d / "valid.txt").write_text("e1\ts\te3\n")
+    (d / "test.txt").write_text(f"e2\ts\t{odd}\n")
+    out = tmp_path / "o"
+    link_main(["--dataset", str(d), "--model", "conve", "--epochs", "1", "--no-progress",
+               "--output-dir", str(out)])
+    run = disenkg.load_run(out)
+    assert odd in run.dataset.entities
+    assert run.predict_tails(odd, "s", k=2, filter="none")
