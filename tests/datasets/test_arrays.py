@@ -68,7 +68,7 @@ def test_edge_files(tmp_path):
     with pytest.raises(DatasetError, match=r"e.csv line 2: non-integer node id"):
         load_edges(csv, 3)
     npy = tmp_path / "e.npy"
-    np.save(npy, np.array([[0, 1], [1, 5]]))
+    np.save(npy, np.array([[0, 1, 2], [1, 5, 0]]))
     with pytest.raises(DatasetError, match=r"node ids must lie in \[0, 3\) .* got range \[0, 5\]"):
         load_edges(npy, 3)
     np.save(npy, np.zeros((3, 3), dtype=np.int64))
