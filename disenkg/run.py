@@ -9,6 +9,7 @@ Commands:
   export    entity / relation embeddings and names as .npy + .tsv
   inspect   component attention per relation; an entity's edge attention
   plot      learning curves (and DisenKGAT's relation x component attention) as PNG
+  complete  the top-k answers of every (entity, relation) query, streamed to TSV / Parquet
 
 Run ``python -m disenkg.run COMMAND --help`` for the flags of a command. Errors in your
 input are printed as one line and exit with status 2; ``--debug`` shows the traceback.
@@ -26,7 +27,7 @@ __all__ = ["main"]
 enable_huge_pages()  # before anything imports torch; THP_MEM_ALLOC_ENABLE=0 opts out
 
 TASKS = ("link", "node")
-USE_COMMANDS = ("predict", "score", "evaluate", "export", "inspect", "plot")
+USE_COMMANDS = ("predict", "score", "evaluate", "export", "inspect", "plot", "complete")
 COMMANDS = TASKS + USE_COMMANDS
 
 

@@ -244,6 +244,22 @@ def _plot(a: argparse.Namespace) -> None:
         print(path)
 
 
+# ---------------------------------------------------------------------- complete
+def _complete_parser() -> argparse.ArgumentParser:
+    from disenkg.cli.complete import add_arguments
+
+    p = _base("complete", "The top-k answers of every (entity, relation) query, both "
+                          "directions, streamed to a file (completion of the whole KG).")
+    add_arguments(p)
+    return p
+
+
+def _complete(a: argparse.Namespace) -> None:
+    from disenkg.cli.complete import run
+
+    run(a, _load(a))
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
                           Callable[[argparse.Namespace], None]]] = {
     "predict": (_predict_parser, _predict),
@@ -252,6 +268,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
     "export": (_export_parser, _export),
     "inspect": (_inspect_parser, _inspect),
     "plot": (_plot_parser, _plot),
+    "complete": (_complete_parser, _complete),
 }
 
 

@@ -70,8 +70,11 @@ class _RawUnpickler(pickle.Unpickler):
         if module == "numpy.core.multiarray":
             module = "numpy._core.multiarray" if hasattr(np, "_core") else module
         if module in ("scipy.sparse.csr", "scipy.sparse._csr"):
-            import scipy.sparse
-
+            try:
+                import scipy.sparse
+            except ImportError:
+                raise DatasetError(f"{self.path} holds a SciPy sparse matrix; reading it "
+                                   "needs scipy (pip install scipy)") from None
             return scipy.sparse.csr_matrix
         if module == "__builtin__":
             module = "builtins"

@@ -211,6 +211,24 @@ class TrainedRun:
                          "known": bool(known[b, n])} for n in order])
         return out
 
+    def complete(self, *, k: int = 10, direction: str = "both",
+                 relations: list[str] | None = None, entities: list[str] | None = None,
+                 filter: str = "known", min_probability: float | None = None,
+                 batch_size: int | None = None) -> Any:
+        """The top-``k`` answers of every (entity, relation) query, an iterator of
+        :class:`~disenkg.runs.complete.CompletionBatch` (ids; names in
+        :attr:`dataset`): see :func:`disenkg.runs.complete.complete`. ``relations`` and
+        ``entities`` restrict it by name."""
+        from disenkg.runs.complete import complete
+
+        return complete(self, k=k, direction=direction,
+                        relations=None if relations is None else
+                        [self.relation_id(r) for r in relations],
+                        entities=None if entities is None else
+                        [self.entity_id(e) for e in entities],
+                        filter=filter, min_probability=min_probability,
+                        batch_size=batch_size)
+
     def predict_tails(self, head: str, relation: str, *, k: int = 10,
                       filter: str = "known") -> list[dict[str, Any]]:
         """The top-``k`` tails of ``(head, relation, ?)`` (see :meth:`predict`)."""
