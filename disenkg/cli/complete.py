@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-probability", type=argtype(fraction), default=None,
                    help="drop answers whose probability is below this")
     p.add_argument("--batch-size", type=integer(1), default=None,
-                   help="queries scored at once (default: ~64 MB of scores per batch)")
+                   help="queries scored at once (default: ~32 MB of scores per batch)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted completion of the same settings")
 
