@@ -95,7 +95,7 @@ def complete(run: Any, *, k: int = 10, direction: str = "both",
         entities: the query entities (default: all, in id order).
         filter: ``"known"`` drops answers known from train / valid / test; ``"none"``.
         min_probability: drop answers whose probability is below it.
-        batch_size: queries scored at once (default: ``(B, N)`` scores of ~64 MB).
+        batch_size: queries scored at once (default: ``(B, N)`` scores of ~32 MB).
         start_relation: skip the first ``start_relation`` relations of ``relations`` (to
             continue an interrupted completion).
         progress: called with the number of queries of each finished batch.
