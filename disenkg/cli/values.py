@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from disenkg.config import rules
-from disenkg.config.rules import Rule, RuleError, as_bool
+from disenkg.config.rules import Rule, RuleError
 
-__all__ = ["argtype", "as_bool", "decay", "fraction", "integer", "nonneg_float", "pos_float",
-           "real"]
+__all__ = ["argtype", "integer"]
 
 
 def argtype(rule: Rule) -> Callable[[str], Any]:
@@ -30,10 +29,3 @@ def argtype(rule: Rule) -> Callable[[str], Any]:
 def integer(minimum: int | None = None) -> Callable[[str], int]:
     """An integer ``>= minimum`` (argparse type)."""
     return argtype(rules.integer(minimum))
-
-
-real = argtype(rules.real)
-pos_float = argtype(rules.pos_float)
-nonneg_float = argtype(rules.nonneg_float)
-fraction = argtype(rules.fraction)
-decay = argtype(rules.decay)

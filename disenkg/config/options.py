@@ -159,5 +159,3 @@ def iter_options(sections: list[type[Section]]) -> Iterator[tuple[type[Section],
                 seen.add(opt.name)
                 yield sec, opt
 
-
-Predicate = Callable[[Mapping[str, Any]], bool]

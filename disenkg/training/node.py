@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,12 +17,13 @@ from tqdm.auto import tqdm
 
 from disenkg.datasets.arrays import ArrayDataset, split_indices
 from disenkg.evaluation.binary import average_precision, roc_auc
-from disenkg.nn.encoders import GATEncoder, MLPEncoder, VariationalGATEncoder
+from disenkg.nn.encoders import MLPEncoder, VariationalGATEncoder
+from disenkg.nn.encoders.registry import NODE_ENCODERS, NodeEncoderEntry
 from disenkg.nn.reconstruction import full_reconstruction_loss, reconstruction_targets
 from disenkg.runs.checkpoint import save_checkpoint
 from disenkg.training.early_stopping import EarlyStopping
 from disenkg.training.node_config import ArrayTaskConfig, ClassificationConfig, VGAEConfig
-from disenkg.utils import Registry, seed_everything
+from disenkg.utils import seed_everything
 
 __all__ = ["NODE_ENCODERS", "RECONS", "ArrayModel", "NodeEncoderEntry", "build_node_encoder",
            "run_array", "run_classification", "run_vgae"]
@@ -40,29 +39,6 @@ def _record(history: list[dict] | None, **row) -> None:
 def _save(checkpoint: Path | None, state: dict, seed: int) -> None:
     if checkpoint is not None:
         save_checkpoint({"model": state, "seed": seed}, checkpoint)
-
-
-@dataclass(frozen=True)
-class NodeEncoderEntry:
-    """A node classifier: ``build(in_channels, out_channels, cfg)`` and whether its
-    ``forward`` takes the graph (``model(x, edge_index)``) or the features alone."""
-
-    build: Callable[[int, int, ClassificationConfig], nn.Module]
-    uses_graph: bool
-    description: str
-
-
-#: the node classifiers of ``python -m disenkg.run node --task classification --encoder``
-NODE_ENCODERS: Registry[NodeEncoderEntry] = Registry("node encoder")
-NODE_ENCODERS.register("gat")(NodeEncoderEntry(
-    lambda i, o, cfg: GATEncoder(in_channels=i, hidden_channels=cfg.hidden, out_channels=o,
-                                 heads=cfg.heads, dropout=cfg.dropout,
-                                 attention_dropout=cfg.dropout),
-    uses_graph=True, description="GAT (Velickovic et al. 2018)"))
-NODE_ENCODERS.register("mlp")(NodeEncoderEntry(
-    lambda i, o, cfg: MLPEncoder(in_channels=i, hidden_channels=64, out_channels=o,
-                                 dropout=0.5),
-    uses_graph=False, description="MLP on the features alone (no graph)"))
 
 
 def build_node_encoder(kind: str, in_channels: int, out_channels: int,

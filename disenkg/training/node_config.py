@@ -12,18 +12,13 @@ from dataclasses import dataclass
 from disenkg.config.options import Section, option
 from disenkg.config.rules import as_bool, integer, nonneg_float, one_of, pos_float, text
 from disenkg.config.sections import LOG_LEVELS
+from disenkg.nn.encoders.registry import NODE_ENCODERS
 
 __all__ = ["TASKS", "ArrayTaskConfig", "ClassificationConfig", "NodeRunConfig",
-           "VGAEConfig"]
+           "PlanetoidTaskConfig", "VGAEConfig"]
 
 #: the node tasks, in ``--help`` order
 TASKS = ("classification", "link", "array")
-
-
-def _encoders() -> list[str]:
-    from disenkg.training.node import NODE_ENCODERS
-
-    return NODE_ENCODERS.names()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,51 +46,45 @@ class NodeRunConfig(Section):
                          help="show the full traceback of errors in your input")
 
 
-def _dataset() -> object:
-    return option("Cora", text, group="Planetoid tasks",
-                  help="Planetoid name (Cora, CiteSeer, PubMed)")
+@dataclass(frozen=True, kw_only=True)
+class PlanetoidTaskConfig(Section):
+    """What the Planetoid tasks share: the graph, the epochs and patience, the GAT trunk's
+    size (hidden units per head and heads: the GAT paper's; not flags)."""
 
-
-def _root() -> object:
-    return option(None, text, nullable=True, group="Planetoid tasks",
-                  help="folder holding NAME/raw/ind.name.* (default: $DISENKG_DATA/planetoid, "
-                       "then the bundled disenkg/data/planetoid)")
-
-
-def _patience() -> object:
-    return option(100, integer(1), group="Planetoid tasks",
-                  help="early stopping patience in epochs (classification, link)")
+    dataset: str = option("Cora", text, group="Planetoid tasks",
+                          help="Planetoid name (Cora, CiteSeer, PubMed)")
+    root: str | None = option(
+        None, text, nullable=True, group="Planetoid tasks",
+        help="folder holding NAME/raw/ind.name.* (default: $DISENKG_DATA/planetoid, then the "
+             "bundled disenkg/data/planetoid)")
+    epochs: int = option(1000, integer(1), group="training", help="maximum epochs")
+    patience: int = option(100, integer(1), group="Planetoid tasks",
+                           help="early stopping patience in epochs (classification, link)")
+    hidden: int = 8
+    heads: int = 8
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClassificationConfig(Section):
+class ClassificationConfig(PlanetoidTaskConfig):
     """Planetoid node classification (GAT settings of Velickovic et al. 2018 on Cora)."""
 
     section = "classification"
 
-    dataset: str = _dataset()
-    root: str | None = _root()
-    encoder: str = option("gat", one_of(_encoders), group="Planetoid tasks",
+    encoder: str = option("gat", one_of(NODE_ENCODERS.names), group="Planetoid tasks",
                           help="classification encoder (see NODE_ENCODERS)")
-    epochs: int = option(1000, integer(1), group="training", help="maximum epochs")
     lr: float = option(0.005, pos_float, group="training", help="Adam learning rate")
     weight_decay: float = option(5e-4, nonneg_float, group="training",
                                  help="Adam weight decay (classification)")
-    patience: int = _patience()
-    #: the GAT's hidden size per head, heads and dropout (the paper's; not flags)
-    hidden: int = 8
-    heads: int = 8
+    #: the GAT's dropout (the paper's; not a flag)
     dropout: float = 0.6
 
 
 @dataclass(frozen=True, kw_only=True)
-class VGAEConfig(Section):
+class VGAEConfig(PlanetoidTaskConfig):
     """VGAE link prediction on a Planetoid graph with the variational GAT encoder."""
 
     section = "link"
 
-    dataset: str = _dataset()
-    root: str | None = _root()
     recon: str = option(
         "full", one_of(("sampled", "full")), group="Planetoid tasks",
         help="link task: VGAE reconstruction loss; full = the paper's exact all-pairs BCE "
@@ -105,13 +94,9 @@ class VGAEConfig(Section):
         "auc+ap", one_of(("auc", "auc+ap")), group="Planetoid tasks",
         help="link task: the validation score that picks the checkpoint and drives early "
              "stopping")
-    epochs: int = option(1000, integer(1), group="training", help="maximum epochs")
     lr: float = option(0.002, pos_float, group="training",
                        help="Adam learning rate (0.002 chosen by validation AUC on Cora)")
-    patience: int = _patience()
-    #: the encoder's hidden size per head, heads and latent size (not flags)
-    hidden: int = 8
-    heads: int = 8
+    #: the latent size (not a flag)
     latent: int = 16
 
 

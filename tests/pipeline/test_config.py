@@ -286,3 +286,14 @@ def test_every_flag_is_a_setting_and_every_setting_a_flag():
 def test_fixture_paths_exist():
     assert (FIXTURES / "umls-conve" / "config.json").is_file()
     assert Path(kg_archive("umls")).is_file()
+
+
+def test_replace_changes_settings_by_name_and_keeps_their_rules():
+    c = resolve_config(dataset="umls", epochs=3)
+    d = c.replace(lr=0.02, scorer="distmult")
+    assert (d.training.lr, d.model.scorer, d.training.epochs) == (0.02, "distmult", 3)
+    assert d.sources["lr"] == "api" and d.sources["epochs"] == c.sources["epochs"]
+    assert "k_h" not in d.flat()  # the image sizes went with the conv scorer
+    with pytest.raises(ConfigError, match="lr: expected a finite number > 0, got -1"):
+        c.replace(lr=-1)
+    assert c.training.lr != 0.02  # frozen: the original is unchanged
