@@ -14,7 +14,7 @@ from typing import Any
 
 from disenkg.runs.trained import TrainedRun, load_run
 
-__all__ = ["load_run", "resolve_config", "train", "train_node"]
+__all__ = ["load_run", "resolve_config", "train", "train_node", "tune"]
 
 ConfigLike = Any  # LinkConfig | Mapping[str, Any] | str | os.PathLike | None
 
@@ -66,6 +66,28 @@ def train(config: ConfigLike = None, **overrides: Any) -> TrainedRun:
     train_link(run_config, run_dir)
     device = run_config.run.device
     return load_run(run_dir.path, device=device if device != "auto" else "cpu")
+
+
+def tune(config: ConfigLike = None, **settings: Any) -> Any:
+    """Runs (or resumes) a hyper-parameter search exactly as ``python -m disenkg.run tune``.
+
+    Args:
+        config: the trials' fixed settings, as for :func:`train`.
+        **settings: the search's settings (:class:`~disenkg.hpo.TuneConfig`: ``trials``,
+            ``timeout``, ``storage``, ``study_name``, ``space``, ``sampler``, ``pruner``,
+            ``prune_warmup``, ``max_failures``) and link settings fixed for every trial
+            (``epochs=40``, ``model="conve"``, ``output_dir=...`` for the study directory).
+
+    Returns:
+        :class:`~disenkg.hpo.TuneResult`: the study, its directory and best trial (its run
+        directory loads with :func:`load_run`).
+    """
+    from disenkg.hpo import TuneConfig, run_study
+
+    names = set(TuneConfig.option_names())
+    search = TuneConfig.from_values({k: v for k, v in settings.items() if k in names})
+    link = {k: v for k, v in settings.items() if k not in names}
+    return run_study(search, _layers(config, link))
 
 
 def train_node(config: Mapping[str, Any] | str | os.PathLike | None = None,

@@ -148,6 +148,12 @@ def derive_defaults(stats: KGStats, *, model: str, given: dict[str, Any],
         kh, kw = _factor(cur[dim_key])
         put("k_h", kh, f"the image tiles --{dim_key.replace('_', '-')} {cur[dim_key]}")
         put("k_w", kw, f"the image tiles --{dim_key.replace('_', '-')} {cur[dim_key]}")
+    ks = cur.get("kernel_size")
+    if "kernel_size" in out and ks is not None and ks > min(2 * cur["k_h"], cur["k_w"]):
+        fit = min(2 * cur["k_h"], cur["k_w"])  # the two stacked k_h x k_w images
+        cur["kernel_size"] = fit
+        out["kernel_size"] = (fit, f"{out['kernel_size'][1]}, at most the {2 * cur['k_h']} "
+                                   f"x {cur['k_w']} image")
     dim = cur[dim_key]
     est = epoch_seconds(stats, batch_size=cur["batch_size"], dim=dim, k_h=cur["k_h"],
                         k_w=cur["k_w"], num_filters=cur["num_filters"],

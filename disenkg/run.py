@@ -10,6 +10,7 @@ Commands:
   inspect   component attention per relation; an entity's edge attention
   plot      learning curves (and DisenKGAT's relation x component attention) as PNG
   complete  the top-k answers of every (entity, relation) query, streamed to TSV / Parquet
+  tune      hyper-parameter search on Optuna: trials as run directories, resumable, pruned
 
 Run ``python -m disenkg.run COMMAND --help`` for the flags of a command. Errors in your
 input are printed as one line and exit with status 2; ``--debug`` shows the traceback.
@@ -26,7 +27,7 @@ __all__ = ["main"]
 
 enable_huge_pages()  # before anything imports torch; THP_MEM_ALLOC_ENABLE=0 opts out
 
-TASKS = ("link", "node")
+TASKS = ("link", "node", "tune")
 USE_COMMANDS = ("predict", "score", "evaluate", "export", "inspect", "plot", "complete")
 COMMANDS = TASKS + USE_COMMANDS
 
@@ -72,6 +73,10 @@ def _dispatch(command: str, argv: list[str]) -> None:
         from disenkg.cli.link import main as link_main
 
         link_main(argv)
+    elif command == "tune":
+        from disenkg.cli.tune import main as tune_main
+
+        tune_main(argv)
     elif command == "node":
         from disenkg.cli.node import main as node_main
 

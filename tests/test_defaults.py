@@ -55,6 +55,14 @@ def test_width_follows_a_given_channel_count():
     assert "channels" not in d and d["k_h"] * d["k_w"] == 60 and d["k_h"] >= d["k_w"]
 
 
+def test_derived_kernel_fits_the_image_of_a_given_channel_count():
+    # FB15k-237's kernel 9 does not fit the 10 x 5 images of 50 channels (stacked: 20 x 5)
+    d = derive(FB, channels=50)
+    assert (d["k_h"], d["k_w"], d["kernel_size"]) == (10, 5, 5)
+    assert derive(FB, channels=50, kernel_size=3).get("kernel_size") is None  # given: kept
+    assert derive(FB)["kernel_size"] == 9  # fits: unchanged
+
+
 def test_conve_width_rule():
     base = {k: None for k in ("batch_size", "lr", "embed_dim", "k_h", "k_w", "num_filters",
                               "kernel_size", "epochs", "patience", "min_epochs")}

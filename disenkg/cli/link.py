@@ -25,7 +25,8 @@ from disenkg.pipeline.run import default_output_dir, env_rank, prepare_run, trai
 from disenkg.presets import preset_names
 from disenkg.runs.rundir import RunDir
 
-__all__ = ["build_parser", "default_output_dir", "layers_from_argv", "main", "resolve_args"]
+__all__ = ["build_parser", "default_output_dir", "layers_from_argv", "layers_from_parsed", "main",
+           "resolve_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +83,18 @@ def layers_from_argv(argv: list[str]) -> tuple[list[Layer], argparse.Namespace]:
     """The configuration layers the command line gives: the ``--config`` file's keys, then
     the flags given (with ``argparse``'s one-line errors for bad flags)."""
     ns = build_parser().parse_args(argv)
-    given = {k: v for k, v in vars(ns).items() if k not in ("config", "print_config")}
+    return layers_from_parsed(ns), ns
+
+
+def layers_from_parsed(ns: argparse.Namespace) -> list[Layer]:
+    """The layers of parsed flags: the ``--config`` file's keys, then the flags given."""
+    given = {k: v for k, v in vars(ns).items()
+             if k not in ("config", "print_config", "print_space")}
     layers = []
     if ns.config:
         layers.append(Layer("config", read_toml(ns.config), str(ns.config)))
     layers.append(Layer("flag", given, "command line"))
-    return layers, ns
+    return layers
 
 
 def resolve_args(argv: list[str]) -> tuple[LinkConfig, RunDir]:

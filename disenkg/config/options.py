@@ -39,6 +39,8 @@ class Option:
         nullable: ``None`` is a valid value.
         negatable: a boolean flag that also has ``--no-NAME``.
         metavar: the flag's metavar.
+        search: the range a hyper-parameter search moves it in
+            (:mod:`disenkg.config.search`; ``None``: not searched by default).
     """
 
     name: str
@@ -50,6 +52,7 @@ class Option:
     nullable: bool = False
     negatable: bool = False
     metavar: str | None = None
+    search: Any = None
 
     @property
     def flag(self) -> str:

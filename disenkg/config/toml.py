@@ -13,19 +13,18 @@ else:  # pragma: no cover
 
 from disenkg.errors import ConfigError
 
-__all__ = ["read_toml"]
+__all__ = ["load_toml", "read_toml"]
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The keys of a TOML config as ``{name: value}`` (``-`` in a key read as ``_``).
+def load_toml(path: str | Path, *, flag: str = "--config") -> dict[str, Any]:
+    """The TOML document in ``path`` as parsed.
 
     Raises:
-        ConfigError: the file is missing, unreadable or not TOML, a section is nested, or
-            a key is set twice (also across sections); names the file and the key.
+        ConfigError: the file (given by ``flag``) is missing, unreadable or not TOML.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--config: no such file {path}")
+        raise ConfigError(f"{flag}: no such file {path}")
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -36,6 +35,17 @@ def read_toml(path: str | Path) -> dict[str, Any]:
                           f"{err.start})") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from err
+    return data
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys of a TOML config as ``{name: value}`` (``-`` in a key read as ``_``).
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not TOML, a section is nested, or
+            a key is set twice (also across sections); names the file and the key.
+    """
+    data = load_toml(path)
     flat: dict[str, Any] = {}
     where: dict[str, str] = {}
     for key, value in data.items():

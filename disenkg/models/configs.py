@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from disenkg.config.options import Section, option
 from disenkg.config.rules import as_bool, fraction, integer, nonneg_float, one_of, pos_float, real
+from disenkg.config.search import Choice, Range
 from disenkg.errors import ConfigError
 from disenkg.ops.impls import OP_IMPLS
 from disenkg.ops.precision import PRECISIONS
@@ -88,7 +89,7 @@ def _k_w() -> Any:
 
 
 def _num_filters() -> Any:
-    return option(None, integer(1), derived=True, group=CONV,
+    return option(None, integer(1), derived=True, group=CONV, search=Choice(16, 32, 64, 128),
                   help="convolution filters (default: 32 ConvE baseline; DisenKGAT by KG "
                        "size: 200 for >= 5000 entities, else 32 / 16)")
 
@@ -101,18 +102,21 @@ def _kernel_size() -> Any:
 
 def _input_dropout(default: float | None) -> Any:
     return option(default, fraction, nullable=default is None, group=CONV,
+                  search=Range(0.0, 0.5),
                   help="dropout on the scorer's input image (default: 0.2 ConvE baseline, 0 "
                        "DisenKGAT-ConvE)")
 
 
 def _feature_dropout(default: float | None) -> Any:
     return option(default, fraction, nullable=default is None, group=CONV,
+                  search=Range(0.0, 0.5),
                   help="2-D dropout on feature maps (default: 0.2 ConvE, 0.4 InteractE, 0.3 "
                        "DisenKGAT-ConvE)")
 
 
 def _hidden_dropout(default: float | None) -> Any:
     return option(default, fraction, nullable=default is None, group=CONV,
+                  search=Range(0.0, 0.5),
                   help="dropout after the scorer projection (default: 0.3)")
 
 
@@ -154,7 +158,7 @@ class ConvEConfig(ModelConfig):
     DIM_FIELD = "embed_dim"
 
     embed_dim: int | None = option(
-        None, integer(1), derived=True, group=CONV,
+        None, integer(1), derived=True, group=CONV, search=Choice(100, 200),
         help="ConvE baseline embedding size D = k_h * k_w (default: by KG size, 200 for >= "
              "5000 entities)")
     k_h: int | None = _k_h()
@@ -206,12 +210,13 @@ class DisenKGATConfig(ModelConfig):
         **{k: _with_mi for k in ("mi_weight", "mi_lr", "mi_recompute")},
     }
 
-    num_components: int = option(3, integer(1), group=DISEN, help="K, disentangled components")
+    num_components: int = option(3, integer(1), group=DISEN, search=Choice(1, 2, 3, 4),
+                                 help="K, disentangled components")
     init_dim: int | None = option(
-        None, integer(1), derived=True, group=DISEN,
+        None, integer(1), derived=True, group=DISEN, search=Choice(50, 100, 200),
         help="base entity embedding size (default: by KG size, 100 / 50)")
     channels: int | None = option(
-        None, integer(1), derived=True, group=DISEN,
+        None, integer(1), derived=True, group=DISEN, search=Choice(50, 100, 200),
         help="F, size of each component (= scorer dim, must be k_h * k_w; default: by KG "
              "size, 200 for >= 5000 entities, else 100 / 50)")
     num_layers: int = option(1, integer(0), group=DISEN, help="stacked DisenConv layers")
@@ -222,9 +227,10 @@ class DisenKGATConfig(ModelConfig):
         "dot_weight", one_of(_registry_names("disenkg.nn.edge_attention", "EDGE_ATTENTIONS")),
         group=DISEN, help="edge attention logits of the layer")
     attention_dropout: float = option(
-        0.4, fraction, group=DISEN, help="dropout on edge attention weights (authors' gcn_drop)")
+        0.4, fraction, group=DISEN, search=Range(0.0, 0.5),
+        help="dropout on edge attention weights (authors' gcn_drop)")
     encoder_dropout: float = option(
-        0.3, fraction, group=DISEN,
+        0.3, fraction, group=DISEN, search=Range(0.0, 0.5),
         help="dropout on the encoder output (authors' hid_drop / iinp_drop)")
     layer_bias: bool = option(False, as_bool, group=DISEN, help="learned bias in each layer")
     scorer: str = option("interacte", one_of(_scorers), group=DISEN,
@@ -239,7 +245,7 @@ class DisenKGATConfig(ModelConfig):
         "club_b", one_of(_registry_names("disenkg.nn.mi", "MI_ESTIMATORS", ("none",))),
         group=DISEN, help="dependence penalty between components ('none' disables it)")
     mi_weight: float | None = option(
-        None, nonneg_float, derived=True, group=DISEN,
+        None, nonneg_float, derived=True, group=DISEN, search=Range(1e-3, 1.0, log=True),
         help="weight of the dependence penalty (authors' alpha; default: 0.1 for >= 5000 "
              "entities, else 0.01)")
     mi_lr: float | None = option(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from disenkg.training.distributed import init_from_env
 from disenkg.utils import seed_everything
 from disenkg.utils.device import pick_device
 
-__all__ = ["default_output_dir", "env_rank", "prepare_run", "train_link"]
+__all__ = ["default_output_dir", "env_rank", "load_dataset", "prepare_run", "train_link"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,29 @@ def _planned(config: LinkConfig, plan: ImplPlan) -> tuple[Any, Any]:
     return model, training
 
 
-def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
+def load_dataset(config: LinkConfig) -> KGDataset:
+    """The KG that ``config``'s data section names."""
+    data = config.data
+    return KGDataset.load(data.dataset, data_dir=data.data_dir,
+                          max_archive_bytes=data.max_archive_mb << 20
+                          if data.max_archive_mb else None)
+
+
+def train_link(config: LinkConfig, run_dir: RunDir, *, dataset: KGDataset | None = None,
+               callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+               test: bool = True) -> dict[str, Any]:
     """Loads the KG, derives the remaining settings, builds the model, trains with early
-    stopping and evaluates the best model; returns the metrics (``metrics.json``)."""
+    stopping and evaluates the best model; returns the metrics (``metrics.json``).
+
+    Args:
+        config: the resolved configuration (:func:`prepare_run`).
+        run_dir: the prepared run directory; unlocked on return.
+        dataset: the KG already loaded from ``config.data`` (a search loads it once for
+            all its trials); loaded here when ``None``.
+        callbacks: more per-epoch callbacks (each epoch's history row), after the run's own.
+        test: evaluate the best model on the test split (a search's trials do not: only
+            its best trial is tested).
+    """
     device = pick_device(config.run.device)
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one GPU per rank, chosen before NCCL starts so that it uses that GPU
@@ -119,9 +140,8 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
         dist.barrier()  # rank 0 has prepared the run directory
     seed_everything(config.training.seed)
     data = config.data
-    dataset = KGDataset.load(data.dataset, data_dir=data.data_dir,
-                             max_archive_bytes=data.max_archive_mb << 20
-                             if data.max_archive_mb else None)
+    if dataset is None:
+        dataset = load_dataset(config)
     if config.run.resume and run_dir.file("config.json").exists():
         saved = run_dir.read_config().get("dataset", {}).get("fingerprint", {})
         if saved and dataset.fingerprint and saved != dataset.fingerprint:
@@ -160,14 +180,14 @@ def train_link(config: LinkConfig, run_dir: RunDir) -> dict[str, Any]:
                         "fingerprint": dataset.fingerprint}})
         run_dir.write_dataset(dataset)
         run_dir.write_manifest()
-    callbacks = (make_callbacks(run_dir.path, tensorboard=config.run.tensorboard)
-                 if main_rank else [])
+    callbacks = ((make_callbacks(run_dir.path, tensorboard=config.run.tensorboard)
+                  + list(callbacks or [])) if main_rank else [])
     trainer = LinkTrainer(model=model, dataset=dataset, config=training,
                           output_dir=run_dir.path, device=device,
                           run_info={"model": config.model_name, "config": run_config},
                           callbacks=callbacks, dist=ctx)
     try:
-        return trainer.fit(resume=config.run.resume)
+        return trainer.fit(resume=config.run.resume, test=test)
     finally:
         if ctx is not None:
             dist.destroy_process_group()

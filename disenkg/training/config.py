@@ -19,6 +19,7 @@ from disenkg.config.rules import (
     one_of,
     pos_float,
 )
+from disenkg.config.search import Choice, Range
 from disenkg.defaults import BUDGET_MINUTES, early_stopping
 from disenkg.errors import ConfigError
 from disenkg.ops.impls import OP_IMPLS
@@ -54,12 +55,12 @@ class TrainingConfig(Section):
         help="minutes of training and validation the derived --epochs aim for (KGs without "
              "a preset; an estimate, not a hard stop)")
     batch_size: int | None = option(
-        None, integer(1), derived=True, group=T,
+        None, integer(1), derived=True, group=T, search=Choice(128, 256, 512, 1024),
         help="1-N queries per step (default: the preset's, else the largest power of two "
              "giving >= 24 steps per epoch, in [32, 2048], at least 128 from 1024 training "
              "queries)")
     lr: float | None = option(
-        None, pos_float, derived=True, group=T,
+        None, pos_float, derived=True, group=T, search=Range(1e-4, 1e-2, log=True),
         help="Adam learning rate (default: the preset's, else 0.003 for batches < 1024 and "
              "0.001 above)")
     lr_decay: float = option(
@@ -74,7 +75,7 @@ class TrainingConfig(Section):
              "against the uniform distribution over a query's answers (LibKGE's KvsAll + "
              "CE; K = 1 or --order before, no --entity-shards)")
     label_smoothing: float = option(
-        0.1, fraction, group=T,
+        0.1, fraction, group=T, search=Range(0.0, 0.3),
         help="bce: eps in t = (1 - eps) y + 1/N (DisenKGAT/CompGCN convention); softmax: "
              "t = (1 - eps) y / |y| + eps / N")
     eval_every: int = option(1, integer(1), group=T, help="validate every N epochs")

@@ -429,8 +429,9 @@ class LinkTrainer:
             self.aux_optimizer.step()
         return value
 
-    def fit(self, *, resume: bool = False) -> dict[str, Any]:
-        """Trains with early stopping on validation MRR, then evaluates the best model."""
+    def fit(self, *, resume: bool = False, test: bool = True) -> dict[str, Any]:
+        """Trains with early stopping on validation MRR, then evaluates the best model
+        (:meth:`finish`)."""
         cfg = self.config
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -481,10 +482,11 @@ class LinkTrainer:
                 logger.info("early stopping after %d evaluations without improvement",
                             self.stopper.bad)
                 break
-        return self.finish()
+        return self.finish(test=test)
 
-    def finish(self) -> dict[str, Any]:
-        """Evaluates the best checkpoint on valid and test and writes ``metrics.json``.
+    def finish(self, *, test: bool = True) -> dict[str, Any]:
+        """Evaluates the best checkpoint on valid and (``test``) test and writes
+        ``metrics.json`` (without a ``test`` entry when ``test`` is false).
 
         Raises:
             CheckpointError: ``best.pt`` is missing or unreadable (never silently evaluates
@@ -501,7 +503,8 @@ class LinkTrainer:
         if self.dist is not None and not self._sharded:  # rank 0's best model everywhere
             broadcast_module(self.model)
         valid = self.evaluator.evaluate(self.model, self.dataset.valid, desc="valid")
-        test = self.evaluator.evaluate(self.model, self.dataset.test, desc="test")
+        tested = (self.evaluator.evaluate(self.model, self.dataset.test, desc="test")
+                  if test else None)
         metrics = {
             "dataset": self.dataset.name,
             **self.run_info,
@@ -511,8 +514,9 @@ class LinkTrainer:
             "epochs_run": self.epoch,
             "train_seconds": round(self.train_seconds, 3),
             "valid": valid,
-            "test": test,
         }
+        if tested is not None:
+            metrics["test"] = tested
         metrics.setdefault("model", type(self.model).__name__.lower())
         if self.is_main:
             atomic_write_text(json.dumps(metrics, indent=2) + "\n",
