@@ -87,7 +87,7 @@ def test_cross_flag_shape_rule_before_data(tmp_path):
 def test_unknown_subcommand_lists_the_valid_ones(capsys):
     assert run_main(["lnk"]) == 2
     err = capsys.readouterr().err
-    assert "unknown command 'lnk'; choose one of link, node, predict" in err
+    assert "unknown command 'lnk'; choose one of link, node, tune, predict" in err
     assert "did you mean 'link'?" in err
 
 
