@@ -202,7 +202,21 @@ def _open_storage(url: str) -> Any:
 
 
 def _finished(study: Any) -> int:
-    return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+    """Trials that count toward ``trials``: complete, pruned or failed (an interrupted
+    trial is not a result and does not count)."""
+    return sum(t.state.name in FINISHED and not t.user_attrs.get("interrupted")
+               for t in study.get_trials(deepcopy=False))
+
+
+class _TrialLimit:
+    """Stops the worker once the study (all workers) has ``limit`` finished trials."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if _finished(study) >= self.limit:
+            study.stop()
 
 
 def _forbid(layers: list[Layer]) -> None:
@@ -221,16 +235,22 @@ class _Objective:
     """One trial: draw the settings, train the run, report validation MRR per epoch."""
 
     def __init__(self, *, layers: list[Layer], space: Mapping[str, Dimension],
-                 dataset: KGDataset, trials_dir: Path, dim_field: str) -> None:
+                 dataset: KGDataset, trials_dir: Path, base: LinkConfig) -> None:
         self.layers, self.space, self.dataset = layers, space, dataset
-        self.trials_dir, self.dim_field = trials_dir, dim_field
+        self.trials_dir = trials_dir
         self.fixed = {k for layer in layers for k in layer.values}
+        self.dim_field = base.model.DIM_FIELD
+        model = base.model.values()
+        self.image = (model.get("k_h"), model.get("k_w"))
 
     def __call__(self, trial: Any) -> float:
         optuna = require_optuna()
         params = {name: dim.suggest(trial, name) for name, dim in self.space.items()}
         values = dict(params)
-        if self.dim_field in params:  # the image follows the drawn vector size
+        kh, kw = self.image
+        dim = params.get(self.dim_field)
+        if dim is not None and (kh is None or kw is None or kh * kw != dim):
+            # the image (and the kernel that must fit it) follows the drawn vector size
             values.update({k: None for k in ("k_h", "k_w", "kernel_size")
                            if k not in self.fixed and k not in params})
         rel = f"trials/{trial.number}"
@@ -251,6 +271,10 @@ class _Objective:
             metrics = train_link(config, run_dir, dataset=self.dataset, callbacks=[report],
                                  test=False)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:  # not a result: a resumed study runs another trial
+            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+            trial.set_user_attr("interrupted", True)
             raise
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}")
@@ -342,13 +366,11 @@ def run_study(tune: TuneConfig, layers: list[Layer]) -> TuneResult:
     try:
         if remaining > 0:
             objective = _Objective(layers=layers, space=space, dataset=dataset,
-                                   trials_dir=trials_dir, dim_field=base.model.DIM_FIELD)
-            states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)
+                                   trials_dir=trials_dir, base=base)
             study.optimize(objective, n_trials=remaining,
                            timeout=None if tune.timeout is None else tune.timeout * 60,
                            catch=(Exception,), gc_after_trial=True,
-                           callbacks=[optuna.study.MaxTrialsCallback(tune.trials, states),
-                                      guard])
+                           callbacks=[_TrialLimit(tune.trials), guard])
     except KeyboardInterrupt:
         interrupted = True
         raise

@@ -127,7 +127,7 @@ def _image_chunk() -> Any:
 
 def _head_impl() -> Any:
     return option("auto", one_of(OP_IMPLS["conv_head"]), group=CONV,
-                  help="the conv scorers' head (README, 'Implementations'): chunks of "
+                  help="the conv scorers' head (docs, 'Implementations'): chunks of "
                        "--image-chunk images with the C (native) or PyTorch (chunked) patch "
                        "kernels, or all feature maps at once (eager); auto = eager (cuDNN) on "
                        "CUDA, else native where it applies")
@@ -138,14 +138,14 @@ def _head_precision() -> Any:
                   help="compute dtype of the conv scorers' GEMMs and feature maps: fp32; bf16 "
                        "(batch-norm statistics, outputs and gradients stay fp32; needs a "
                        "chunked --head-impl); auto = bf16 on CPUs with AMX / AVX512-BF16 "
-                       "matrix hardware, else fp32 (see README, 'Precision')")
+                       "matrix hardware, else fp32 (see docs, 'Precision')")
 
 
 def _bn0_scale() -> Any:
     return option("learn", one_of(("learn", "fixed")), group=DISEN,
                   help="the conv scorer's input batch-norm scale: learned (the authors') or "
                        "fixed at 1 (removes the drift behind one-epoch validation collapses; "
-                       "see README, 'Defaults')")
+                       "see docs, 'Defaults')")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,11 +255,11 @@ class DisenKGATConfig(ModelConfig):
         True, as_bool, negatable=True, group=DISEN,
         help="fit the CLUB estimators after each step on a fresh encoder pass (the "
              "authors' schedule); --no-mi-recompute reuses the step's own embeddings (no "
-             "extra pass, but it diverged on UMLS: README 'Defaults'; kept for runs made "
+             "extra pass, but it diverged on UMLS: docs, 'Defaults'; kept for runs made "
              "with it)")
     encoder_impl: str = option(
         "auto", one_of(OP_IMPLS["disen_conv"]), group=DISEN,
-        help="the DisenConv layers (README, 'Implementations'): native = fused C edge "
+        help="the DisenConv layers (docs, 'Implementations'): native = fused C edge "
              "kernels (mult/cross messages with dot_weight/dot_emb logits, CPU); chunked = "
              "edge chunks recomputed in backward; eager = all edges at once; auto = native "
              "where it applies, else chunked")

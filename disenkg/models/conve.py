@@ -32,8 +32,9 @@ class ConvE(MixtureLinkModel):
         num_entities (int): N.
         num_relations (int): R base relations (inverses ``r + R`` get their own rows).
         embedding_dim (int): D. (default: ``200``)
-        k_h, k_w, num_filters, kernel_size, input_dropout, feature_dropout,
-        hidden_dropout, image_chunk, precision: see :class:`~disenkg.nn.scorers.ConvEInteraction`.
+        k_h (int): image height; ``k_w``, ``num_filters``, ``kernel_size``, the dropouts,
+            ``image_chunk`` and ``precision`` likewise as
+            :class:`~disenkg.nn.scorers.ConvEInteraction` takes them.
         head_impl (str): the interaction's ``impl`` (:mod:`disenkg.ops.impls`).
             (default: ``"auto"``)
 

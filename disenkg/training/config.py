@@ -91,7 +91,7 @@ class TrainingConfig(Section):
                             help="how tied scores are ranked in the headline metrics")
     loss_impl: str = option(
         "auto", one_of(OP_IMPLS["mixture_bce"]), group=T,
-        help="the fused mixture-BCE loss (README, 'Implementations'): native / chunked = "
+        help="the fused mixture-BCE loss (docs, 'Implementations'): native / chunked = "
              "logit tiles with the C / PyTorch element-wise code, triton = GPU kernels, "
              "eager = all (B, K, N) logits at once; auto = triton on CUDA, else native where "
              "it applies")
@@ -99,13 +99,13 @@ class TrainingConfig(Section):
         "auto", one_of(PRECISIONS), group=T,
         help="the mixture-BCE GEMMs (chunked CPU path): fp32; bf16 (float32 tensors, "
              "bfloat16-rounded GEMM inputs, float32 accumulation and logits); auto = bf16 on "
-             "CPUs with AMX / AVX512-BF16, else fp32 (see README, 'Precision')")
+             "CPUs with AMX / AVX512-BF16, else fp32 (see docs, 'Precision')")
     entity_shards: int = option(
         1, integer(1), group=T,
         help="under torchrun: split the entity table and the 1-N scoring over S ranks: each "
              "keeps 1/S of the per-entity parameters and their optimiser state and scores "
              "its batch slice against its entities; the processes (--nproc-per-node x "
-             "--nnodes) form processes / S data-parallel batch slices; exact (README, "
+             "--nnodes) form processes / S data-parallel batch slices; exact (docs, "
              "'Several processes'). 1 = data-parallel only")
     #: show tqdm progress bars (the run's ``no_progress`` turned around)
     progress: bool = True

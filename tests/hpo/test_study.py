@@ -168,9 +168,18 @@ def test_interrupt_leaves_a_consistent_study(tmp_path, umls_path, monkeypatch):
     rows = _rows(tmp_path / "study")
     assert [r["state"] for r in rows] == ["COMPLETE", "FAIL"]
     assert _unlocked(tmp_path / "study" / "trials" / "1")
+    assert result_attrs(tmp_path)[1] == {"error": "interrupted (Ctrl-C)", "interrupted": True,
+                                         "run_dir": "trials/1"}
     monkeypatch.undo()
     result = _tune(tmp_path, umls_path, trials=3, pruner="none")
-    assert result.counts() == {"COMPLETE": 2, "FAIL": 1}
+    # the interrupted trial is not a result: three more finish besides it
+    assert result.counts() == {"COMPLETE": 3, "FAIL": 1}
+
+
+def result_attrs(tmp_path) -> dict:
+    study = optuna.load_study(study_name="umls-disenkgat",
+                              storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    return {t.number: t.user_attrs for t in study.trials}
 
 
 def test_trials_of_another_study_are_not_mixed(tmp_path, umls_path):
@@ -227,3 +236,18 @@ def test_print_space_and_help(capsys):
     assert "lr =" not in text and "num_filters" not in text
     helptext = build_parser().format_help()
     assert "--trials" in helptext and "default search space" in helptext
+
+
+def test_the_first_trial_is_the_preset(tmp_path, umls_path):
+    """Trial 0 trains the preset's configuration exactly (its image too), the baseline the
+    search is measured against."""
+    from disenkg.presets import find_preset
+
+    preset = read_toml(find_preset("umls"))
+    result = disenkg.tune(dataset=str(umls_path), output_dir=str(tmp_path / "study"),
+                          trials=1, epochs=1, no_progress=True, log_level="WARNING")
+    args = json.loads((tmp_path / "study" / "trials" / "0" / "config.json").read_text())["args"]
+    for key, value in preset.items():
+        if key not in ("epochs", "patience"):
+            assert args[key] == value, key
+    assert result.study.trials[0].user_attrs["baseline"]

@@ -208,11 +208,13 @@ def test_extras_match_what_the_code_imports():
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    assert set(extras) == {"triton", "plot", "tracking", "parquet", "tune", "dev"}
+    assert set(extras) == {"triton", "plot", "tracking", "parquet", "tune", "docs", "dev"}
     assert extras["plot"] == ["matplotlib>=3.5"] and extras["tracking"] == ["tensorboard>=2.10"]
     assert extras["parquet"] == ["pyarrow>=10"]
     assert "import pyarrow" in (REPO / "disenkg" / "runs" / "complete.py").read_text()
     assert extras["tune"] == ["optuna>=4.0"]
+    assert "mkdocstrings" in (REPO / "mkdocs.yml").read_text() and any(
+        d.startswith("mkdocstrings-python") for d in extras["docs"])
     assert "import optuna" in (REPO / "disenkg" / "hpo" / "study.py").read_text()
     dev = " ".join(extras["dev"])
     for need in ("pytest", "ruff", "matplotlib", "tensorboard", "triton", "pyarrow", "optuna"):
