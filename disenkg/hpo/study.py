@@ -357,7 +357,9 @@ def run_study(tune: TuneConfig, layers: list[Layer]) -> TuneResult:
             raise UserError(f"{trials_dir} already holds trials {stray[:5]} of another study "
                             f"than {name!r} in {tune.storage or out / 'study.db'}",
                             hint="choose another --output-dir, or remove the old trials")
-        study.enqueue_trial(_baseline(derived, space), user_attrs={"baseline": True})
+        # skip_if_exists: two workers starting together enqueue the baseline once
+        study.enqueue_trial(_baseline(derived, space), user_attrs={"baseline": True},
+                            skip_if_exists=True)
     logger.info("study %s: %d of %d trials finished; space: %s", name, done, tune.trials,
                 ", ".join(space) or "(empty)")
     guard = _FailureGuard(tune.max_failures)

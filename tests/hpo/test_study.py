@@ -251,3 +251,32 @@ def test_the_first_trial_is_the_preset(tmp_path, umls_path):
         if key not in ("epochs", "patience"):
             assert args[key] == value, key
     assert result.study.trials[0].user_attrs["baseline"]
+
+
+def test_two_workers_share_one_study(tmp_path, umls_path):
+    """The documented distributed form: the same command, storage and study name in two
+    processes; the trials are split between them, none drawn twice."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "study"
+    out.mkdir()
+    storage = f"sqlite:///{out / 'shared.db'}"
+    argv = [sys.executable, "-m", "disenkg.run", "tune", "--dataset", str(umls_path),
+            "--output-dir", str(out), "--storage", storage, "--study-name", "shared",
+            "--trials", "4", "--pruner", "none", "--epochs", "2", "--init-dim", "16",
+            "--channels", "16", "--k-h", "4", "--k-w", "4", "--num-filters", "8",
+            "--kernel-size", "3", "--num-components", "2", "--batch-size", "512",
+            "--no-progress", "--preset", "none", "--log-level", "WARNING"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    study = optuna.load_study(study_name="shared", storage=storage)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert 4 <= len(finished) <= 5  # a worker may start one more before it sees the fourth
+    draws = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(draws)) == len(draws)
+    assert sorted(os.listdir(out / "trials")) == sorted(str(t.number) for t in study.trials)
