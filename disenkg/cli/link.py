@@ -25,8 +25,8 @@ from disenkg.pipeline.run import default_output_dir, env_rank, prepare_run, trai
 from disenkg.presets import preset_names
 from disenkg.runs.rundir import RunDir
 
-__all__ = ["build_parser", "default_output_dir", "layers_from_argv", "layers_from_parsed", "main",
-           "resolve_args"]
+__all__ = ["add_option", "build_parser", "default_output_dir", "layers_from_argv",
+           "layers_from_parsed", "main", "resolve_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 GROUPS = ("run", "training", "convolutional scorers (ConvE, InteractE)", "DisenKGAT")
 
 
-def _add(group: argparse._ArgumentGroup, opt: Option) -> None:
+def add_option(group: argparse._ArgumentGroup, opt: Option) -> None:
+    """The flag of one setting (its rule as the type, its choices, its default in the
+    help); ``dest`` is the setting's name and an absent flag leaves it unset."""
     help_text = opt.help
     if opt.name == "preset":
         help_text += " (presets: " + ", ".join(preset_names()) + ")"
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{n} = {MODELS.get(n).help}" for n in MODELS.names())
                    + f" (default: {DEFAULT_MODEL})")
     for opt in all_options():
-        _add(groups.get(opt.group, g), opt)
+        add_option(groups.get(opt.group, g), opt)
     return p
 
 

@@ -13,12 +13,11 @@ import logging
 from typing import Any
 
 from disenkg.cli.common import format_table, logging_context
+from disenkg.cli.link import add_option, layers_from_parsed
 from disenkg.cli.link import build_parser as link_parser
-from disenkg.cli.link import layers_from_parsed
-from disenkg.config.options import Option
 from disenkg.hpo.config import TuneConfig
 from disenkg.models.registry import MODELS
-from disenkg.pipeline.config import LinkConfig
+from disenkg.pipeline.config import Layer, LinkConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -32,29 +31,10 @@ def _space_help() -> str:
              "instead; --space FILE.toml changes it; --print-space shows it for your "
              "settings):"]
     for name in MODELS.names():
-        space = default_space(LinkConfig.resolve([_model_layer(name)], preset=False))
+        space = default_space(LinkConfig.resolve([Layer("flag", {"model": name})],
+                                                 preset=False))
         lines.append(f"  {name}: " + "; ".join(f"{k} {d.to_toml()}" for k, d in space.items()))
     return "\n".join(lines)
-
-
-def _model_layer(name: str) -> Any:
-    from disenkg.pipeline.config import Layer
-
-    return Layer("flag", {"model": name}, "--model")
-
-
-def _add(group: argparse._ArgumentGroup, opt: Option) -> None:
-    help_text = opt.help + (f" (default: {opt.default})" if opt.default is not None else "")
-    kw: dict[str, Any] = dict(dest=f"tune_{opt.name}", default=argparse.SUPPRESS,
-                              help=help_text)
-    if opt.choices is not None:
-        kw["choices"] = opt.choices
-    else:
-        from disenkg.cli.values import argtype
-
-        kw["type"] = argtype(opt.rule)
-        kw["metavar"] = opt.metavar or opt.name.upper()
-    group.add_argument(opt.flag, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     g = p.add_argument_group("search")
     for opt in TuneConfig.options():
-        _add(g, opt)
+        add_option(g, opt)
     g.add_argument("--print-space", action="store_true",
                    help="print the search space for these settings in the --space file's form "
                         "and exit")
@@ -82,22 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
 def split_args(argv: list[str]) -> tuple[TuneConfig, list[Any], argparse.Namespace]:
     """The search's settings and the trials' configuration layers from ``argv``."""
     ns = build_parser().parse_args(argv)
-    tune = {k[5:]: v for k, v in vars(ns).items() if k.startswith("tune_")}
-    for k in list(vars(ns)):
-        if k.startswith("tune_"):
-            delattr(ns, k)
-    layers = layers_from_parsed(ns)
-    return TuneConfig(**tune), layers, ns
+    names = set(TuneConfig.option_names())
+    tune = {k: getattr(ns, k) for k in names if hasattr(ns, k)}
+    for k in tune:
+        delattr(ns, k)
+    return TuneConfig(**tune), layers_from_parsed(ns), ns
 
 
 def print_space(tune: TuneConfig, layers: list[Any]) -> str:
-    from disenkg.hpo.space import default_space, read_space, space_to_toml
+    from disenkg.hpo.space import resolve_space, space_to_toml
 
-    base = LinkConfig.resolve(layers)
-    explicit = {k for layer in layers for k in layer.values} - {"model"}
-    space = default_space(base, explicit)
-    if tune.space:
-        space, _ = read_space(tune.space, space, base)
+    base, space, _ = resolve_space(layers, tune.space)
     text = f"# search space of --model {base.model_name}\n" + space_to_toml(space)
     print(text, end="")
     return text

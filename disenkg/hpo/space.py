@@ -27,10 +27,10 @@ from disenkg.config.options import Option, check_value
 from disenkg.config.search import Dimension
 from disenkg.config.toml import load_toml
 from disenkg.errors import ConfigError
-from disenkg.pipeline.config import LinkConfig
+from disenkg.pipeline.config import Layer, LinkConfig
 from disenkg.training.config import TrainingConfig
 
-__all__ = ["default_space", "read_space", "space_to_toml", "tunable_options"]
+__all__ = ["default_space", "read_space", "resolve_space", "space_to_toml", "tunable_options"]
 
 
 def tunable_options(config: LinkConfig) -> dict[str, Option]:
@@ -97,3 +97,19 @@ def read_space(path: str | Path, space: Mapping[str, Dimension], config: LinkCon
 def space_to_toml(space: Mapping[str, Dimension]) -> str:
     """The space in the ``--space`` file's form."""
     return "\n".join(f"{name} = {dim.to_toml()}" for name, dim in space.items()) + "\n"
+
+
+def resolve_space(layers: list[Layer], space_file: str | Path | None = None
+                  ) -> tuple[LinkConfig, dict[str, Dimension], list[Layer]]:
+    """The search a command line describes: the base configuration (``layers`` and the
+    preset), the space (the default, less the settings the layers give, changed by
+    ``space_file``), and the layers with the values the file fixes added."""
+    base = LinkConfig.resolve(layers)
+    explicit = {k for layer in layers for k in layer.values} - {"model"}
+    space = default_space(base, explicit)
+    if space_file:
+        space, fixed = read_space(space_file, space, base)
+        if fixed:
+            layers = [*layers, Layer("config", fixed, str(space_file))]
+            base = LinkConfig.resolve(layers)
+    return base, space, list(layers)

@@ -30,7 +30,7 @@ from disenkg.config.search import Dimension
 from disenkg.datasets import KGDataset
 from disenkg.errors import ConfigError, UserError
 from disenkg.hpo.config import TuneConfig
-from disenkg.hpo.space import default_space, read_space
+from disenkg.hpo.space import resolve_space
 from disenkg.pipeline.config import Layer, LinkConfig
 from disenkg.pipeline.run import default_output_dir, load_dataset, prepare_run, train_link
 from disenkg.runs.rundir import check_writable
@@ -326,15 +326,7 @@ def run_study(tune: TuneConfig, layers: list[Layer]) -> TuneResult:
 
     optuna = require_optuna()
     _forbid(layers)
-    base = LinkConfig.resolve(layers)
-    explicit = {k for layer in layers for k in layer.values} - {"model"}
-    space = default_space(base, explicit)
-    layers = list(layers)
-    if tune.space:
-        space, fixed = read_space(tune.space, space, base)
-        if fixed:
-            layers.append(Layer("config", fixed, str(tune.space)))
-            base = LinkConfig.resolve(layers)
+    base, space, layers = resolve_space(layers, tune.space)
     if not space:
         logger.warning("the search space is empty: every trial trains the same settings")
     out = study_dir(base)

@@ -280,3 +280,16 @@ def test_two_workers_share_one_study(tmp_path, umls_path):
     draws = [tuple(sorted(t.params.items())) for t in finished]
     assert len(set(draws)) == len(draws)
     assert sorted(os.listdir(out / "trials")) == sorted(str(t.number) for t in study.trials)
+
+
+def test_every_pruner_and_sampler_name_builds():
+    from disenkg.hpo.config import PRUNERS, SAMPLERS
+
+    kinds = {"median": "MedianPruner", "percentile": "PercentilePruner",
+             "hyperband": "HyperbandPruner", "successive_halving": "SuccessiveHalvingPruner",
+             "none": "NopPruner"}
+    assert set(kinds) == set(PRUNERS)
+    for name in PRUNERS:
+        assert type(study_mod.make_pruner(name, 3)).__name__ == kinds[name]
+    for name in SAMPLERS:
+        assert isinstance(study_mod.make_sampler(name, 0), optuna.samplers.BaseSampler)
