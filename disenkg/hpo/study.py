@@ -3,7 +3,7 @@
 :func:`run_study` loads the KG once, opens (or resumes) the study in its storage, and runs
 trials until the study has ``trials`` finished ones. Each trial is the configuration the
 command line would give (flags and ``--config`` keys fixed for every trial) with the searched
-settings drawn by the sampler, trained by :func:`~disenkg.pipeline.run.train_link` into
+settings drawn by the sampler, trained by :func:`~disenkg.pipeline.trial.train_trial` into
 ``OUTPUT_DIR/trials/NUMBER``; its validation MRR is reported to Optuna after every
 validation so the pruner can stop it, and its best validation MRR is the trial's value. The
 test split is never seen by the search: only the best trial is evaluated on it, at the end.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from disenkg.errors import ConfigError, UserError
 from disenkg.hpo.config import TuneConfig
 from disenkg.hpo.space import resolve_space
 from disenkg.pipeline.config import Layer, LinkConfig
-from disenkg.pipeline.run import default_output_dir, load_dataset, prepare_run, train_link
+from disenkg.pipeline.run import default_output_dir, load_dataset
+from disenkg.pipeline.trial import follow_dim, train_trial
 from disenkg.runs.rundir import check_writable
 
 __all__ = ["RUN_ONLY", "TuneResult", "make_pruner", "make_sampler", "require_optuna",
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 #: settings that do not change what a trial computes (not part of a study's identity)
 RUN_ONLY = ("output_dir", "resume", "overwrite", "device", "tensorboard", "no_progress",
             "log_level", "debug", "data_dir", "max_archive_mb")
+#: tries to open the storage (workers started together race to create its tables)
+STORAGE_ATTEMPTS = 6
 #: trials in these states count toward ``trials``
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -192,13 +196,26 @@ def _open_storage(url: str) -> Any:
     if "://" not in url:
         raise ConfigError(f"--storage {url!r}: expected a database URL such as "
                           "sqlite:///study.db or postgresql://user@host/db")
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     # a heartbeat marks the trials of a killed worker failed instead of running forever
-    try:
-        with warnings.catch_warnings():  # the heartbeat is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except (ImportError, ValueError) as err:
-        raise ConfigError(f"--storage {url!r}: {err}") from err
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60,
+                                                  grace_period=180)
+        except (ImportError, ValueError) as err:
+            raise ConfigError(f"--storage {url!r}: {err}") from err
+        except (IntegrityError, OperationalError) as err:
+            # workers started together race to create a new database's tables: the loser
+            # finds them made on its next attempt (a database that stays unreachable
+            # raises after the last)
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise ConfigError(f"--storage {url!r}: {str(err).splitlines()[0]}") from err
+            logger.debug("storage %s not ready (%s); retrying", url, type(err).__name__)
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _finished(study: Any) -> int:
@@ -237,22 +254,14 @@ class _Objective:
     def __init__(self, *, layers: list[Layer], space: Mapping[str, Dimension],
                  dataset: KGDataset, trials_dir: Path, base: LinkConfig) -> None:
         self.layers, self.space, self.dataset = layers, space, dataset
-        self.trials_dir = trials_dir
+        self.trials_dir, self.base = trials_dir, base
         self.fixed = {k for layer in layers for k in layer.values}
-        self.dim_field = base.model.DIM_FIELD
-        model = base.model.values()
-        self.image = (model.get("k_h"), model.get("k_w"))
 
     def __call__(self, trial: Any) -> float:
         optuna = require_optuna()
         params = {name: dim.suggest(trial, name) for name, dim in self.space.items()}
-        values = dict(params)
-        kh, kw = self.image
-        dim = params.get(self.dim_field)
-        if dim is not None and (kh is None or kw is None or kh * kw != dim):
-            # the image (and the kernel that must fit it) follows the drawn vector size
-            values.update({k: None for k in ("k_h", "k_w", "kernel_size")
-                           if k not in self.fixed and k not in params})
+        # the image (and the kernel that must fit it) follows a drawn vector size
+        values = follow_dim(params, self.base, self.fixed)
         rel = f"trials/{trial.number}"
         trial.set_user_attr("run_dir", rel)
         values["output_dir"] = str(self.trials_dir / str(trial.number))
@@ -267,9 +276,8 @@ class _Objective:
                 raise optuna.TrialPruned(f"epoch {row['epoch']}: validation MRR {value:.4f}")
 
         try:
-            config, run_dir = prepare_run([*self.layers, layer])
-            metrics = train_link(config, run_dir, dataset=self.dataset, callbacks=[report],
-                                 test=False)
+            metrics = train_trial([*self.layers, layer], dataset=self.dataset,
+                                  callbacks=[report])
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:  # not a result: a resumed study runs another trial

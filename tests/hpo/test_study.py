@@ -17,6 +17,7 @@ import disenkg  # noqa: E402
 from disenkg.config.toml import read_toml  # noqa: E402
 from disenkg.errors import ConfigError, UserError  # noqa: E402
 from disenkg.hpo import study as study_mod  # noqa: E402
+from disenkg.pipeline import trial as trial_mod  # noqa: E402
 from disenkg.pipeline.config import Layer, LinkConfig  # noqa: E402
 
 #: a model small enough for a trial of two epochs in about a second
@@ -38,7 +39,7 @@ def _rows(out) -> list[dict]:
 def _flaky(monkeypatch, fail, exc=None):
     """Trials whose number is in ``fail`` raise ``exc`` after their first epoch."""
     exc = exc if exc is not None else FloatingPointError("non-finite training loss nan")
-    real = study_mod.train_link
+    real = trial_mod.train_link
 
     def train(config, run_dir, **kw):
         if int(run_dir.path.name) in fail:
@@ -47,7 +48,7 @@ def _flaky(monkeypatch, fail, exc=None):
             kw["callbacks"] = [boom, *kw.get("callbacks", [])]
         return real(config, run_dir, **kw)
 
-    monkeypatch.setattr(study_mod, "train_link", train)
+    monkeypatch.setattr(trial_mod, "train_link", train)
 
 
 def _unlocked(path) -> bool:
@@ -293,3 +294,30 @@ def test_every_pruner_and_sampler_name_builds():
         assert type(study_mod.make_pruner(name, 3)).__name__ == kinds[name]
     for name in SAMPLERS:
         assert isinstance(study_mod.make_sampler(name, 0), optuna.samplers.BaseSampler)
+
+
+def test_storage_retries_a_lost_race_to_create_the_tables(monkeypatch):
+    """Two workers started together on a new database: the one whose schema insert
+    collides opens the storage on its next attempt; one that stays broken is named."""
+    from sqlalchemy.exc import IntegrityError
+
+    calls = []
+    real = optuna.storages.RDBStorage
+
+    def flaky(url, **kw):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE"))
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", flaky)
+    monkeypatch.setattr(study_mod.time, "sleep", lambda s: None)
+    storage = study_mod._open_storage("sqlite:///:memory:")
+    assert len(calls) == 2 and storage is not None
+
+    def broken(url, **kw):
+        raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(ConfigError, match="sqlite:///x.db"):
+        study_mod._open_storage("sqlite:///x.db")
