@@ -56,14 +56,21 @@ def train(config: ConfigLike = None, **overrides: Any) -> TrainedRun:
         **overrides: settings by name (``epochs=5``, ``output_dir="runs/x"``,
             ``mi_recompute=False``, ``lr=None`` to derive it); they win over ``config``.
 
+    Where the plain command would search (``search = "auto"``, a small KG, no preset, no
+    ``epochs``: :mod:`disenkg.pipeline.search`), so does this; a
+    :class:`~disenkg.pipeline.LinkConfig` counts as every one of its settings given (nothing
+    left for a search to choose), a dict or a TOML file as the keys it names.
+
     Every value goes through the same rules as the command line's flags; a bad value or a
     setting that does not apply to the model raises :class:`~disenkg.errors.ConfigError`
     (a ``ValueError``) naming the setting and the value.
     """
-    from disenkg.pipeline.run import prepare_run, train_link
+    from disenkg.pipeline.run import prepare_run
+    from disenkg.pipeline.search import train_searched
 
-    run_config, run_dir = prepare_run(_layers(config, overrides))
-    train_link(run_config, run_dir)
+    layers = _layers(config, overrides)
+    run_config, run_dir = prepare_run(layers)
+    train_searched(layers, run_config, run_dir)
     device = run_config.run.device
     return load_run(run_dir.path, device=device if device != "auto" else "cpu")
 

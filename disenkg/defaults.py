@@ -40,8 +40,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUDGET_MINUTES", "EFFECTIVE_FLOPS", "ENTITY_STEP_S", "STEP_OVERHEAD_S", "KGStats",
-           "derive_defaults", "early_stopping", "epoch_seconds"]
+__all__ = ["BUDGET_MINUTES", "EFFECTIVE_FLOPS", "ENTITY_STEP_S", "STEP_OVERHEAD_S", "WIDTH_BANDS",
+           "KGStats", "derive_defaults", "early_stopping", "epoch_seconds", "width_band",
+           "width_settings"]
 
 #: default training-and-validation time the derived epoch count aims for (``--time-budget``)
 BUDGET_MINUTES = 8.0
@@ -76,11 +77,21 @@ class KGStats:
                    len(dataset.training_index()))
 
 
-def _width(n: int, model: str, large_kernel: int) -> dict[str, Any]:
-    if n >= 5000:
+#: the smallest entity count of each width band (:func:`width_settings`), smallest first
+WIDTH_BANDS = (0, 50, 5000)
+
+
+def width_band(n: int) -> int:
+    """The width band (index into :data:`WIDTH_BANDS`) of a KG of ``n`` entities."""
+    return max(i for i, low in enumerate(WIDTH_BANDS) if n >= low)
+
+
+def width_settings(band: int, model: str, large_kernel: int) -> dict[str, Any]:
+    """The width rule's settings of ``band`` (0: N < 50, 1: 50..4999, 2: >= 5000)."""
+    if band >= 2:
         w = dict(channels=200, k_h=20, k_w=10, num_filters=200, init_dim=100, mi_weight=0.1,
                  kernel_size=large_kernel)
-    elif n >= 50:
+    elif band == 1:
         w = dict(channels=100, k_h=10, k_w=10, num_filters=32, kernel_size=5, init_dim=100,
                  mi_weight=0.01)
     else:
@@ -90,6 +101,10 @@ def _width(n: int, model: str, large_kernel: int) -> dict[str, Any]:
         w = dict(embed_dim=w["channels"], k_h=w["k_h"], k_w=w["k_w"], num_filters=32,
                  kernel_size=3)
     return w
+
+
+def _width(n: int, model: str, large_kernel: int) -> dict[str, Any]:
+    return width_settings(width_band(n), model, large_kernel)
 
 
 def epoch_seconds(stats: KGStats, *, batch_size: int, dim: int, k_h: int, k_w: int,

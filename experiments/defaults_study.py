@@ -1,5 +1,6 @@
-"""Do the plain command's defaults give good models? The plain command against the tuned
-configuration on each KG, over seeds, plus the ``--bn0-scale`` remedy on the tuned configs.
+"""Do the plain command's defaults give good models? The plain command (with its built-in
+search and without) against the tuned configuration on each KG, over seeds, plus the
+``--bn0-scale`` remedy on the tuned configs.
 
     python experiments/defaults_study.py --data-dir ../shared/data/kg \\
         --out experiments/results/defaults.md [--seeds 3] [--reuse]
@@ -7,8 +8,11 @@ configuration on each KG, over seeds, plus the ``--bn0-scale`` remedy on the tun
 Variants (each ``python -m disenkg.run ... --seed S``, timed as wall clock):
 
 * ``plain``: ``--dataset KG --preset none`` (UMLS / Kinship with their presets disabled;
-  the two cut KGs of ``experiments/make_user_kgs.py`` have none): the size-derived
-  defaults of :mod:`disenkg.defaults`.
+  the cut KGs of ``experiments/make_user_kgs.py`` have none): what the plain command does
+  on a KG it has no preset for: the size-derived defaults of :mod:`disenkg.defaults`, and
+  on a small KG the built-in search (:mod:`disenkg.pipeline.search`) inside the same time
+  budget.
+* ``plain-nosearch``: the same with ``--search none``: the size-derived defaults alone.
 * ``tuned``: UMLS / Kinship their presets; the cut KGs the UMLS preset (``--preset
   umls``), the configuration tuned on a KG of their scale (no published figure exists).
 * ``tuned+bn0fixed`` (UMLS, Kinship): the preset with ``--bn0-scale fixed``.
@@ -28,12 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-KGS = ("umls", "kinship", "fb15k237-top400", "wn18rr-top2000")
-BUILT = ("fb15k237-top400", "wn18rr-top2000")
+KGS = ("umls", "kinship", "fb15k237-top400", "wn18rr-top2000", "kinship-top40", "umls-top40")
+BUILT = ("fb15k237-top400", "wn18rr-top2000", "kinship-top40", "umls-top40")
 
 
 def variants(kg: str) -> dict[str, list[str]]:
-    out = {"plain": ["--preset", "none"]}
+    out = {"plain": ["--preset", "none"], "plain-nosearch": ["--preset", "none", "--search",
+                                                             "none"]}
     if kg in BUILT:
         out["tuned"] = ["--preset", "umls"]
     else:
@@ -85,7 +90,10 @@ def main() -> None:
             m = json.loads((out / "metrics.json").read_text())
             wall = float((out / "wall_seconds.txt").read_text()) if (
                 out / "wall_seconds.txt").exists() else float("nan")
-            results.setdefault((kg, name), []).append({**m, "wall": wall})
+            saved = json.loads((out / "config.json").read_text())
+            found = saved.get("search")
+            chosen = found["candidates"][found["chosen"]]["name"] if found else "-"
+            results.setdefault((kg, name), []).append({**m, "wall": wall, "chosen": chosen})
             write_table(a, results)
 
 
@@ -97,19 +105,22 @@ def _ms(vals: list[float], fmt: str = ".4f") -> str:
 
 def write_table(a: argparse.Namespace, results: dict) -> None:
     rows = ["| KG | variant | seeds | test MRR | test H@10 | best / run epochs | minutes "
-            "(wall, per seed) | minutes (training) | settings |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "(wall, per seed) | minutes (training) | search chose | settings |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for (kg, name), ms in results.items():
         cfg = ms[0]["config"]
         settings = (f"batch {cfg['batch_size']}, lr {cfg['lr']}, F {cfg.get('channels')}, "
                     f"filters {cfg['num_filters']}, epochs {cfg['epochs']}, patience "
-                    f"{cfg['patience']}, min {cfg.get('min_epochs')}")
+                    f"{cfg['patience']}, min {cfg.get('min_epochs')}, K "
+                    f"{cfg.get('num_components')}, dropout (hidden/feature) "
+                    f"{cfg.get('hidden_dropout')}/{cfg.get('feature_dropout')}")
         rows.append(
             f"| {kg} | {name} | {len(ms)} | {_ms([m['test']['mrr'] for m in ms])} | "
             f"{_ms([m['test']['hits@10'] for m in ms])} | "
             + ", ".join(f"{m['best_epoch']}/{m['epochs_run']}" for m in ms)
             + " | " + ", ".join(f"{m['wall'] / 60:.1f}" for m in ms) + " | "
-            f"{_ms([m['train_seconds'] / 60 for m in ms], '.1f')} | {settings} |")
+            f"{_ms([m['train_seconds'] / 60 for m in ms], '.1f')} | "
+            + ", ".join(m["chosen"] for m in ms) + f" | {settings} |")
     text = (
         "# Defaults study\n\nWritten by `python experiments/defaults_study.py "
         f"--data-dir {a.data_dir} --seeds {a.seeds}"
@@ -117,7 +128,8 @@ def write_table(a: argparse.Namespace, results: dict) -> None:
         + "` on a 2-core CPU (filtered realistic ranks, both directions; mean +- std over "
         "seeds). `plain` = `python -m disenkg.run --dataset KG --preset none`; see the "
         "script's docstring for the variants and "
-        "`experiments/make_user_kgs.py` for the two cut KGs.\n\n" + "\n".join(rows) + "\n")
+        "`experiments/make_user_kgs.py` for the cut KGs. Minutes (wall) include a search's "
+        "candidates; minutes (training) are the final run's.\n\n" + "\n".join(rows) + "\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
 

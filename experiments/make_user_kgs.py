@@ -1,16 +1,20 @@
-"""Two small KGs that no preset knows, cut from public benchmarks: "a user's own KG" for
+"""Small KGs that no preset knows, cut from public benchmarks: "a user's own KG" for
 ``experiments/defaults_study.py``.
 
 * ``fb15k237-top400``: the 400 entities of FB15k-237 with the most triples (over all
   splits) and every triple among them; dense, 147 relations.
 * ``wn18rr-top2000``: the same with the 2000 most connected WN18RR entities; sparse, 10
   relations, hierarchical.
+* ``kinship-top40`` and ``umls-top40``: the 40 most connected entities of Kinship and UMLS
+  and every triple among them: tiny KGs (under 50 entities, about a thousand training
+  triples), the scale where one training run costs a small part of the time budget.
 
 Each triple keeps the split it has in the source benchmark; valid / test triples whose
 entities or relation do not occur in the subgraph's train split are dropped, so the splits
-are transductive. Sources: ``../shared/data/kg/{FB15k-237,WN18RR}.tar.gz`` (sha256 in
-``../shared/data/README.md``; FB15k-237: Toutanova & Chen 2015, WN18RR: Dettmers et al.
-2018). Deterministic: ties in the degree order break by entity name.
+are transductive. Sources: ``../shared/data/kg/{FB15k-237,WN18RR,kinship,umls}.tar.gz``
+(sha256 in ``../shared/data/README.md``; FB15k-237: Toutanova & Chen 2015, WN18RR: Dettmers
+et al. 2018; Kinship and UMLS: Kok & Domingos 2007, the splits of Dettmers et al. 2018).
+Deterministic: ties in the degree order break by entity name.
 
     python experiments/make_user_kgs.py --data-dir ../shared/data/kg --out runs/user_kgs
 """
@@ -24,7 +28,8 @@ import torch
 
 from disenkg.datasets import KGDataset
 
-CUTS = {"fb15k237-top400": ("FB15k-237", 400), "wn18rr-top2000": ("WN18RR", 2000)}
+CUTS = {"fb15k237-top400": ("FB15k-237", 400), "wn18rr-top2000": ("WN18RR", 2000),
+        "kinship-top40": ("kinship", 40), "umls-top40": ("umls", 40)}
 
 
 def cut(ds: KGDataset, k: int) -> dict[str, list[tuple[str, str, str]]]:

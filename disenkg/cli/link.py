@@ -22,6 +22,7 @@ from disenkg.config.toml import read_toml
 from disenkg.models.registry import MODELS
 from disenkg.pipeline.config import DEFAULT_MODEL, Layer, LinkConfig, all_options
 from disenkg.pipeline.run import default_output_dir, env_rank, prepare_run, train_link
+from disenkg.pipeline.search import train_searched
 from disenkg.presets import preset_names
 from disenkg.runs.rundir import RunDir
 
@@ -127,14 +128,15 @@ def main(argv: list[str] | None = None) -> dict:
         with logging_context("WARNING"):
             print_config([a for a in argv if a != "--print-config"])
         return {}
-    config, run_dir = resolve_args(argv)
+    layers, _ = layers_from_argv(argv)
+    config, run_dir = prepare_run(layers)
     if env_rank() != 0:  # other ranks of a torchrun job: warnings and errors only
         with logging_context("WARNING"):
             return train_link(config, run_dir)
     print(f"run directory: {run_dir.path}" + (" (resuming)" if config.run.resume else ""))
     print(f"preset: {config.run.preset or 'none (defaults derived from the KG size are logged)'}")
     with logging_context(config.run.log_level):
-        metrics = train_link(config, run_dir)
+        metrics = train_searched(layers, config, run_dir)
     print(f"\n{metrics['dataset']} / {config.model_name}: best epoch {metrics['best_epoch']} of "
           f"{metrics['epochs_run']}, {metrics['train_seconds']:.1f} s training")
     print(format_table(metrics))

@@ -39,7 +39,7 @@ def tunable_options(config: LinkConfig) -> dict[str, Option]:
     model = config.model
     applies = set(model.applicable(model.values()))
     out = {o.name: o for o in TrainingConfig.options()
-           if o.name not in ("seed", "epochs", "time_budget", "patience", "min_epochs",
+           if o.name not in ("seed", "epochs", "time_budget", "search", "patience", "min_epochs",
                              "eval_every", "eval_batch_size", "rank_type", "entity_shards")
            and not o.name.endswith(("_impl", "_precision"))}
     out.update({o.name: o for o in model.options()

@@ -17,8 +17,9 @@ Each value comes from exactly one layer, in this precedence (later wins):
 ``flag``     a command-line flag / ``api``: a keyword argument of :func:`disenkg.train`
 ==========  ===================================================================
 
-(``saved``: a resumed run's own ``config.json``; ``tune``: a setting a search's trial drew,
-:mod:`disenkg.hpo`.) ``config.json`` records the resolved value
+(``saved``: a resumed run's own ``config.json``; ``search``: a setting the plain command's
+built-in search chose, :mod:`disenkg.pipeline.search`; ``tune``: a setting a search's trial
+drew, :mod:`disenkg.hpo`.) ``config.json`` records the resolved value
 of every setting that applies to the model and, under ``sources``, the layer it came from;
 ``python -m disenkg.run link --print-config`` shows both without training.
 """
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "disenkgat"
 #: the layers a value can come from, lowest precedence first
-SOURCES = ("default", "derived", "preset", "config", "tune", "flag", "api", "saved")
+SOURCES = ("default", "derived", "preset", "config", "search", "tune", "flag", "api", "saved")
 #: sources a person set on purpose: a setting that does not apply is an error there
 _EXPLICIT = ("flag", "api")
 #: the fields the size rules of :mod:`disenkg.defaults` fill

@@ -108,7 +108,7 @@ def load_dataset(config: LinkConfig) -> KGDataset:
 
 def train_link(config: LinkConfig, run_dir: RunDir, *, dataset: KGDataset | None = None,
                callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
-               test: bool = True) -> dict[str, Any]:
+               test: bool = True, search: dict[str, Any] | None = None) -> dict[str, Any]:
     """Loads the KG, derives the remaining settings, builds the model, trains with early
     stopping and evaluates the best model; returns the metrics (``metrics.json``).
 
@@ -120,6 +120,9 @@ def train_link(config: LinkConfig, run_dir: RunDir, *, dataset: KGDataset | None
         callbacks: more per-epoch callbacks (each epoch's history row), after the run's own.
         test: evaluate the best model on the test split (a search's trials do not: only
             its best trial is tested).
+        search: the record of the built-in search that chose the settings
+            (:mod:`disenkg.pipeline.search`), kept in ``config.json``; a resumed run keeps
+            the one it has.
     """
     device = pick_device(config.run.device)
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -169,15 +172,19 @@ def train_link(config: LinkConfig, run_dir: RunDir, *, dataset: KGDataset | None
                       per_rank_batch=-(-config.training.batch_size // (world // shards)))
     main_rank = ctx is None or ctx.is_main
     if main_rank:
+        if search is None and config.run.resume and run_dir.file("config.json").exists():
+            search = run_dir.read_config().get("search")
         if config.run.overwrite and not config.run.resume:
-            run_dir.replace_previous()  # only now: the data and the model are in hand
+            # only now: the data and the model are in hand (a search made here stays)
+            run_dir.replace_previous(keep=("search", "search.tsv") if search else ())
         run_dir.write_config({
             "task": "link", "model": config.model_name, "args": run_config,
             "sources": dict(config.sources), "plan": plan.record(),
             "dataset": {"name": dataset.name, "source": str(data.dataset),
                         "num_entities": dataset.num_entities,
                         "num_relations": dataset.num_relations,
-                        "fingerprint": dataset.fingerprint}})
+                        "fingerprint": dataset.fingerprint},
+            **({"search": search} if search else {})})
         run_dir.write_dataset(dataset)
         run_dir.write_manifest()
     callbacks = ((make_callbacks(run_dir.path, tensorboard=config.run.tensorboard)

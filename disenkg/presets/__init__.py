@@ -8,13 +8,17 @@ picks one explicitly.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-__all__ = ["PRESET_DIR", "find_preset", "preset_names"]
+__all__ = ["PRESET_DIR", "PRESET_SIZES", "find_preset", "nearest_preset", "preset_names"]
 
 PRESET_DIR = Path(__file__).resolve().parent
 #: the model the presets configure
 PRESET_MODEL = "disenkgat"
+#: ``(entities, training triples)`` of the KG each preset was tuned on
+PRESET_SIZES = {"FB15k-237": (14541, 272115), "WN18RR": (40943, 86835),
+                "kinship": (104, 8544), "umls": (135, 5216)}
 
 
 def preset_names() -> list[str]:
@@ -27,3 +31,15 @@ def find_preset(name: str) -> Path | None:
         if p.stem.lower() == str(name).lower():
             return p
     return None
+
+
+def nearest_preset(num_entities: int, num_train: int) -> str:
+    r"""The preset whose KG is closest in size: the smallest
+    :math:`|\log(N / N_p)| + |\log(T / T_p)|` over entities :math:`N` and training triples
+    :math:`T` (:data:`PRESET_SIZES`)."""
+    def distance(name: str) -> float:
+        n, t = PRESET_SIZES[name]
+        return (abs(math.log(max(1, num_entities) / n))
+                + abs(math.log(max(1, num_train) / t)))
+
+    return min(sorted(PRESET_SIZES), key=distance)

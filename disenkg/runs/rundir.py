@@ -47,7 +47,7 @@ RUN_FILES = ("config.json", "entities.tsv", "relations.tsv", "triples.pt", "hist
 BOUND_FILES = ("entities.tsv", "relations.tsv", "triples.pt")
 #: what a run leaves beside its files (plots, tracker logs): removed with the run's files
 #: when ``--overwrite`` replaces it, so nothing of the old run stays beside the new one
-RUN_EXTRAS = ("curves.png", "component_attention.png", "tensorboard")
+RUN_EXTRAS = ("curves.png", "component_attention.png", "tensorboard", "search", "search.tsv")
 #: the lock file of the process writing the directory (``fcntl.flock``, released by the
 #: kernel when that process ends, so a crashed run leaves no stale lock)
 LOCK_FILE = ".lock"
@@ -139,12 +139,15 @@ class RunDir:
                 hint="pass --resume to continue it, --overwrite to replace it, or "
                      "--output-dir for a new directory")
 
-    def replace_previous(self) -> None:
+    def replace_previous(self, *, keep: tuple[str, ...] = ()) -> None:
         """Deletes the files of the run this directory held (``--overwrite``): its run
-        files, the node runs' checkpoints, plots and tracker logs."""
+        files, the node runs' checkpoints, plots, tracker logs and search, but the extras
+        named in ``keep`` (a search made for the new run)."""
         for name in self.holds_run():
             (self.path / name).unlink()
         for extra in RUN_EXTRAS:
+            if extra in keep:
+                continue
             p = self.path / extra
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)

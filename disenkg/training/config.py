@@ -25,12 +25,14 @@ from disenkg.errors import ConfigError
 from disenkg.ops.impls import OP_IMPLS
 from disenkg.ops.precision import PRECISIONS
 
-__all__ = ["LOSS_NAMES", "RANK_TYPES", "TrainingConfig"]
+__all__ = ["LOSS_NAMES", "RANK_TYPES", "SEARCH_MODES", "TrainingConfig"]
 
 #: the training losses (:data:`disenkg.training.link.LOSSES`)
 LOSS_NAMES = ("bce", "softmax")
 #: how tied scores are ranked (:mod:`disenkg.evaluation.ranks`)
 RANK_TYPES = ("realistic", "optimistic", "pessimistic")
+#: the plain command's built-in search (:mod:`disenkg.pipeline.search`)
+SEARCH_MODES = ("auto", "on", "none")
 #: fields that must be set before training starts (patience and min_epochs follow epochs)
 RESOLVED = ("epochs", "batch_size", "lr")
 
@@ -54,6 +56,13 @@ class TrainingConfig(Section):
         BUDGET_MINUTES, pos_float, group=T,
         help="minutes of training and validation the derived --epochs aim for (KGs without "
              "a preset; an estimate, not a hard stop)")
+    search: str = option(
+        "auto", one_of(SEARCH_MODES), group=T,
+        help="the built-in search (docs, 'Training and defaults'): auto = on a KG without a "
+             "preset where one epoch is cheap enough, try a few candidate settings on the "
+             "validation split within half the time budget and train the best for the "
+             "rest; on = always; none = train the settings as resolved. Settings you give "
+             "are never searched")
     batch_size: int | None = option(
         None, integer(1), derived=True, group=T, search=Choice(128, 256, 512, 1024),
         help="1-N queries per step (default: the preset's, else the largest power of two "
