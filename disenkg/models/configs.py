@@ -137,8 +137,9 @@ def _head_precision() -> Any:
     return option("auto", one_of(PRECISIONS), group=CONV,
                   help="compute dtype of the conv scorers' GEMMs and feature maps: fp32; bf16 "
                        "(batch-norm statistics, outputs and gradients stay fp32; needs a "
-                       "chunked --head-impl); auto = bf16 on CPUs with AMX / AVX512-BF16 "
-                       "matrix hardware, else fp32 (see docs, 'Precision')")
+                       "chunked --head-impl); auto = bf16 on CPUs that measurably "
+                       "multiply bf16 faster than fp32 (a probe cached per machine), "
+                       "else fp32 (see docs, 'Precision')")
 
 
 def _bn0_scale() -> Any:

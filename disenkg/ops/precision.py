@@ -14,8 +14,9 @@ Two mechanisms, one policy (``PRECISIONS``: ``fp32``, ``bf16``, ``auto``):
   :math:`|\tilde c - c| \le 2^{-8} \sum_f |a_f b_f|` (plus float32 summation error): the
   inputs lose precision, the result is never rounded to bfloat16.
 
-``auto`` means bfloat16 where the hardware makes it fast (:func:`fast_bf16_cpu`) and the
-input is float32 on a CPU, else the input's own precision (float64); for the Triton loss
+``auto`` means bfloat16 where this CPU measurably multiplies it faster than float32
+(:func:`fast_bf16_cpu`, the probe of :mod:`disenkg.ops.probe`) and the input is float32 on
+a CPU, else the input's own precision (float64); for the Triton loss
 kernels, bfloat16 GEMM inputs on CUDA devices with bfloat16 support (:func:`triton_bf16`).
 """
 
@@ -42,12 +43,12 @@ def check_precision(precision: str) -> str:
 
 
 def fast_bf16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16)."""
-    caps = getattr(torch._C._cpu, "_get_cpu_capability", None)
-    if caps is None:
-        return False
-    found = caps()
-    return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
+    """Whether this CPU multiplies bfloat16 matrices measurably faster than float32: the
+    capability probe of :mod:`disenkg.ops.probe` (cached per machine), or, with the probe
+    off (``DISENKG_PROBE=off``), the feature flags AMX-BF16 / AVX512-BF16."""
+    from disenkg.ops.probe import bf16_pays
+
+    return bf16_pays()
 
 
 def auto_bf16(x: Tensor) -> bool:

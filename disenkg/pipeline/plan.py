@@ -15,10 +15,12 @@ component          settings, and what ``auto`` becomes
 loss               ``loss_impl``, ``loss_precision``: ``triton`` on CUDA (bf16 GEMM
                    inputs where supported), else the chunked schedule with the C tile
                    (``native``) where the kernels load and K <= 16, else ``chunked``;
-                   bf16 on CPUs with bf16 matrix hardware
+                   bf16 on CPUs that multiply bf16 measurably faster than fp32
+                   (the capability probe, :mod:`disenkg.ops.probe`; recorded as
+                   ``cpu_probe``)
 conv head          ``head_impl``, ``head_precision``: ``eager`` (cuDNN) on CUDA, else
                    ``auto`` (the chunked head, its C patch kernels where they apply);
-                   bf16 on bf16 hardware
+                   bf16 where the probe says it pays
 encoder            ``encoder_impl``: the fused schedule (``native`` on CPUs, ``triton`` on
                    CUDA) for mult / cross compositions with dot_weight / dot_emb
                    attention, else ``chunked``
@@ -47,6 +49,7 @@ from disenkg.ops.conv_head.api import resolve_impl as head_rule
 from disenkg.ops.mixture_bce.api import resolve_impl as loss_rule
 from disenkg.ops.mixture_bce.chunked import NATIVE_MAX_K
 from disenkg.ops.precision import triton_bf16, use_bf16
+from disenkg.ops.probe import bf16_pays, probe
 
 __all__ = ["ImplPlan", "build_plan"]
 
@@ -67,6 +70,8 @@ class ImplPlan:
     head_impl: str | None
     head_precision: str | None
     encoder_impl: str | None
+    #: on a CPU, the capability probe behind ``auto`` precision (:mod:`disenkg.ops.probe`)
+    cpu_probe: str | None = None
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +83,8 @@ class ImplPlan:
             parts.append(f"conv head {self.head_impl}/{self.head_precision}")
         if self.encoder_impl:
             parts.append(f"encoder {self.encoder_impl}")
-        return f"implementations on {self.device}: " + ", ".join(parts)
+        probe = f" (this CPU: {self.cpu_probe})" if self.cpu_probe else ""
+        return f"implementations on {self.device}: " + ", ".join(parts) + probe
 
 
 def _triton_ok(device: torch.device) -> bool:
@@ -193,4 +199,15 @@ def build_plan(config: Any, device: torch.device | str) -> ImplPlan:
     head_impl, head_precision = _head(config, device, x)
     return ImplPlan(device=str(device), loss_impl=loss_impl, loss_precision=loss_precision,
                     head_impl=head_impl, head_precision=head_precision,
-                    encoder_impl=_encoder(config, device))
+                    encoder_impl=_encoder(config, device), cpu_probe=_cpu_probe(device))
+
+
+def _cpu_probe(device: torch.device) -> str | None:
+    """What the capability probe measured on this CPU (``None`` off a CPU or probe off)."""
+    if device.type != "cpu":
+        return None
+    result = probe()
+    if result is None:
+        return None
+    return f"{result.key}; {result.describe()}; auto precision " + \
+        ("bf16" if bf16_pays(result) else "fp32")

@@ -108,7 +108,8 @@ class TrainingConfig(Section):
         "auto", one_of(PRECISIONS), group=T,
         help="the mixture-BCE GEMMs (chunked CPU path): fp32; bf16 (float32 tensors, "
              "bfloat16-rounded GEMM inputs, float32 accumulation and logits); auto = bf16 on "
-             "CPUs with AMX / AVX512-BF16, else fp32 (see docs, 'Precision')")
+             "CPUs that measurably multiply bf16 faster than fp32 (a probe cached per "
+             "machine), else fp32 (see docs, 'Precision')")
     entity_shards: int = option(
         1, integer(1), group=T,
         help="under torchrun: split the entity table and the 1-N scoring over S ranks: each "

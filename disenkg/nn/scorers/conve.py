@@ -41,8 +41,8 @@ class ConvEInteraction(nn.Module):
             the PyTorch / C patch kernels). (default: ``"auto"``)
         precision (str): ``fp32`` (the input's dtype), ``bf16`` (the conv / fc GEMMs and
             feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
-            fp32) or ``auto`` (bf16 on CPUs with AMX / AVX512-BF16, else fp32; what the
-            command line uses). (default: ``"fp32"``, exact)
+            fp32) or ``auto`` (bf16 where :mod:`disenkg.ops.probe` measures it faster, else
+            fp32; what the command line uses). (default: ``"fp32"``, exact)
 
     Shapes:
         head ``(B, D)``, relation ``(B, D)`` -> ``(B, D)``.
