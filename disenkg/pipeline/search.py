@@ -331,7 +331,10 @@ def run_search(plan: SearchPlan, layers: list[Layer], config: LinkConfig, run_di
     def train(i: int, rung: int) -> float:
         c = plan.candidates[i]
         epochs = plan.epochs(i, rung)
-        values = {**follow_dim(c.values, config, fixed), "epochs": epochs, "patience": 0,
+        values = follow_dim(c.values, config, fixed)
+        if rung > 1:  # "derive it" was done in rung 1; the resumed run keeps what it derived
+            values = {k: v for k, v in values.items() if v is not None}
+        values = {**values, "epochs": epochs, "patience": 0,
                   "min_epochs": 0, "output_dir": str(root / f"{i:02d}"), "resume": True,
                   "overwrite": False}
         s0 = time.perf_counter()

@@ -15,7 +15,15 @@ from disenkg.defaults import KGStats
 from disenkg.errors import ConfigError, RunDirError
 from disenkg.pipeline import search as search_mod
 from disenkg.pipeline.config import Layer, LinkConfig
-from disenkg.pipeline.search import MIN_RUNG_EPOCHS, candidates, plan_search
+from disenkg.pipeline.run import prepare_run
+from disenkg.pipeline.search import (
+    MIN_RUNG_EPOCHS,
+    Candidate,
+    SearchPlan,
+    candidates,
+    plan_search,
+    run_search,
+)
 from disenkg.pipeline.trial import follow_dim
 from disenkg.presets import PRESET_SIZES, nearest_preset
 
@@ -198,3 +206,21 @@ def test_a_search_end_to_end(tmp_path, umls_path, monkeypatch):
 def _rows_csv(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def test_a_candidate_that_derives_a_setting_again_continues(tmp_path, umls_path, monkeypatch):
+    """A candidate whose values derive a setting again (the batch x4 candidate's ``lr =
+    None``) resumes its first-rung run for the second rung (the saved derived value is not
+    a changed setting); with eta = 1 every candidate continues."""
+    monkeypatch.setattr(search_mod, "ETA", 1)
+    layers = [Layer("api", dict(FAST, dataset=str(umls_path), output_dir=str(tmp_path / "r"),
+                                search="on"), "test")]
+    config, run_dir = prepare_run(layers)
+    ds = KGDataset.load(str(umls_path))
+    plan = SearchPlan([Candidate("size-derived"), Candidate("derive", {"lr": None}),
+                       Candidate("lr x3", {"lr": 0.009})], [1.0, 1.0, 1.0], 1.0, 10.0, "test")
+    winner, record = run_search(plan, layers, config, run_dir, ds)
+    for c in record["candidates"]:
+        assert (c["epochs_1"], c["epochs_2"]) == (1, 2) and c["valid_mrr_2"] is not None
+    saved = json.loads((tmp_path / "r" / "search" / "01" / "config.json").read_text())
+    assert saved["args"]["lr"] == 0.003 and saved["sources"]["lr"] == "derived"
