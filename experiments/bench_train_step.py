@@ -23,6 +23,21 @@ transparent huge pages for PyTorch (``THP_MEM_ALLOC_ENABLE=1``, inherited by the
 subprocesses, so the baseline gets them too).
 
     python experiments/bench_train_step.py --dataset FB15k-237 --steps 3 [--impl eager] [--eval]
+
+``--reference DIR`` times the authors' code side by side: DIR is a checkout of their
+repository (junkangwu/DisenKGAT, fetched by you, kept outside this project); it is copied
+into a scratch directory with the two small patches of ``compare_reference.py`` and the
+dataset's split files, and their ``run.py`` runs unmodified in a subprocess
+(``experiments/reference_step.py``: the steps are timed between the batches their training
+loader hands out) with the same model (their defaults are this script's: InteractE, cross,
+K = 3, batch 2048, CLUB with the estimator step) on the CPU: ``-gpu -1 -num_workers 0
+-mi_train -mi_drop -batch B``. Then the package's default step runs in its own subprocess,
+and the script prints both step times, both peak RSS, and the ratios. Their extra
+dependency ``ordered-set`` goes outside the project: ``pip install --target DIR2
+ordered-set`` and ``--reference-pythonpath DIR2``.
+
+    python experiments/bench_train_step.py --dataset FB15k-237 --data-dir ../shared/data/kg \
+        --steps 3 --reference PATH/TO/DisenKGAT --reference-pythonpath DIR2
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from disenkg.hugepages import enable_huge_pages
 
@@ -134,6 +150,63 @@ def run(args) -> dict:
     return out
 
 
+def _archive(args) -> Path:
+    found = Path(args.dataset)
+    if not found.exists():
+        found = Path(args.data_dir or ".") / f"{args.dataset}.tar.gz"
+    if not (found.is_file() and found.name.endswith(".tar.gz")):
+        raise SystemExit(f"--reference needs the dataset as a .tar.gz archive of "
+                         f"train/valid/test.txt; not found: {found}")
+    return found
+
+
+def side_by_side(args) -> dict:
+    """The authors' step (their code, in a subprocess) and the package's default step (in
+    a subprocess), on the same dataset, batch and model; prints both and the ratios."""
+    import os
+    import tempfile
+
+    from compare_reference import prepare_reference
+
+    here = Path(__file__).resolve().parent
+    archive = _archive(args)
+    name = archive.name.removesuffix(".tar.gz")
+    with tempfile.TemporaryDirectory(prefix="disenkg-ref-") as scratch:
+        ref = prepare_reference(Path(args.reference), Path(scratch), archive, name)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            str(ref), args.reference_pythonpath, env.get("PYTHONPATH")]))
+        cmd = [sys.executable, str(here / "reference_step.py"), "--steps", str(args.steps),
+               "--", "-name", "bench", "-data", name, "-gpu", "-1", "-num_workers", "0",
+               "-batch", str(args.batch_size), "-test_batch", str(args.batch_size),
+               "-mi_train", "-mi_drop", "-epoch", "1"]
+        res = subprocess.run(cmd, cwd=ref, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"the authors' code failed ({' '.join(cmd)}):\n"
+                             f"{res.stderr[-3000:]}")
+        theirs = json.loads(res.stdout.strip().splitlines()[-1])
+    cmd = [sys.executable, __file__, "--dataset", args.dataset, "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size), "--precision", args.precision]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if not args.mi_recompute:
+        cmd.append("--no-mi-recompute")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"the package's step failed:\n{res.stderr[-3000:]}")
+    ours = json.loads(res.stdout.strip().splitlines()[-1])
+    out = {"dataset": name, "batch_size": args.batch_size, "reference": theirs,
+           "package": ours,
+           "step_ratio": round(theirs["step_seconds"] / ours["step_seconds"], 2),
+           "memory_ratio": round(theirs["peak_rss_mb"] / ours["peak_rss_mb"], 2)}
+    print(f"authors' code: {theirs['step_seconds']:.2f} s per step, peak RSS "
+          f"{theirs['peak_rss_mb']:.0f} MB; package ({ours['head_dtype']} head): "
+          f"{ours['step_seconds']:.2f} s, {ours['peak_rss_mb']:.0f} MB; "
+          f"{out['step_ratio']}x faster, {out['memory_ratio']}x less memory", flush=True)
+    print(json.dumps(out))
+    return out
+
+
 def main() -> None:
     p = dataset_parser(__doc__)
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
@@ -157,7 +230,15 @@ def main() -> None:
     p.add_argument("--compare", action="store_true",
                    help="run auto in fp32, (unless --precision fp32) auto at "
                         "--precision, and eager in subprocesses and print the ratios")
+    p.add_argument("--reference", default=None, metavar="DIR",
+                   help="a checkout of the authors' DisenKGAT: time their step and the "
+                        "package's side by side (see the docstring)")
+    p.add_argument("--reference-pythonpath", default=None, metavar="DIR",
+                   help="where their extra dependency (ordered-set) is installed")
     args = p.parse_args()
+    if args.reference:
+        side_by_side(args)
+        return
     if args.compare:
         # The eager baseline runs last: its 19 GB leave memory fragmented, and the next
         # process's huge-page faults then pay for compaction (the default step measured

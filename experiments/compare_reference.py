@@ -38,8 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")
 
 
-def prepare_reference(checkout: Path, scratch: Path, archive: Path) -> Path:
-    """A patched copy of the authors' code with UMLS in ``data/umls`` (returns its path)."""
+def prepare_reference(checkout: Path, scratch: Path, archive: Path, name: str = "umls") -> Path:
+    """A patched copy of the authors' code with the KG of ``archive`` in ``data/NAME``
+    (returns its path)."""
     if not (checkout / "run.py").is_file():
         raise SystemExit(f"{checkout} is not a checkout of the authors' DisenKGAT (no run.py)")
     ref = scratch / "reference"
@@ -53,7 +54,7 @@ def prepare_reference(checkout: Path, scratch: Path, archive: Path) -> Path:
             py.write_text(patched)
     (ref / "log").mkdir()
     (ref / "checkpoints").mkdir()
-    out = ref / "data" / "umls"
+    out = ref / "data" / name
     out.mkdir(parents=True)
     with tarfile.open(archive) as tar:
         members = {Path(m.name).stem: m for m in tar.getmembers()
