@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["BUDGET_MINUTES", "EFFECTIVE_FLOPS", "ENTITY_STEP_S", "STEP_OVERHEAD_S", "WIDTH_BANDS",
-           "KGStats", "derive_defaults", "early_stopping", "epoch_seconds", "width_band",
-           "width_settings"]
+           "KGStats", "derive_defaults", "early_stopping", "epoch_seconds", "head_flops",
+           "width_band", "width_settings"]
 
 #: default training-and-validation time the derived epoch count aims for (``--time-budget``)
 BUDGET_MINUTES = 8.0
@@ -107,14 +107,25 @@ def _width(n: int, model: str, large_kernel: int) -> dict[str, Any]:
     return width_settings(width_band(n), model, large_kernel)
 
 
-def epoch_seconds(stats: KGStats, *, batch_size: int, dim: int, k_h: int, k_w: int,
-                  num_filters: int, kernel_size: int, num_components: int) -> float:
-    """Estimated seconds of one training epoch (see the module docstring)."""
+def head_flops(*, queries: int, num_entities: int, dim: int, k_h: int, k_w: int,
+               num_filters: int, kernel_size: int, num_components: int) -> float:
+    r"""Floating-point operations of the conv head and the 1-N scoring for ``queries``
+    training queries, forward and backward (:math:`3\times` the forward's multiply-adds
+    :math:`\times 2`), per component: the conv :math:`2 f s^2 p`, the fc :math:`2 f p F`
+    and the scoring :math:`2 F N` per query, with :math:`p = 2 k_h k_w` pixels."""
     pixels = 2 * k_h * k_w  # InteractE / ConvE stack two k_h x k_w images
     per_query = (2 * num_filters * kernel_size ** 2 * pixels  # conv
                  + 2 * num_filters * pixels * dim  # fc
-                 + 2 * dim * stats.num_entities)  # 1-N scoring
-    flops = 3 * num_components * per_query * stats.num_queries  # forward + backward
+                 + 2 * dim * num_entities)  # 1-N scoring
+    return 3.0 * num_components * per_query * queries  # forward + backward
+
+
+def epoch_seconds(stats: KGStats, *, batch_size: int, dim: int, k_h: int, k_w: int,
+                  num_filters: int, kernel_size: int, num_components: int) -> float:
+    """Estimated seconds of one training epoch (see the module docstring)."""
+    flops = head_flops(queries=stats.num_queries, num_entities=stats.num_entities, dim=dim,
+                       k_h=k_h, k_w=k_w, num_filters=num_filters, kernel_size=kernel_size,
+                       num_components=num_components)
     steps = math.ceil(stats.num_queries / batch_size)
     return flops / EFFECTIVE_FLOPS + steps * (STEP_OVERHEAD_S
                                               + ENTITY_STEP_S * stats.num_entities)

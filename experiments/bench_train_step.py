@@ -2,7 +2,11 @@
 
 Runs the default model (InteractE, cross, K=3, init_dim 100, F=200, 1 layer, club_b,
 alpha 0.1, dot_weight, dot_rel, after, batch 2048, lr 1e-3, label smoothing 0.1) and ends
-with one JSON line ``{"step_seconds": <median>, "peak_rss_mb": ..., "eval_seconds": ...}``.
+with one JSON line ``{"step_seconds": <median>, "peak_rss_mb": ..., "eval_seconds": ...}``,
+including the head's GEMM floor: ``head_tflop`` (the conv, fc and 1-N scoring FLOPs of a
+step, forward and backward), ``gemm_gflops`` (a 2048-cubed product at the head's dtype on
+this CPU), ``floor_seconds`` (the first over the second) and ``floor_ratio`` (the step over
+its floor).
 
 ``--impl eager`` is the plain materialising baseline of the same model, as the original
 code runs it: every op ``eager`` (all edges at once, ``(E, K, F)`` tensors; un-chunked
@@ -114,6 +118,45 @@ def build_trainer(args, precision: str, *, mi_recompute: bool = True):
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir="/tmp/bench-unused")
 
 
+def gemm_peak_gflops(dtype, n: int = 2048, repeats: int = 3) -> float:
+    """This CPU's GEMM throughput at ``dtype``: an ``n``-cubed product, median of
+    ``repeats`` after a warm-up (GFLOPS); a dtype this CPU multiplies slowly (a 512-cubed
+    product over 0.2 s / 64) gets a smaller ``n``, so the measure stays near a second."""
+    import torch
+
+    a = torch.randn(512, 512).to(dtype)
+    torch.mm(a, a)
+    t0 = time.perf_counter()
+    torch.mm(a, a)
+    t512 = time.perf_counter() - t0
+    n = int(min(n, max(512, 512 * (0.2 / max(t512, 1e-9)) ** (1 / 3))))
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+
+def gemm_floor(model, ds, batch: int, dtype, step: float) -> dict:
+    """The head's GEMM floor of one step: its FLOPs (conv, fc and the 1-N scoring, forward
+    and backward, :func:`disenkg.defaults.head_flops`) over this CPU's GEMM peak at the
+    head's dtype; ``floor_ratio`` = the step over that floor."""
+    from disenkg.defaults import head_flops
+
+    it = model.scorer.interaction
+    flops = head_flops(queries=batch, num_entities=ds.num_entities, dim=it.embedding_dim,
+                       k_h=it.k_h, k_w=it.k_w, num_filters=it.num_filters * it.num_perm,
+                       kernel_size=it.kernel_size, num_components=model.num_components)
+    peak = gemm_peak_gflops(dtype)
+    floor = flops / (peak * 1e9)
+    return {"head_tflop": round(flops / 1e12, 3), "gemm_gflops": round(peak, 1),
+            "floor_seconds": round(floor, 3), "floor_ratio": round(step / floor, 2)}
+
+
 def run(args) -> dict:
     import torch
 
@@ -138,6 +181,7 @@ def run(args) -> dict:
     out = {"impl": args.impl, "precision": precision, "head_dtype": str(dtype)[6:],
            "step_seconds": statistics.median(times), "mi_recompute": model.mi_recompute,
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
+    out.update(gemm_floor(model, ds, args.batch_size, dtype, out["step_seconds"]))
     if args.eval:
         ev = trainer.evaluator
         ev.distinct_queries = not eager  # the original scores one row per test triple

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -27,6 +29,12 @@ def test_bench_train_step(umls_path, tmp_path):
                      "--batch-size", "64", "--eval")
     assert res["impl"] == "auto" and res["step_seconds"] > 0 and res["eval_seconds"] > 0
     assert 0 < res["eval_mrr_untrained"] <= 1
+    # the head's GEMM floor: FLOPs of the InteractE default (K = 3, F = 200, 200 filters of
+    # 9 x 9 on a 20 x 20 image) at 64 queries over the measured peak
+    per_query = 2 * 200 * 81 * 400 + 2 * 200 * 400 * 200 + 2 * 200 * 135
+    assert res["head_tflop"] == pytest.approx(3 * 3 * per_query * 64 / 1e12, abs=1e-3)
+    assert res["gemm_gflops"] > 0 and res["floor_ratio"] == pytest.approx(
+        res["step_seconds"] / res["floor_seconds"], rel=0.02)
 
 
 def test_bench_train_step_compare_precisions(umls_path):
