@@ -275,7 +275,7 @@ def plan_search(layers: list[Layer], config: LinkConfig, dataset: KGDataset
             if i == 0 or round(rung_of(len(cands)) / s) >= floor]
     cands, seconds = [cands[i] for i in keep], [seconds[i] for i in keep]
     if len(cands) < 2:
-        return None, (f"only the size-derived settings fit a first rung in a "
+        return None, (f"only the size-derived settings fit a first rung in the "
                       f"{config.training.time_budget:g}-minute budget")
     rung = rung_of(len(cands))
     first = rung / seconds[0]
@@ -285,12 +285,12 @@ def plan_search(layers: list[Layer], config: LinkConfig, dataset: KGDataset
     if config.training.search == "auto" and round(after) < MIN_FINAL_EPOCHS:
         return None, (f"one epoch ~{seconds[0]:.2f} s (estimate): after a search the "
                       f"size-derived settings would train {round(after)} epochs of the "
-                      f"{MIN_FINAL_EPOCHS} a run needs in a "
+                      f"{MIN_FINAL_EPOCHS} a run needs in the "
                       f"{config.training.time_budget:g}-minute budget")
     if config.training.search == "auto" and round(first) < MIN_RUNG_EPOCHS:
         return None, (f"one epoch ~{seconds[0]:.2f} s (estimate): the first rung would give "
                       f"the size-derived settings {round(first)} epochs of the "
-                      f"{MIN_RUNG_EPOCHS} a search needs in a "
+                      f"{MIN_RUNG_EPOCHS} a search needs in the "
                       f"{config.training.time_budget:g}-minute budget")
     return SearchPlan(cands, seconds, rung, budget, why), why
 
