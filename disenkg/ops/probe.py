@@ -15,7 +15,8 @@ bfloat16 where it is at least :data:`BF16_GAIN` times as fast as float32 on ever
 The result is cached in ``probe.json`` under :func:`cache_dir` (``$DISENKG_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/disenkg``, else ``~/.cache/disenkg``), keyed by the CPU model, the number
 of threads PyTorch uses and the PyTorch version (:func:`machine_key`): a probe runs once per
-machine and setting (about a second; never per run). ``DISENKG_PROBE=off`` skips it, and
+machine and setting (about a second; never per run); ``python -m disenkg.cli.probe
+[--refresh]`` prints (or re-measures) it. ``DISENKG_PROBE=off`` skips it, and
 ``auto`` then falls back to the feature flags (AMX-BF16 or AVX512-BF16). A cache file that
 cannot be read as a probe result is reported (warning naming it) and replaced by a fresh
 probe; a cache that cannot be written leaves the result in memory for this process.
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 
 __all__ = ["BF16_GAIN", "PROBE_SHAPES", "REPEATS", "ProbeResult", "bf16_pays", "cache_dir",
-           "cpu_model", "machine_key", "probe", "run_probe"]
+           "cpu_model", "feature_flags", "forget", "machine_key", "probe", "run_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,21 @@ def _probe(key: str, where: str) -> ProbeResult:
     return result
 
 
+def forget() -> None:
+    """Drops this machine's cached result (file and memory): the next :func:`probe`
+    measures again."""
+    path = cache_dir() / CACHE_FILE
+    data = _read(path)
+    if data.pop(machine_key(), None) is not None:
+        _write(path, data)
+    _probe.cache_clear()
+
+
+def feature_flags() -> dict[str, bool]:
+    """The CPU's bfloat16 matrix features as PyTorch reports them."""
+    return _flags()
+
+
 def probe() -> ProbeResult | None:
     """This machine's probe result (cached; ``None`` under ``DISENKG_PROBE=off``)."""
     if os.environ.get("DISENKG_PROBE", "").lower() in ("off", "0", "no", "false"):
@@ -195,29 +211,3 @@ def bf16_pays(result: ProbeResult | None = None) -> bool:
     fp32, bf16 = result.gflops["float32"], result.gflops["bfloat16"]
     return all(b >= BF16_GAIN * f for f, b in zip(fp32, bf16))
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m disenkg.ops.probe [--refresh]``: print this machine's probe result."""
-    import argparse
-
-    p = argparse.ArgumentParser(description="Measure (or show the cached) GEMM throughput "
-                                "of this CPU per dtype, and what auto precision takes.")
-    p.add_argument("--refresh", action="store_true",
-                   help="probe again and replace this machine's cached result")
-    a = p.parse_args(argv)
-    path = cache_dir() / CACHE_FILE
-    if a.refresh:
-        data = _read(path)
-        data.pop(machine_key(), None)
-        _write(path, data)
-        _probe.cache_clear()
-    result = probe()
-    if result is None:
-        print("DISENKG_PROBE=off: auto precision follows the feature flags", _flags())
-    else:
-        print(f"{result.key}\n{result.describe()}\nflags {result.flags}; cached in {path}")
-    print(f"auto precision on this CPU: {'bf16' if bf16_pays(result) else 'fp32'}")
-
-
-if __name__ == "__main__":
-    main()

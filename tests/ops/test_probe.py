@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from disenkg.cli import probe as probe_cli
 from disenkg.ops import precision
 from disenkg.ops import probe as probe_mod
 from disenkg.ops.probe import (
@@ -123,10 +124,10 @@ def test_auto_precision_follows_the_probe(cache, monkeypatch):
 def test_the_command_line_prints_the_probe(cache, monkeypatch, capsys):
     monkeypatch.setattr(probe_mod, "run_probe", lambda: _result([10.0, 10.0], [1.0, 1.0],
                                                                   key=machine_key()))
-    probe_mod.main([])
+    probe_cli.main([])
     out = capsys.readouterr().out
     assert "auto precision on this CPU: fp32" in out and str(cache) in out
     monkeypatch.setattr(probe_mod, "run_probe", lambda: _result([1.0, 1.0], [10.0, 10.0],
                                                                   key=machine_key()))
-    probe_mod.main(["--refresh"])
+    probe_cli.main(["--refresh"])
     assert "auto precision on this CPU: bf16" in capsys.readouterr().out
