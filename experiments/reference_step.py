@@ -24,18 +24,12 @@ import statistics
 import sys
 import time
 
+from benchlib import status_mb  # experiments/ is on sys.path: this script's folder
+
 
 class _Enough(BaseException):
     """Raised from the training loader once every step is timed (a ``BaseException``:
     their ``fit`` catches every ``Exception`` and logs it at DEBUG)."""
-
-
-def status_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main() -> None:
