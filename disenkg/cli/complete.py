@@ -13,13 +13,12 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from disenkg.cli.values import argtype, integer
 from disenkg.config.rules import fraction
 from disenkg.errors import ConfigError, UserError
-from disenkg.runs.complete import DIRECTIONS, batch_columns, complete, open_writer
+from disenkg.runs.complete import COMPLETION_BATCH, DIRECTIONS, complete, open_writer
 from disenkg.runs.trained import FILTERS
 from disenkg.utils.io import atomic_write_text
 
@@ -43,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-probability", type=argtype(fraction), default=None,
                    help="drop answers whose probability is below this")
     p.add_argument("--batch-size", type=integer(1), default=None,
-                   help="queries scored at once (default: ~32 MB of scores per batch)")
+                   help=f"queries scored at once (default: {COMPLETION_BATCH})")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted completion of the same settings")
 
@@ -78,8 +77,8 @@ def run(a: argparse.Namespace, trained) -> None:
     elif out.exists() and not a.resume:
         raise UserError(f"--output {out} exists", hint="remove it, or pass --resume to "
                                                        "continue an interrupted completion")
-    entity_names = np.array(trained.dataset.entities, dtype=object)
-    writer = open_writer(out, append=start > 0)
+    writer = open_writer(out, entity_names=trained.dataset.entities,
+                         relation_names=trained.dataset.relations, append=start > 0)
     per_rel = (len(ents) if ents is not None else trained.dataset.num_entities) * (
         2 if a.direction == "both" else 1)
     bar = tqdm(total=per_rel * len(rels), initial=per_rel * start, unit="query",
@@ -90,7 +89,7 @@ def run(a: argparse.Namespace, trained) -> None:
                               entities=ents, filter=a.filter,
                               min_probability=a.min_probability, batch_size=a.batch_size,
                               start_relation=start, progress=bar.update):
-            writer.write(batch_columns(batch, entity_names, trained.dataset.relations))
+            writer.write(batch)
             if batch.last:
                 done += 1
                 atomic_write_text(json.dumps({"settings": settings, "relations_done": done,

@@ -18,6 +18,7 @@ slice's share of the global mean (the shares of all ranks add up to it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -140,6 +141,17 @@ class MixtureLinkModel(nn.Module):
         q, att = self.query(reps, heads, rels)
         ent, bias = self.candidates(reps)
         return mixture_scores(q, ent, att, bias, self.order)
+
+    def score_tiles(self, reps: Any, heads: Tensor, rels: Tensor, *,
+                    tile: int) -> Iterator[tuple[int, Tensor]]:
+        """``(lo, scores)`` of consecutive tiles of ``tile`` candidate entities: ``scores``
+        ``(B, hi - lo)`` are the columns ``lo .. hi - 1`` of :meth:`score`, the query side
+        computed once (so a caller never needs all ``(B, N)`` scores at once)."""
+        q, att = self.query(reps, heads, rels)
+        ent, bias = self.candidates(reps)
+        for lo in range(0, ent.shape[0], tile):
+            b = None if bias is None else bias[lo:lo + tile]
+            yield lo, mixture_scores(q, ent[lo:lo + tile], att, b, self.order)
 
     @torch.no_grad()
     def predict_proba(self, heads: Tensor, rels: Tensor) -> Tensor:

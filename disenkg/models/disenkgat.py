@@ -237,6 +237,18 @@ class DisenKGAT(MixtureLinkModel):
         sub, rel, att = self._parts(reps, heads, rels)
         return mixture_scores_from_logits(self._eager_logits(sub, rel, reps), att, self.order)
 
+    def score_tiles(self, reps, heads, rels, *, tile: int):
+        if self.scorer.dot_product:
+            yield from super().score_tiles(reps, heads, rels, tile=tile)
+            return
+        sub, rel, att = self._parts(reps, heads, rels)
+        ent = self._candidate_entities(reps)
+        for lo in range(0, ent.shape[0], tile):
+            x = self.scorer.logits(sub, rel, ent[lo:lo + tile])
+            if self.scorer.uses_bias:
+                x = x + self.bias[lo:lo + tile]
+            yield lo, mixture_scores_from_logits(x, att, self.order)
+
     def _eager_logits(self, sub, rel, reps) -> Tensor:
         x = self.scorer.logits(sub, rel, self._candidate_entities(reps))
         return x + self.bias if self.scorer.uses_bias else x

@@ -22,9 +22,10 @@ def mixture_scores(query: Tensor, entity: Tensor, att_logits: Tensor, bias: Tens
     B, K, Fd = query.shape
     N = entity.shape[0]
     if order == "before" or K == 1:
-        a = torch.softmax(att_logits, -1).unsqueeze(-1)
-        z = (a * query).reshape(B, K * Fd) @ entity.reshape(N, K * Fd).T
-        return z if bias is None else z + bias
+        q = query if K == 1 else torch.softmax(att_logits, -1).unsqueeze(-1) * query
+        e = entity.reshape(N, K * Fd).T
+        q = q.reshape(B, K * Fd)
+        return q @ e if bias is None else torch.addmm(bias, q, e)  # bias in the GEMM
     if order != "after":
         raise ValueError(f"unknown order {order!r}; choose one of ['after', 'before']")
     # (K, B, N) logits from one batched GEMM, then log-sum-exp over K with in-place

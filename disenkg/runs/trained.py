@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,17 @@ from disenkg.models.base import MixtureLinkModel
 from disenkg.runs.checkpoint import load_checkpoint
 from disenkg.runs.rundir import RunDir
 
-__all__ = ["FILTERS", "TrainedRun", "load_run", "read_queries"]
+__all__ = ["FILTERS", "SCORE_TILE", "TrainedRun", "load_run", "read_queries"]
 
 #: ``known``: drop answers known from train / valid / test; ``none``: keep and mark them
 FILTERS = ("known", "none")
 #: queries scored at once by predict / score (their ``(B, N)`` scores bound the memory)
 QUERY_BATCH = 256
+#: candidate entities scored at once (:meth:`TrainedRun.score_tiles`): a ``(1 024, 512)``
+#: float32 tile is 2 MB, and on a 2-core AMD EPYC (Zen 3) the ``(B, 200) x (200, 512)``
+#: score GEMMs ran at 2.3x the speed of one ``(B, 200) x (200, 14 541)`` GEMM over all of
+#: FB15k-237's entities (93 vs 41 GFLOPS at B = 577, 138 vs 41 at B = 1 024)
+SCORE_TILE = 512
 
 
 def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -141,10 +147,23 @@ class TrainedRun:
 
     def scores(self, heads: Tensor, rels: Tensor) -> Tensor:
         """``(B, N)`` ranking scores of all entities for the id queries ``(heads, rels)``
-        (``rels >= R`` are the inverse relations, i.e. head prediction)."""
-        with torch.no_grad():
-            return self.model.score(self._representations(), heads.to(self.device),
-                                    rels.to(self.device)).float().cpu()
+        (``rels >= R`` are the inverse relations, i.e. head prediction): the tiles of
+        :meth:`score_tiles` side by side, so a completion scores exactly the same values."""
+        return torch.cat([t for _, t in self.score_tiles(heads, rels)], 1).cpu()
+
+    def score_tiles(self, heads: Tensor, rels: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """``(lo, scores)``: the ranking scores of the candidate entities ``lo .. lo +``
+        :data:`SCORE_TILE` ``- 1`` for the queries, ``(B, tile)`` float32 on the model's
+        device (:meth:`MixtureLinkModel.score_tiles`)."""
+        reps = self._representations()
+        tiles = self.model.score_tiles(reps, heads.to(self.device), rels.to(self.device),
+                                       tile=SCORE_TILE)
+        while True:  # no_grad around each step only: the caller's code keeps its mode
+            with torch.no_grad():
+                item = next(tiles, None)
+            if item is None:
+                return
+            yield item[0], item[1].float()
 
     def probabilities(self, scores: Tensor) -> Tensor:
         """``(B, N)`` probabilities from the ``(B, N)`` :meth:`scores` of whole queries: the

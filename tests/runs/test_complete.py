@@ -11,7 +11,10 @@ import torch
 
 import disenkg
 from disenkg.run import main as run_main
-from disenkg.runs.complete import top_k_exact
+from disenkg.ops import native
+from disenkg.ops.running_topk import top_k_exact
+from disenkg.runs.complete import CompletionBatch, open_writer
+from disenkg.runs.complete import complete as run_complete
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "runs_0_1_0"
@@ -31,7 +34,9 @@ def test_top_k_exact_equals_a_stable_sort(seed):
 
 @pytest.mark.parametrize("name", ["umls-disenkgat", "umls-conve"])
 @pytest.mark.parametrize("filter", ["known", "none"])
-def test_every_query_equals_predict(name, filter):
+@pytest.mark.parametrize("tile", [512, 16])  # 16: UMLS's 135 entities in 9 tiles
+def test_every_query_equals_predict(name, filter, tile, monkeypatch):
+    monkeypatch.setattr("disenkg.runs.trained.SCORE_TILE", tile)
     run = disenkg.load_run(FIXTURES / name)
     ds = run.dataset
     k = 7
@@ -120,3 +125,52 @@ def test_parquet_output(tmp_path):
     t = pq.read_table(out).to_pydict()
     assert set(t["relation"]) == {"location_of"} and set(t["rank"]) == {1, 2}
     assert np.all(np.asarray(t["score"]) > 0)
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
+def test_native_lines_equal_numpy_lines(tmp_path):
+    names = ["a", "Ünïcode name", "x" * 300, "/m/0gslw", ""]
+    rels = ["r0", "/people/person/nationality"]
+    g = np.random.default_rng(0)
+    n = 2000
+    score = np.concatenate([[0.0, 1.0, 1e-30, 1.5e-5, 0.123456789, 0.9999996, 3.4e38],
+                            g.random(n - 7) ** 8]).astype(np.float32)
+    batches = [CompletionBatch(relation=i % 2, direction=("tail", "head")[i % 2],
+                               query=g.integers(0, 5, n), answer=g.integers(0, 5, n),
+                               rank=g.integers(1, 10_001, n), score=score, last=True)
+               for i in range(3)]
+    out = {}
+    for impl in ("native", "eager"):
+        w = open_writer(tmp_path / f"{impl}.tsv", entity_names=names, relation_names=rels,
+                        impl=impl)
+        for b in batches:
+            w.write(b)
+        w.close()
+        out[impl] = (tmp_path / f"{impl}.tsv").read_bytes()
+    assert out["native"] == out["eager"]
+    assert out["native"].count(b"\n") == 3 * n + 1
+
+
+@pytest.mark.parametrize("name", ["umls-disenkgat", "umls-conve"])
+def test_both_top_k_kernels_give_the_same_batches(name):
+    if not native.available():
+        pytest.skip("native kernels unavailable")
+    run = disenkg.load_run(FIXTURES / name)
+    got = {impl: [(b.relation, b.direction, b.query.tolist(), b.answer.tolist(),
+                   b.rank.tolist(), b.score.tolist())
+                  for b in run_complete(run, k=4, relations=[0, 5], impl=impl,
+                                        batch_size=64)]
+           for impl in ("native", "eager")}
+    assert got["native"] == got["eager"] and got["native"]
+
+
+@pytest.mark.parametrize("name", ["umls-disenkgat", "umls-conve"])
+def test_tiled_scores_equal_the_models_whole_rows(name, monkeypatch):
+    monkeypatch.setattr("disenkg.runs.trained.SCORE_TILE", 16)
+    run = disenkg.load_run(FIXTURES / name)
+    h = torch.arange(40)
+    r = torch.arange(40) % (2 * run.dataset.num_relations)
+    with torch.no_grad():
+        whole = run.model.score(run.model.encode(), h, r).float()
+    torch.testing.assert_close(run.scores(h, r), whole, rtol=1e-5, atol=1e-5)
+    assert torch.is_grad_enabled()  # the tile generator leaves the caller's mode alone

@@ -32,5 +32,9 @@ def eval_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
         o = out[s:e]
         o.copy_(fc.bias)
         for grp in range(groups):
-            o.add_(feat[grp].view(e - s, -1) @ fc_w[grp])
+            f = feat[grp].view(e - s, -1)
+            if f.dtype == o.dtype:  # accumulated by the GEMM (no product buffer)
+                o.addmm_(f, fc_w[grp])
+            else:
+                o.add_(f @ fc_w[grp])
     return out

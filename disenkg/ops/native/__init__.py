@@ -4,7 +4,9 @@ The sources ship with the package: ``edge_kernels.{c,h}`` (the DisenKGAT layer's
 products, :mod:`disenkg.ops.edge_products`), ``patch_kernels.{c,h}`` (the convolutional
 scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patches`) and
 ``mixture_kernels.c`` (the element-wise tile of the chunked mixture BCE,
-:mod:`disenkg.ops.mixture_bce.chunked`). The first call
+:mod:`disenkg.ops.mixture_bce.chunked`) and ``topk_kernels.c`` (the running top-k of
+:mod:`disenkg.ops.running_topk` and the TSV lines of :mod:`disenkg.runs.complete`). The
+first call
 to :func:`load` compiles them with the system C compiler (``$CC``, else ``cc``) into the
 cache (``$DISENKG_CACHE/native``, default ``~/.cache/disenkg/native``) under a name hashed
 from the sources, the flags and the CPU, written atomically so concurrent processes are
@@ -58,10 +60,10 @@ logger = logging.getLogger(__name__)
 
 _SOURCE_DIR = Path(__file__).resolve().parent
 _SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernels.h",
-            "mixture_kernels.c")
+            "mixture_kernels.c", "topk_kernels.c")
 # -fno-trapping-math: no kernel reads floating-point exception flags, and it lets the
 # compiler if-convert and vectorise the polynomial exp / log of mixture_kernels.c
-_ABI_VERSION = 6  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
+_ABI_VERSION = 7  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
           "-fno-trapping-math", f"-DDISENKG_ABI_VERSION={_ABI_VERSION}")
 _FALSE = ("0", "false", "no", "off")
@@ -305,6 +307,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mixture_bce_tile_f32.argtypes = [p, p, p] + [i64] * 3 + [ctypes.c_float] * 2 + [
         c_int, p, p, c_int]
     lib.mixture_bce_tile_f32.restype = None
+    lib.topk_update_f32.argtypes = [p] + [i64] * 5 + [p, p, c_int]
+    lib.topk_update_f32.restype = None
+    lib.format_tsv_rows.argtypes = [p] * 4 + [i64] + [p, p, p, i64, p, i64, p, i64]
+    lib.format_tsv_rows.restype = i64
 
 
 def available() -> bool:
