@@ -69,18 +69,20 @@ def study_dir(config: LinkConfig) -> Path:
     return plain.parent / f"tune-{plain.name}"
 
 
-def make_sampler(name: str, seed: int) -> Any:
+def make_sampler(name: str, seed: int, first: Mapping[str, Any] | None = None) -> Any:
     """Optuna's TPE or random sampler, seeded per trial by ``(seed, trial number)``.
 
     One seed for the whole study would make two workers started together draw the same
     trials; seeding each trial by its number (unique in the study) keeps a single worker
     deterministic for a seed and lets workers differ. The samplers keep no state but their
     random generator (the history is read from the study), so a fresh one per trial loses
-    nothing.
+    nothing. ``first``: the values trial 0 takes (the baseline; the storage numbers trials
+    atomically, so two workers starting together never both train it, as two enqueued
+    copies could); parameters it lacks are sampled.
     """
     optuna = require_optuna()
     kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    return _trial_seeded(optuna)(lambda s: kinds[name](seed=s), seed)
+    return _trial_seeded(optuna)(lambda s: kinds[name](seed=s), seed, dict(first or {}))
 
 
 def _trial_seeded(optuna: Any) -> type:
@@ -89,8 +91,9 @@ def _trial_seeded(optuna: Any) -> type:
     class TrialSeededSampler(base):  # type: ignore[misc, valid-type]
         """Delegates each trial to a sampler seeded by ``(seed, trial number)``."""
 
-        def __init__(self, factory: Callable[[int], Any], seed: int) -> None:
-            self._factory, self._seed = factory, seed
+        def __init__(self, factory: Callable[[int], Any], seed: int,
+                     first: dict[str, Any]) -> None:
+            self._factory, self._seed, self._first = factory, seed, first
             self._by_number: dict[int, Any] = {}
 
         def _for(self, trial: Any) -> Any:
@@ -104,9 +107,13 @@ def _trial_seeded(optuna: Any) -> type:
             return self._for(trial).infer_relative_search_space(study, trial)
 
         def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            if trial.number == 0 and self._first:
+                return {}  # trial 0's values come one by one from sample_independent
             return self._for(trial).sample_relative(study, trial, search_space)
 
         def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            if trial.number == 0 and name in self._first:
+                return self._first[name]
             return self._for(trial).sample_independent(study, trial, name, dist)
 
         def before_trial(self, study: Any, trial: Any) -> None:
@@ -260,6 +267,8 @@ class _Objective:
     def __call__(self, trial: Any) -> float:
         optuna = require_optuna()
         params = {name: dim.suggest(trial, name) for name, dim in self.space.items()}
+        if trial.number == 0:  # make_sampler's first: the plain command's settings
+            trial.set_user_attr("baseline", True)
         # the image (and the kernel that must fit it) follows a drawn vector size
         values = follow_dim(params, self.base, self.fixed)
         rel = f"trials/{trial.number}"
@@ -347,7 +356,8 @@ def run_study(tune: TuneConfig, layers: list[Layer]) -> TuneResult:
     storage = _open_storage(tune.storage or f"sqlite:///{(out / 'study.db').resolve()}")
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 load_if_exists=True,
-                                sampler=make_sampler(tune.sampler, base.training.seed),
+                                sampler=make_sampler(tune.sampler, base.training.seed,
+                                                     first=_baseline(derived, space)),
                                 pruner=make_pruner(tune.pruner, tune.prune_warmup))
     _check_identity(study, _identity(base, space, dataset), name)
     done = _finished(study)
@@ -357,9 +367,6 @@ def run_study(tune: TuneConfig, layers: list[Layer]) -> TuneResult:
             raise UserError(f"{trials_dir} already holds trials {stray[:5]} of another study "
                             f"than {name!r} in {tune.storage or out / 'study.db'}",
                             hint="choose another --output-dir, or remove the old trials")
-        # skip_if_exists: two workers starting together enqueue the baseline once
-        study.enqueue_trial(_baseline(derived, space), user_attrs={"baseline": True},
-                            skip_if_exists=True)
     logger.info("study %s: %d of %d trials finished; space: %s", name, done, tune.trials,
                 ", ".join(space) or "(empty)")
     guard = _FailureGuard(tune.max_failures)
