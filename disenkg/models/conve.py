@@ -23,6 +23,8 @@ __all__ = ["ConvE", "ConvEReps"]
 class ConvEReps:
     entity: Tensor  # (N, D)
     relation: Tensor  # (2R, D)
+    #: evaluation: the head's relation-only part per relation (ConvEInteraction.relation_part)
+    relation_part: Tensor | None = None  # (2R, D)
 
 
 class ConvE(MixtureLinkModel):
@@ -75,7 +77,10 @@ class ConvE(MixtureLinkModel):
         return ("entity.weight", "bias")
 
     def encode(self) -> ConvEReps:
-        return ConvEReps(self.entity.weight, self.relation.weight)
+        """The tables; in evaluation also the head's relation-only part of every relation
+        (computed once per evaluation, shared by all its queries)."""
+        rel = self.relation.weight
+        return ConvEReps(self.entity.weight, rel, self.interaction.relation_part(rel))
 
     def query(self, reps: ConvEReps, heads: Tensor, rels: Tensor) -> tuple[Tensor, Tensor]:
         # a sparse gradient for the B looked-up rows: autograd sums it with the scoring's
@@ -86,7 +91,9 @@ class ConvE(MixtureLinkModel):
         # a new tensor.
         sub = (nn.functional.embedding(heads, reps.entity, sparse=True)
                if self.entity_shard is None else self.entity_shard.lookup(reps.entity, heads))
-        q = self.interaction(sub, reps.relation.index_select(0, rels))
+        part = (None if reps.relation_part is None
+                else reps.relation_part.index_select(0, rels))
+        q = self.interaction(sub, reps.relation.index_select(0, rels), relation_part=part)
         return q.unsqueeze(1), q.new_zeros(q.shape[0], 1)
 
     def candidates(self, reps: ConvEReps) -> tuple[Tensor, Tensor]:

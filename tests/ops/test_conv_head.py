@@ -307,3 +307,64 @@ def test_batch_statistics_equal_conv_output_moments(groups, with_bias):
     mean, var = batch_statistics(gram, w, b, 6 * 5 * 3)
     torch.testing.assert_close(mean, y.mean((0, 2, 3)))
     torch.testing.assert_close(var, y.var((0, 2, 3), unbiased=False))
+
+
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason="native kernels unavailable"))])
+@pytest.mark.parametrize("k_h,k_w,kernel", [(4, 3, 3), (5, 2, 2), (3, 4, 1), (6, 5, 4)])
+def test_banded_evaluation_equals_the_whole_image(impl, k_h, k_w, kernel):
+    """ConvE's evaluation split (head band + mixed band + per-relation relation band)
+    against the plain modules on the stacked image, float64, trained-looking batch norm."""
+    torch.manual_seed(0)
+    D = k_h * k_w
+    plain = ConvEInteraction(embedding_dim=D, k_h=k_h, k_w=k_w, num_filters=5,
+                             kernel_size=kernel, impl="eager").double()
+    for bn in (plain.bn0, plain.bn1, plain.bn2):  # running statistics away from 0 / 1
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.3, 0.3)
+    banded = copy.deepcopy(plain)
+    banded.image_chunk, banded.impl = 7, impl
+    plain.eval()
+    banded.eval()
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(6, D, generator=g, dtype=torch.float64)  # 6 relations
+    h = torch.randn(23, D, generator=g, dtype=torch.float64)
+    rels = torch.randint(0, 6, (23,), generator=g)
+    with torch.no_grad():
+        part = banded.relation_part(table)
+        assert part is not None and part.shape == (6, D)
+        got = banded(h, table[rels], relation_part=part[rels])
+        want = plain(h, table[rels])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # no split in training mode, with gradients, or on the plain path
+    assert plain.relation_part(table) is None
+    banded.train()
+    assert banded.relation_part(table) is None
+    banded.eval()
+    assert banded.relation_part(table.requires_grad_()) is None
+
+
+def test_conve_evaluation_uses_the_relation_part():
+    from disenkg.models import ConvE
+
+    torch.manual_seed(0)
+    m = ConvE(num_entities=30, num_relations=4, embedding_dim=20, k_h=5, k_w=4,
+              num_filters=3, head_impl="chunked").double().eval()
+    h, r = torch.arange(30) % 30, torch.arange(30) % 8
+    with torch.no_grad():
+        reps = m.encode()
+        assert reps.relation_part is not None and reps.relation_part.shape == (8, 20)
+        banded = m.score(reps, h, r)
+        whole = m.score(type(reps)(reps.entity, reps.relation), h, r)
+    torch.testing.assert_close(banded, whole, rtol=1e-10, atol=1e-10)
+    m.train()
+    assert m.encode().relation_part is None
+
+
+def test_no_bands_for_a_bfloat16_head():
+    m = ConvEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
+                         impl="chunked", precision="bf16").eval()
+    with torch.no_grad():
+        assert m.relation_part(torch.randn(3, 12)) is None

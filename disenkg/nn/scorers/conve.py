@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from disenkg.ops.conv_head import IMPLS as HEAD_IMPLS
-from disenkg.ops.conv_head import conv_bn_head
+from disenkg.ops.conv_head import conv_bn_head, conv_bn_head_band
 from disenkg.ops.impls import check_impl
 from disenkg.ops.sync_batch_norm import batch_norm
 
@@ -43,6 +43,16 @@ class ConvEInteraction(nn.Module):
             feature maps in bfloat16; batch-norm statistics, outputs and gradients stay
             fp32) or ``auto`` (bf16 where :mod:`disenkg.ops.probe` measures it faster, else
             fp32; what the command line uses). (default: ``"fp32"``, exact)
+
+    In evaluation the stacked image splits into bands: with :math:`k` the kernel size, the
+    feature-map rows :math:`0 .. k_h - k` read head pixels only, :math:`k_h - k + 1 ..
+    k_h - 1` both halves and :math:`k_h ..` relation pixels only, and the head is linear
+    after its ReLU, so :math:`\mathrm{fc}(z) = \mathrm{fc}_h(z_h) + \mathrm{fc}_m(z_m) +
+    \mathrm{fc}_r(z_r) + b`. :meth:`relation_part` computes the last two terms once per
+    relation (:meth:`ConvE.encode <disenkg.models.ConvE.encode>` does, in evaluation),
+    and ``forward(..., relation_part=...)`` adds them to the head and mixed bands of each
+    query: about half the head's evaluation FLOPs at the default image, the same values up
+    to float rounding.
 
     Shapes:
         head ``(B, D)``, relation ``(B, D)`` -> ``(B, D)``.
@@ -79,15 +89,47 @@ class ConvEInteraction(nn.Module):
         for m in (self.bn0, self.conv, self.bn1, self.fc, self.bn2):
             m.reset_parameters()
 
-    def forward(self, head: Tensor, relation: Tensor) -> Tensor:
+    def forward(self, head: Tensor, relation: Tensor, *,
+                relation_part: Tensor | None = None) -> Tensor:
+        """``relation_part``: each query's rows of :meth:`relation_part` (evaluation)."""
         B = head.shape[0]
-        x = torch.cat([head.view(B, 1, self.k_h, self.k_w),
-                       relation.view(B, 1, self.k_h, self.k_w)], dim=2)
-        x = self.input_drop(batch_norm(self.bn0, x))
-        x = conv_bn_head(x, self.conv.weight, self.conv.bias, 1, self.bn1, self.feature_drop,
-                         self.fc, chunk=self.image_chunk, precision=self.precision,
-                         impl=self.impl)
+        x = None if relation_part is None else self._banded(head, relation, relation_part)
+        if x is None:
+            x = torch.cat([head.view(B, 1, self.k_h, self.k_w),
+                           relation.view(B, 1, self.k_h, self.k_w)], dim=2)
+            x = self.input_drop(batch_norm(self.bn0, x))
+            x = conv_bn_head(x, self.conv.weight, self.conv.bias, 1, self.bn1,
+                             self.feature_drop, self.fc, chunk=self.image_chunk,
+                             precision=self.precision, impl=self.impl)
         return torch.relu(batch_norm(self.bn2, self.hidden_drop(x)))
+
+    def _band(self, x: Tensor, rows: tuple[int, int], fc_bias: bool) -> Tensor | None:
+        return conv_bn_head_band(x, self.conv.weight, self.conv.bias, 1, self.bn1, self.fc,
+                                 rows=rows, fc_bias=fc_bias, chunk=self.image_chunk,
+                                 precision=self.precision, impl=self.impl)
+
+    def relation_part(self, relation: Tensor) -> Tensor | None:
+        """The fc output (bias included) of the feature-map rows that read relation pixels
+        only, one row per relation row ``(R', D) -> (R', D)``; ``None`` where the banded
+        evaluation does not run (training mode, gradients, the eager head, a bfloat16
+        head, or a kernel taller than ``k_h``)."""
+        a = self.k_h - self.kernel_size + 1
+        if self.training or a < 1:
+            return None
+        img = batch_norm(self.bn0, relation.view(relation.shape[0], 1, self.k_h, self.k_w))
+        return self._band(img, (self.k_h, self.k_h + a), True)
+
+    def _banded(self, head: Tensor, relation: Tensor, relation_part: Tensor) -> Tensor | None:
+        B, k = head.shape[0], self.kernel_size
+        a = self.k_h - k + 1
+        h = batch_norm(self.bn0, head.view(B, 1, self.k_h, self.k_w))
+        out = self._band(h, (0, a), False)
+        if out is None or self.training:
+            return None
+        if k > 1:  # the mixed rows: the last k - 1 head rows over the first k - 1 relation rows
+            r = batch_norm(self.bn0, relation.view(B, 1, self.k_h, self.k_w)[:, :, :k - 1])
+            out += self._band(torch.cat([h[:, :, a:], r], dim=2), (a, self.k_h), False)
+        return out + relation_part
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(dim={self.embedding_dim}, image=({self.k_h}, "

@@ -42,7 +42,8 @@ from disenkg.ops.impls import OP_IMPLS, check_impl
 from disenkg.ops.precision import auto_bf16, check_precision
 from disenkg.utils.distributed import all_reduce_sum, batch_stats_synced
 
-__all__ = ["IMPLS", "batch_statistics", "compute_dtype", "conv_bn_head", "resolve_impl"]
+__all__ = ["IMPLS", "batch_statistics", "compute_dtype", "conv_bn_head", "conv_bn_head_band",
+           "resolve_impl"]
 
 #: ``eager`` = the plain modules (all feature maps at once); ``chunked`` / ``native`` = image
 #: chunks with the PyTorch / C patch kernels (:mod:`disenkg.ops.impls`)
@@ -117,6 +118,31 @@ def _update_running(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -
         bn.running_mean.mul_(1 - mom_).add_(mean.detach(), alpha=mom_)
         bn.running_var.mul_(1 - mom_).add_(var.detach() * (count / max(count - 1, 1)),
                                            alpha=mom_)
+
+
+def conv_bn_head_band(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
+                      bn: nn.BatchNorm2d, fc: nn.Linear, *, rows: tuple[int, int],
+                      fc_bias: bool, chunk: int = 256, precision: str = "fp32",
+                      impl: str = "auto") -> Tensor | None:
+    """The evaluation head of a band of input rows: ``x`` produces the feature-map rows
+    ``rows`` of the whole image, and only their fc columns are applied (``fc_bias`` says
+    whether the fc bias is added; :func:`~disenkg.ops.conv_head.eval.eval_head`). The
+    bands of an image add up to :func:`conv_bn_head` in evaluation mode. ``None`` where
+    the evaluation path does not run: batch norm in training mode, gradients needed, the
+    plain modules (``impl`` resolving to ``eager``), or a compute dtype below the input's
+    (a bfloat16 GEMM rounds its product once: three bands would round three times, and
+    the outputs would move by bfloat16's ~0.4 % instead of float rounding)."""
+    impl = resolve_impl(impl, x)
+    kernels = _KERNELS.get(impl)
+    params = (x, weight, bias, bn.weight, bn.bias, fc.weight, fc.bias)
+    if (kernels is None or bn.training or torch.is_grad_enabled()
+            and any(t is not None and t.requires_grad for t in params)):
+        return None
+    low = compute_dtype(precision, x, impl)
+    if low != x.dtype:
+        return None
+    return eval_head(x, weight, bias, groups, bn, fc, chunk, low, kernels, rows=rows,
+                     fc_bias=fc_bias)
 
 
 def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
