@@ -14,9 +14,12 @@ has fewer answers.
 
 ``impl``: ``native`` is a C/OpenMP kernel (one pass over the tile in cache, a block of
 columns skipped with one vectorised comparison against the :math:`k`-th value; float32 on
-CPUs), ``eager`` the PyTorch reference (each tile's own top :math:`k` by
-:func:`top_k_exact`, merged with the running rows by a stable sort; any device and dtype),
-``auto`` the native kernel where it applies and builds.
+CPUs), ``eager`` PyTorch on any device, ``auto`` the native kernel where it applies and
+builds. The PyTorch path packs each entry of a float32 (or narrower) tile into one int64
+key, the order-preserving bits of :math:`-s` above the column, so a single
+``torch.topk(largest=False)`` over the running keys and the tile's selects exactly, ties
+included, without a host synchronisation per tile (the GPU path); float64 tiles take each
+tile's own top :math:`k` by :func:`top_k_exact` and a stable merge.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class RunningTopK:
         self._next = 0
         self._native = native.use(impl, device.type == "cpu" and dtype == torch.float32,
                                   "float32 scores on a CPU")
+        self._keys = (None if self._native or dtype.itemsize > 4
+                      else torch.full((rows, k), _EMPTY, dtype=torch.long, device=device))
 
     def update(self, tile: Tensor, col0: int) -> None:
         """Takes the columns ``col0 .. col0 + T - 1`` of every row, ``tile`` ``(B, T)``;
@@ -93,6 +98,14 @@ class RunningTopK:
                                           self.k, self.values.data_ptr(),
                                           self.ids.data_ptr(), torch.get_num_threads())
             return
+        if self._keys is not None:
+            keys = torch.cat([self._keys, _keys(tile, col0)], 1)
+            self._keys = torch.topk(keys, min(self.k, keys.shape[1]), dim=1,
+                                    largest=False).values
+            if self._keys.shape[1] < self.k:  # only while fewer than k columns were seen
+                pad = self._keys.new_full((B, self.k - self._keys.shape[1]), _EMPTY)
+                self._keys = torch.cat([self._keys, pad], 1)
+            return
         x = torch.nan_to_num(tile, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         row, col, rank = top_k_exact(x, self.k)
         kk = min(self.k, T)
@@ -111,5 +124,36 @@ class RunningTopK:
     def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(row, col, rank, value)`` of the selected entries: rows in order, ranks
         ``0..`` within each row."""
+        if self._keys is not None:
+            self.values, self.ids = _unpack(self._keys, self.values.dtype)
         row, rank = (self.ids >= 0).nonzero(as_tuple=True)
         return row, self.ids[row, rank], rank, self.values[row, rank]
+
+
+#: the key of an empty slot, and of -inf / NaN entries: larger than every real key
+_EMPTY = torch.iinfo(torch.int64).max
+_LOW32 = 0xFFFFFFFF
+
+
+def _keys(tile: Tensor, col0: int) -> Tensor:
+    """int64 keys whose ascending order is (value descending, column ascending): the high
+    32 bits the float32 bits of the value mapped to an order-reversing integer (-0 counted
+    as +0, as comparisons do; centred on 0 so the key stays a signed int64), the low 32
+    bits the column; -inf and NaN get :data:`_EMPTY`."""
+    x = tile.float() + 0.0  # -0.0 -> +0.0
+    b = x.view(torch.int32).to(torch.int64) & _LOW32  # the raw bits, unsigned
+    asc = torch.where(b >= 0x80000000, b ^ _LOW32, b | 0x80000000)  # ascending with value
+    cols = torch.arange(col0, col0 + x.shape[1], device=x.device, dtype=torch.int64)
+    key = ((_LOW32 - asc - (1 << 31)) << 32) | cols  # the high part centred: signed
+    return key.masked_fill_(~(x > -math.inf), _EMPTY)  # NaN compares false
+
+
+def _unpack(keys: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``(values, ids)`` of :func:`_keys` keys: empty slots ``-inf`` / ``-1``."""
+    empty = keys == _EMPTY
+    asc = _LOW32 - ((keys >> 32) + (1 << 31))
+    b = torch.where(asc >= 0x80000000, asc & 0x7FFFFFFF, asc ^ _LOW32)
+    b = torch.where(b >= 0x80000000, b - (1 << 32), b)  # back to signed int32 range
+    values = b.to(torch.int32).view(torch.float32).to(dtype).masked_fill(empty, -math.inf)
+    ids = (keys & _LOW32).masked_fill(empty, -1)
+    return values, ids

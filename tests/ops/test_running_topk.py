@@ -93,3 +93,20 @@ def test_bad_use_is_named():
         top.update(torch.zeros(3, 5), 10)
     with pytest.raises(ValueError, match="k must be"):
         RunningTopK(rows=2, k=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_signed_zeros_tie_and_infinity_ranks_first(impl):
+    x = torch.tensor([[0.0, -0.0, 1.0, math.inf, -1.0, 0.0, -math.inf, math.nan, -0.0]])
+    assert run_tiles(x, 9, [4, 5], impl) == reference(x, 9)
+    assert [c for c, _ in run_tiles(x, 9, [4, 5], impl)[0]] == [3, 2, 0, 1, 5, 8, 4]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_narrow_floats_take_the_key_path(dtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 300, generator=g).round(decimals=1).to(dtype)
+    top = RunningTopK(rows=4, k=7, dtype=dtype, impl="eager")
+    assert top._keys is not None
+    got = run_tiles(x, 7, [100, 100, 100], "eager")
+    assert got == reference(x.float(), 7)
