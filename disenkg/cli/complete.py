@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="known: drop answers known from train/valid/test; none: keep them")
     p.add_argument("--min-probability", type=argtype(fraction), default=None,
                    help="drop answers whose probability is below this")
-    p.add_argument("--batch-size", type=integer(1), default=None,
-                   help=f"queries scored at once (default: {COMPLETION_BATCH})")
+    p.add_argument("--batch-size", type=integer(1), default=COMPLETION_BATCH,
+                   help="queries scored at once")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted completion of the same settings")
 
