@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import cpu_name
+
 CHILD = """
 import json, sys, time
 from disenkg.run import main
@@ -126,29 +128,20 @@ def main() -> None:
     n = ds.num_entities
     queries = n * n_rel * 2
     full = n * len(names) * 2
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_train_step import gemm_peak_gflops
-
     import torch
+    from bench_train_step import gemm_peak_gflops
 
     C, s2, P, F = head["num_filters"], head["kernel_size"] ** 2, head["positions"], head["dim"]
     flop = full * head["num_components"] * (2 * C * s2 * P + 2 * C * P * F + 2 * F * n)
     peak = gemm_peak_gflops(torch.float32, repeats=7)
     est = r["seconds"] * full / queries
-    r.update(model=a.model, cpu=_cpu(), queries=queries,
+    r.update(model=a.model, cpu=cpu_name(), queries=queries,
              queries_per_second=round(queries / r["seconds"]),
              output_mb=round(out.stat().st_size / 2**20, 1), full_queries=full,
              full_seconds_estimate=round(est), full_tflop=round(flop / 1e12, 1),
              gemm_gflops_fp32=round(peak, 1), floor_seconds=round(flop / peak / 1e9),
              floor_ratio=round(est / (flop / peak / 1e9), 2))
     print(json.dumps(r, indent=1))
-
-
-def _cpu() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
-    return "unknown"
 
 
 if __name__ == "__main__":

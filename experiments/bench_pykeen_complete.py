@@ -29,6 +29,8 @@ import os
 import subprocess
 import sys
 
+from benchlib import cpu_name
+
 CHILD = r"""
 import json, sys, tarfile, time
 import numpy as np, torch
@@ -93,15 +95,8 @@ def main() -> None:
                              text=True).stdout.strip()
     for key in [k for k in r if k.startswith("batch_size_")]:
         r[key]["full_seconds_estimate"] = round(full / r[key]["queries_per_second"])
-    r.update(pykeen=version, full_queries=full, cpu=_cpu())
+    r.update(pykeen=version, full_queries=full, cpu=cpu_name())
     print(json.dumps(r, indent=1))
-
-
-def _cpu() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
-    return "unknown"
 
 
 if __name__ == "__main__":

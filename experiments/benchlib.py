@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def dataset_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -21,3 +22,12 @@ def status_mb(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` and the core count, for a result's record."""
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    return "unknown"

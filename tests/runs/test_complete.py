@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import disenkg
-from disenkg.run import main as run_main
 from disenkg.ops import native
 from disenkg.ops.running_topk import top_k_exact
+from disenkg.run import main as run_main
 from disenkg.runs.complete import CompletionBatch, open_writer
 from disenkg.runs.complete import complete as run_complete
 from tests.conftest import REPO

@@ -23,7 +23,7 @@ __all__ = ["ConvEInteraction"]
 
 
 class ConvEInteraction(nn.Module):
-    """Maps ``(head, relation)`` embeddings to a query vector of the same size.
+    r"""Maps ``(head, relation)`` embeddings to a query vector of the same size.
 
     Args:
         embedding_dim (int): D; must equal ``k_h * k_w``.
