@@ -10,6 +10,11 @@ For a graph of edges :math:`e = (j \to i)` with relation :math:`r_e`, node tenso
     \mathrm{edge\_aggregate}(x, T, w)_{i,k,:} = \sum_{e = (j \to i)} w_{e,k}\,
         x_{j,k,:} \odot T_{r_e,k,:}
 
+The receivers may be a prefix of the nodes (``num_receivers`` of :meth:`EdgeGraph.build`:
+every ``dst`` lies in ``[0, N_dst)``, ``N_dst <= N``): ``edge_aggregate`` then returns
+``(N_dst, K, F)`` rows, while ``x`` keeps all ``N`` rows as senders (an entity shard's own
+rows followed by its halo, :mod:`disenkg.utils.halo`).
+
 These are the attention logits (``dot_weight``: :math:`T = W^2`, ``dot_emb``:
 :math:`T = r^2`) and the aggregation of ``mult`` / ``cross`` messages
 (:math:`T = u_r`) of :class:`~disenkg.nn.conv.DisenConv`. Their gradients are the same
@@ -51,14 +56,16 @@ __all__ = ["IMPLS", "EdgeGraph", "edge_aggregate", "edge_dot", "native_supported
 
 @dataclass(frozen=True)
 class EdgeGraph:
-    """Edges ``src -> dst`` with relation ``rel`` plus both CSR orders (built once)."""
+    """Edges ``src -> dst`` with relation ``rel`` plus both CSR orders (built once);
+    ``num_nodes`` senders, of which the first ``num_receivers`` may receive."""
 
     src: Tensor
     dst: Tensor
     rel: Tensor
     num_nodes: int
     num_relations: int
-    dst_ptr: Tensor  # (N + 1,) edges order_dst[dst_ptr[i]:dst_ptr[i+1]] end at i
+    num_receivers: int
+    dst_ptr: Tensor  # (N_dst + 1,) edges order_dst[dst_ptr[i]:dst_ptr[i+1]] end at i
     dst_order: Tensor
     src_ptr: Tensor
     src_order: Tensor
@@ -67,17 +74,22 @@ class EdgeGraph:
 
     @classmethod
     def build(cls, edge_index: Tensor, edge_type: Tensor, num_nodes: int,
-              num_relations: int) -> EdgeGraph:
-        """``edge_index`` ``(2, E)`` (row 0 source, row 1 target), ``edge_type`` ``(E,)``."""
+              num_relations: int, num_receivers: int | None = None) -> EdgeGraph:
+        """``edge_index`` ``(2, E)`` (row 0 source, row 1 target), ``edge_type`` ``(E,)``;
+        targets lie in ``[0, num_receivers)`` (default: ``num_nodes``)."""
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
         if edge_type.shape != (edge_index.shape[1],):
             raise ValueError(f"edge_type must have shape ({edge_index.shape[1]},), got "
                              f"{tuple(edge_type.shape)}")
+        receivers = num_nodes if num_receivers is None else num_receivers
+        if not 0 <= receivers <= num_nodes:
+            raise ValueError(f"num_receivers must lie in [0, {num_nodes}], got {receivers}")
         src, dst = (t.contiguous().long() for t in edge_index)
         rel = edge_type.contiguous().long()
         if src.numel():
-            for name, t, hi in (("edge_index", edge_index, num_nodes),
+            for name, t, hi in (("edge_index[0]", src, num_nodes),
+                                ("edge_index[1]", dst, receivers),
                                 ("edge_type", rel, num_relations)):
                 lo_v, hi_v = int(t.min()), int(t.max())
                 if lo_v < 0 or hi_v >= hi:
@@ -91,11 +103,11 @@ class EdgeGraph:
             torch.cumsum(counts, 0, out=ptr[1:])
             return ptr, order
 
-        dst_ptr, dst_order = csr(dst, num_nodes)
+        dst_ptr, dst_order = csr(dst, receivers)
         src_ptr, src_order = csr(src, num_nodes)
         rel_ptr, rel_order = csr(rel, num_relations)
-        return cls(src, dst, rel, num_nodes, num_relations, dst_ptr, dst_order, src_ptr,
-                   src_order, rel_ptr, rel_order)
+        return cls(src, dst, rel, num_nodes, num_relations, receivers, dst_ptr, dst_order,
+                   src_ptr, src_order, rel_ptr, rel_order)
 
     @property
     def num_edges(self) -> int:
@@ -136,13 +148,14 @@ def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool
     reduction :math:`\sum_{e \in r} w_e\, a_{n(e)} \odot b_{other(e)}` (``n(e)`` the
     edge's endpoint on that side)."""
     _, K, F = b.shape
-    out = b.new_empty(g.num_nodes, K, F)
+    rows = g.num_receivers if to_dst else g.num_nodes
+    out = b.new_empty(rows, K, F)
     red = None if rel_a is None else b.new_empty(g.num_relations, K, F)
     ptr, order, other = ((g.dst_ptr, g.dst_order, g.src) if to_dst
                          else (g.src_ptr, g.src_order, g.dst))
     _fn("edge_spmm", b.dtype)(b.data_ptr(), _ptr(table), w.data_ptr(), ptr.data_ptr(),
                               order.data_ptr(), other.data_ptr(), g.rel.data_ptr(),
-                              g.num_nodes, K, F, out.data_ptr(), _ptr(rel_a),
+                              rows, K, F, out.data_ptr(), _ptr(rel_a),
                               g.num_relations, _ptr(red), torch.get_num_threads())
     return out, red
 
@@ -164,7 +177,8 @@ def _spmm_on(backend: str, b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGr
 
     ptr, order, other, node = ((g.dst_ptr, g.dst_order, g.src, g.dst) if to_dst
                                else (g.src_ptr, g.src_order, g.dst, g.src))
-    out = edge_triton.spmm(b, table, w, ptr, order, other, g.rel, g.num_nodes)
+    out = edge_triton.spmm(b, table, w, ptr, order, other, g.rel,
+                           g.num_receivers if to_dst else g.num_nodes)
     red = None if rel_a is None else edge_triton.relation_sum(
         rel_a, b, w, g.rel_ptr, g.rel_order, node, other, g.rel, g.num_relations)
     return out, red
@@ -184,9 +198,10 @@ class _EdgeDot(torch.autograd.Function):
         grad = grad.contiguous()
         want_t = ctx.needs_input_grad[1]
         # the dst-side pass gathers x_src for both d x_dst and d T = sum g x_dst * x_src
-        gx, gt = _spmm_on(ctx.backend, x, table, grad, g, to_dst=True,
-                          rel_a=x if want_t else None)
-        gx.add_(_spmm_on(ctx.backend, x, table, grad, g, to_dst=False)[0])
+        g_dst, gt = _spmm_on(ctx.backend, x, table, grad, g, to_dst=True,
+                             rel_a=x if want_t else None)
+        gx = _spmm_on(ctx.backend, x, table, grad, g, to_dst=False)[0]
+        gx[:g.num_receivers].add_(g_dst)
         return gx if ctx.needs_input_grad[0] else None, gt, None, None
 
 
@@ -273,13 +288,13 @@ def edge_dot(x: Tensor, table: Tensor, graph: EdgeGraph, impl: str = "auto") -> 
 
 def edge_aggregate(x: Tensor, table: Tensor, weight: Tensor, graph: EdgeGraph,
                    impl: str = "auto") -> Tensor:
-    """``(N, K, F)``: :math:`\\sum_{e \\to i} w_e\\, x_{src} \\odot T_{rel}` (see module
-    docstring)."""
+    """``(N_dst, K, F)``: :math:`\\sum_{e \\to i} w_e\\, x_{src} \\odot T_{rel}` (see
+    module docstring)."""
     _check(x, table, graph, weight)
     backend = _resolve(impl, x, table, weight)
     if backend != "eager":
         return _EdgeAggregate.apply(x.contiguous(), table.contiguous(), weight.contiguous(),
                                     graph, backend)
     msg = x.index_select(0, graph.src) * table.index_select(0, graph.rel)
-    out = torch.zeros_like(x)
+    out = x.new_zeros(graph.num_receivers, *x.shape[1:])
     return out.index_add_(0, graph.dst, msg * weight.unsqueeze(-1))

@@ -60,6 +60,44 @@ def test_values_and_grads_against_loops(shape):
         torch.testing.assert_close(a, b)
 
 
+def bipartite_case(N, n_dst, K, F, R, E, seed=0):
+    """Senders in ``[0, N)``, receivers the first ``n_dst`` nodes (a shard and its halo)."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, N, (E,), generator=g)
+    dst = torch.randint(0, max(n_dst, 1), (E,), generator=g)
+    et = torch.randint(0, R, (E,), generator=g)
+    x = torch.randn(N, K, F, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(R, K, F, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(E, K, generator=g, dtype=torch.float64, requires_grad=True)
+    return (EdgeGraph.build(torch.stack([src, dst]), et, N, R, num_receivers=n_dst),
+            src.tolist(), dst.tolist(), et.tolist(), x, table, w)
+
+
+@pytest.mark.parametrize("impl", ["native", "eager"])
+@pytest.mark.parametrize("shape", [(11, 4, 3, 5, 4, 40), (6, 1, 2, 7, 2, 9), (5, 0, 2, 3, 2, 0)])
+def test_receivers_a_prefix_of_the_senders(impl, shape):
+    """``num_receivers < N``: the aggregate has ``N_dst`` rows and equals the loop's first
+    ``N_dst`` rows; the senders' gradients cover all ``N`` rows (values and gradients,
+    float64)."""
+    N, n_dst = shape[:2]
+    g, src, dst, rel, x, table, w = bipartite_case(*shape)
+    out = edge_dot(x, table, g, impl=impl)
+    ref = loop_dot(x, table, src, dst, rel)
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table)),
+                    torch.autograd.grad((ref * up).sum(), (x, table))):
+        torch.testing.assert_close(a, b)
+    out = edge_aggregate(x, table, w, g, impl=impl)
+    ref = loop_aggregate(x, table, w, src, dst, rel)[:n_dst]
+    assert out.shape == (n_dst, *x.shape[1:])
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table, w)),
+                    torch.autograd.grad((ref * up).sum(), (x, table, w))):
+        torch.testing.assert_close(a, b)
+
+
 def test_gradcheck():
     g, _, _, x, table, w = random_case(6, 2, 3, 3, 15, seed=1)
     assert torch.autograd.gradcheck(lambda x, t: edge_dot(x, t, g, impl="native"), (x, table))
@@ -98,6 +136,10 @@ def test_errors():
         edge_dot(x, table.float(), g)
     with pytest.raises(ValueError, match=r"edge_type values must lie in \[0, 3\)"):
         EdgeGraph.build(ei, et, 7, 3)
+    with pytest.raises(ValueError, match=r"edge_index\[1\] values must lie in \[0, 2\)"):
+        EdgeGraph.build(ei, et, 7, 4, num_receivers=2)
+    with pytest.raises(ValueError, match=r"num_receivers must lie in \[0, 7\], got 8"):
+        EdgeGraph.build(ei, et, 7, 4, num_receivers=8)
     with pytest.raises(ValueError, match="impl='native' needs CPU float32/float64"):
         edge_dot(x.half(), table.half(), g, impl="native")
     with pytest.raises(ValueError, match="unknown impl 'cuda'"):

@@ -107,3 +107,26 @@ def test_disen_conv_triton_equals_eager():
         outs.append((out, *torch.autograd.grad(loss, list(m.parameters()))))
     for u, v in zip(*outs):
         torch.testing.assert_close(u, v)
+
+
+def test_receivers_a_prefix_of_the_senders():
+    """``num_receivers < N`` (an entity shard's rows and its halo): the triton SpMM onto the
+    receivers has ``N_dst`` rows, the senders' gradients all ``N`` (float64)."""
+    from tests.ops.test_edge_products import bipartite_case
+
+    g, src, dst, rel, x, table, w = bipartite_case(11, 4, 3, 70, 4, 40)
+    if DEVICE != "cpu":
+        from disenkg.ops.edge_products import EdgeGraph
+
+        g = EdgeGraph.build(torch.stack([g.src, g.dst]).to(DEVICE), g.rel.to(DEVICE), 11, 4,
+                            num_receivers=4)
+        x, table, w = (t.detach().to(DEVICE).requires_grad_() for t in (x, table, w))
+    for fn, args, ref in ((edge_dot, (x, table), lambda: loop_dot(x, table, src, dst, rel)),
+                          (edge_aggregate, (x, table, w),
+                           lambda: loop_aggregate(x, table, w, src, dst, rel)[:4])):
+        out, ref = fn(*args, g, impl="triton"), ref()
+        torch.testing.assert_close(out, ref)
+        up = torch.randn_like(ref)
+        for a, b in zip(torch.autograd.grad((out * up).sum(), args),
+                        torch.autograd.grad((ref * up).sum(), args)):
+            torch.testing.assert_close(a, b)
