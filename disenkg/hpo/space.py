@@ -40,7 +40,8 @@ def tunable_options(config: LinkConfig) -> dict[str, Option]:
     applies = set(model.applicable(model.values()))
     out = {o.name: o for o in TrainingConfig.options()
            if o.name not in ("seed", "epochs", "time_budget", "search", "patience", "min_epochs",
-                             "eval_every", "eval_batch_size", "rank_type", "entity_shards")
+                             "eval_every", "eval_batch_size", "rank_type", "entity_shards",
+                             "partition")
            and not o.name.endswith(("_impl", "_precision"))}
     out.update({o.name: o for o in model.options()
                 if o.name in applies and not o.name.endswith(("_impl", "_precision", "_chunk"))})

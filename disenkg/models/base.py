@@ -57,6 +57,11 @@ class MixtureLinkModel(nn.Module):
         """Names (in :meth:`state_dict`) of the parameters split by entity rows."""
         return ()
 
+    def entity_loads(self) -> Tensor | None:
+        """``(N,)`` the graph encoder's work per entity (what ``--partition degree``
+        balances over the shards), or ``None``: the model has no graph encoder."""
+        return None
+
     def _shard_rows(self, names: tuple[str, ...], shard: EntityShard) -> None:
         """Replaces the parameters ``names`` (dotted) by ``shard``'s rows."""
         for name in names:

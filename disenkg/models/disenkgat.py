@@ -29,10 +29,23 @@ step: an estimator fitted on the very sample it scores, one step behind the enco
 UMLS its penalty turned negative and diverged after ~13 epochs in every seed of the
 comparison with the authors' code (``experiments/results/reference_umls.md``); it is
 kept to resume and reproduce runs made with it.
+
+Entity-sharded (:meth:`DisenKGAT.shard_entities`, ``--entity-shards S`` under
+``torchrun``), the encoder is partitioned by receiver: shard ``s`` holds the base
+embeddings of its entities, the edges ending at them, and their encoder rows
+(activations included); each layer reads the sender rows it lacks from their owners (the
+halo exchange of :class:`~disenkg.utils.halo.Halo`), and its batch norm counts every
+shard's rows. A query's subject row comes from its owner
+(:meth:`EntityShard.lookup <disenkg.utils.entity_shards.EntityShard.lookup>`), and each
+shard scores the batch against its own rows. Loss, gradients and metrics equal one
+process's (float64 to rounding); the encoder's dropout masks are drawn per shard
+(one process draws others: the same law, not the same masks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,13 +57,14 @@ from disenkg.nn.conv import DisenConv
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import InteractEScorer, Scorer
 from disenkg.ops.mixture_bce.eager import mixture_loss_from_logits, mixture_scores_from_logits
+from disenkg.utils.halo import Halo
 
 __all__ = ["DisenKGAT", "DisenKGATReps"]
 
 
 @dataclass
 class DisenKGATReps:
-    entity: Tensor  # (N, K, F) encoder output
+    entity: Tensor  # (N, K, F) encoder output (entity-sharded: this shard's rows)
     relation: Tensor  # (2R, F) relation embeddings used by the decoder
 
 
@@ -143,6 +157,8 @@ class DisenKGAT(MixtureLinkModel):
                                                   channels=channels)
                    if mi_estimator is not None else None)
         self.mi_weight, self.auxiliary_lr, self.mi_recompute = mi_weight, mi_lr, mi_recompute
+        #: entity-sharded: this shard's edges and the rows they need from the others
+        self.halo: Halo | None = None
         self.names = dict(composition=composition, edge_attention=edge_attention,
                           component_attention=component_attention, mi=mi_estimator)
         self.reset_parameters()
@@ -169,39 +185,82 @@ class DisenKGAT(MixtureLinkModel):
 
     # ------------------------------------------------------------------ sharding
     def shard_entities(self, shard) -> None:
-        """Keeps ``shard``'s rows of the base embeddings and the bias; the encoder runs on
-        the gathered table (:meth:`EntityShard.gather
-        <disenkg.utils.entity_shards.EntityShard.gather>`) and this rank scores its
+        """Keeps ``shard``'s rows of the base embeddings and the bias and the edges that
+        end at its entities (a collective call: builds the :class:`~disenkg.utils.halo.Halo`
+        exchange); the encoder computes this shard's rows and this rank scores its
         entities only."""
         self._shard_rows(self.sharded_parameters(), shard)
+        self.halo = Halo.build(shard, self.message_index, self.edge_type)
+        # the whole graph's edges are no longer needed here: the local ones replace them
+        self.message_index, self.edge_type = self.halo.edge_index, self.halo.edge_type
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the halo's index tensors too
+        out = super()._apply(fn, recurse)
+        if self.halo is not None:
+            self.halo = self.halo.to(self.message_index.device)
+            self.message_index, self.edge_type = self.halo.edge_index, self.halo.edge_type
+        return out
 
     def sharded_parameters(self) -> tuple[str, ...]:
         return ("init_embed", "bias")
 
+    def entity_loads(self) -> Tensor:
+        """The edges each entity receives, plus its self loop."""
+        if self.entity_shard is not None:
+            raise RuntimeError("entity_loads needs the whole graph: call it before sharding")
+        return torch.bincount(self.message_index[1], minlength=self.num_entities) + 1
+
     # ------------------------------------------------------------------ encoder
     def encode(self, return_attention: bool = False):
-        """Runs the encoder over the whole graph once; returns :class:`DisenKGATReps`."""
-        N, K, F = self.num_entities, self.num_components, self.channels
-        base = (self.init_embed if self.entity_shard is None
-                else self.entity_shard.gather(self.init_embed))
-        x = torch.tanh(self.proj(base)).view(N, K, F)
-        r = self.init_rel
-        attention = []
-        for layer in self.layers:
-            out = layer(x, r, self.message_index, self.edge_type, return_attention=return_attention)
-            x, r = out[0], out[1]
-            if return_attention:
-                attention.append(out[2])
-            x = self.encoder_drop(x)
-        if not len(self.layers):
-            x = self.encoder_drop(x)
+        """Runs the encoder over the whole graph once (entity-sharded: over this shard's
+        receivers); returns :class:`DisenKGATReps`."""
+        K, F = self.num_components, self.channels
+        shard = self.entity_shard
+        with self._shard_dropout():
+            x = torch.tanh(self.proj(self.init_embed)).view(-1, K, F)
+            r = self.init_rel
+            attention = []
+            for layer in self.layers:
+                src = x if shard is None else self.halo.extend(x)
+                out = layer(src, r, self.message_index, self.edge_type,
+                            return_attention=return_attention, shard=shard)
+                x, r = out[0], out[1]
+                if return_attention:
+                    attention.append(out[2])
+                x = self.encoder_drop(x)
+            if not len(self.layers):
+                x = self.encoder_drop(x)
         # As in the authors' code, the decoder uses the initial relation embeddings.
         reps = DisenKGATReps(entity=x, relation=self.init_rel)
         return (reps, attention) if return_attention else reps
 
+    @contextmanager
+    def _shard_dropout(self) -> Iterator[None]:
+        """Entity-sharded and training: the encoder's dropout from this shard's own stream
+        (seeded from one draw of the caller's stream, which every shard of a batch slice
+        makes alike, plus the shard), so that the shards mask different rows and the
+        caller's stream continues identically on all of them."""
+        shard = self.entity_shard
+        rates = [self.encoder_drop.p] + [layer.att_drop.p for layer in self.layers]
+        if shard is None or not self.training or not any(rates):
+            yield  # (no draw without dropout: the caller's stream stays one process's)
+            return
+        seed = int(torch.randint(0, 2**62, (1,)))
+        device = self.init_embed.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed((seed + 0x9E3779B97F4A7C15 * (shard.rank + 1)) % 2**63)
+            yield
+
     # ------------------------------------------------------------------ decoder
+    def _subjects(self, reps: DisenKGATReps, heads: Tensor) -> Tensor:
+        """The encoder rows of ``heads`` (entity-sharded: from their owners, on every
+        shard)."""
+        shard = self.entity_shard
+        return (reps.entity.index_select(0, heads) if shard is None
+                else shard.lookup(reps.entity, heads))
+
     def _parts(self, reps: DisenKGATReps, heads: Tensor, rels: Tensor):
-        sub = reps.entity.index_select(0, heads)
+        sub = self._subjects(reps, heads)
         rel = reps.relation.index_select(0, rels).unsqueeze(1).expand_as(sub)
         att = self.component_attention(sub, rel, self.rel_weight.index_select(0, rels), rels)
         return sub, rel, att
@@ -210,12 +269,8 @@ class DisenKGAT(MixtureLinkModel):
         sub, rel, att = self._parts(reps, heads, rels)
         return self.scorer.query(sub, rel), att
 
-    def _candidate_entities(self, reps: DisenKGATReps) -> Tensor:
-        shard = self.entity_shard
-        return reps.entity if shard is None else reps.entity[shard.lo:shard.hi]
-
     def candidates(self, reps: DisenKGATReps) -> tuple[Tensor, Tensor | None]:
-        return (self.scorer.candidates(self._candidate_entities(reps)),
+        return (self.scorer.candidates(reps.entity),
                 self.bias if self.scorer.uses_bias else None)
 
     def loss(self, reps, heads, rels, target, *, label_smoothing: float = 0.0,
@@ -242,7 +297,7 @@ class DisenKGAT(MixtureLinkModel):
             yield from super().score_tiles(reps, heads, rels, tile=tile)
             return
         sub, rel, att = self._parts(reps, heads, rels)
-        ent = self._candidate_entities(reps)
+        ent = reps.entity
         for lo in range(0, ent.shape[0], tile):
             x = self.scorer.logits(sub, rel, ent[lo:lo + tile])
             if self.scorer.uses_bias:
@@ -250,7 +305,7 @@ class DisenKGAT(MixtureLinkModel):
             yield lo, mixture_scores_from_logits(x, att, self.order)
 
     def _eager_logits(self, sub, rel, reps) -> Tensor:
-        x = self.scorer.logits(sub, rel, self._candidate_entities(reps))
+        x = self.scorer.logits(sub, rel, reps.entity)
         return x + self.bias if self.scorer.uses_bias else x
 
     # ------------------------------------------------------------------ MI
@@ -258,7 +313,7 @@ class DisenKGAT(MixtureLinkModel):
         """``mi_weight`` times the dependence penalty of the batch's query entities."""
         if self.mi is None or self.mi_weight == 0:
             return None
-        return self.mi_weight * self.mi(reps.entity.index_select(0, heads))
+        return self.mi_weight * self.mi(self._subjects(reps, heads))
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the second optimiser (the CLUB estimators)."""
@@ -268,9 +323,9 @@ class DisenKGAT(MixtureLinkModel):
         """Negative log-likelihood of the CLUB estimators on detached embeddings."""
         if self.mi_recompute:
             with torch.no_grad():
-                z = self.encode().entity[heads]
+                z = self._subjects(self.encode(), heads)
         else:
-            z = reps.entity[heads].detach()
+            z = self._subjects(reps, heads).detach()
         return self.mi.learning_loss(z)
 
     def __repr__(self) -> str:

@@ -13,17 +13,22 @@ statistics as ``nn.BatchNorm`` would on the whole batch. Backward, with
 where both sums run over all ranks (a second all-reduce); :math:`\partial\gamma =
 \sum \partial y\,\hat x` and :math:`\partial\beta = \sum \partial y` stay local sums (the
 trainer sums parameter gradients over ranks). Outside the block, or in evaluation mode, it
-is the module itself.
+is the module itself. :func:`batch_norm_over` does the same over an explicit process group
+in every training-mode call (the rows of an entity-sharded graph encoder, each rank holding
+its shard's nodes).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
-from disenkg.utils.distributed import all_reduce_sum, batch_stats_synced
+from disenkg.utils.distributed import batch_stats_synced, sync_group
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "batch_norm_over"]
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -34,12 +39,12 @@ def _channels_last(x: Tensor) -> Tensor:
 class _SyncBN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor,
-                bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+                bn: nn.modules.batchnorm._BatchNorm, group: Any) -> Tensor:
         rows = _channels_last(x)
         C = rows.shape[1]
         stats = torch.cat([rows.sum(0), (rows * rows).sum(0),
                            rows.new_tensor([float(rows.shape[0])])])
-        all_reduce_sum(stats)
+        dist.all_reduce(stats, group=group)
         count = float(stats[-1])
         mean = stats[:C] / count
         var = (stats[C:2 * C] / count - mean * mean).clamp_min(0)
@@ -53,7 +58,7 @@ class _SyncBN(torch.autograd.Function):
             bn.running_mean.mul_(1 - mom).add_(mean, alpha=mom)
             bn.running_var.mul_(1 - mom).add_(var * (count / max(count - 1, 1)), alpha=mom)
         ctx.save_for_backward(xhat, gamma, inv)
-        ctx.count = count
+        ctx.count, ctx.group = count, group
         return xhat * gamma.view(shape) + beta.view(shape)
 
     @staticmethod
@@ -64,15 +69,25 @@ class _SyncBN(torch.autograd.Function):
         dy_rows, xhat_rows = _channels_last(dy), _channels_last(xhat)
         g_beta = dy_rows.sum(0)
         g_gamma = (dy_rows * xhat_rows).sum(0)
-        sums = all_reduce_sum(torch.cat([g_beta, g_gamma]))
+        sums = torch.cat([g_beta, g_gamma])
+        dist.all_reduce(sums, group=ctx.group)
         M = ctx.count
         dx = (gamma * inv).view(shape) / M * (
             M * dy - sums[:C].view(shape) - xhat * sums[C:].view(shape))
-        return dx, g_gamma, g_beta, None
+        return dx, g_gamma, g_beta, None, None
 
 
 def batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
     """``bn(x)``, with the global batch's statistics in a synchronised training step."""
     if not (bn.training and batch_stats_synced()):
         return bn(x)
-    return _SyncBN.apply(x, bn.weight, bn.bias, bn)
+    return _SyncBN.apply(x, bn.weight, bn.bias, bn, sync_group())
+
+
+def batch_norm_over(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, group: Any) -> Tensor:
+    """``bn(x)`` in evaluation mode; in training mode normalised with the statistics of the
+    rows of every rank of ``group`` (``None``: all ranks), whose running statistics it
+    updates alike on every rank."""
+    if not bn.training:
+        return bn(x)
+    return _SyncBN.apply(x, bn.weight, bn.bias, bn, group)

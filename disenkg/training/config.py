@@ -24,6 +24,7 @@ from disenkg.defaults import BUDGET_MINUTES, early_stopping
 from disenkg.errors import ConfigError
 from disenkg.ops.impls import OP_IMPLS
 from disenkg.ops.precision import PRECISIONS
+from disenkg.utils.entity_shards import PARTITIONS
 
 __all__ = ["LOSS_NAMES", "RANK_TYPES", "SEARCH_MODES", "TrainingConfig"]
 
@@ -116,7 +117,13 @@ class TrainingConfig(Section):
              "keeps 1/S of the per-entity parameters and their optimiser state and scores "
              "its batch slice against its entities; the processes (--nproc-per-node x "
              "--nnodes) form processes / S data-parallel batch slices; exact (docs, "
-             "'Several processes'). 1 = data-parallel only")
+             "'Several processes'). 1 = data-parallel only; DisenKGAT's graph encoder is "
+             "split by receiver, each shard exchanging the sender rows its edges need")
+    partition: str = option(
+        "range", one_of(PARTITIONS), group=T,
+        help="how --entity-shards cuts the entity ids: range = equal contiguous ranges; "
+             "degree = contiguous ranges receiving equal numbers of graph edges (DisenKGAT: "
+             "balances the encoder's work; the halo each gives: docs, 'Several processes')")
     #: show tqdm progress bars (the run's ``no_progress`` turned around)
     progress: bool = True
 

@@ -86,9 +86,11 @@ class Layout:
     data_group: Any = field(default=None, compare=False, repr=False)
 
 
-def make_layout(ctx: DistContext, entity_shards: int, num_entities: int) -> Layout:
+def make_layout(ctx: DistContext, entity_shards: int, num_entities: int,
+                bounds: list[int] | None = None) -> Layout:
     """The layout of ``ctx``'s job with ``entity_shards`` shards (which must divide the
-    world size; every rank must call this, in the same order as its other collectives).
+    world size; every rank must call this, in the same order as its other collectives),
+    the entity ids cut at ``bounds`` (default: equal ranges).
 
     Raises:
         ValueError: the world size is not a multiple of ``entity_shards``.
@@ -111,7 +113,8 @@ def make_layout(ctx: DistContext, entity_shards: int, num_entities: int) -> Layo
             g = dist.new_group(list(range(j, P, S)))
             if j == s:
                 data_group = g
-    shard = EntityShard(rank=s, num_shards=S, num_entities=num_entities, group=shard_group)
+    shard = EntityShard(rank=s, num_shards=S, num_entities=num_entities, group=shard_group,
+                        bounds=None if bounds is None else tuple(bounds))
     return Layout(data=DistContext(rank=d, world_size=D, local_rank=ctx.local_rank),
                   shard=shard, data_group=data_group)
 

@@ -40,6 +40,7 @@ from disenkg.training.distributed import (
 from disenkg.training.early_stopping import EarlyStopping
 from disenkg.training.optim import ChunkedAdam
 from disenkg.utils.distributed import sync_batch_stats
+from disenkg.utils.entity_shards import balanced_bounds
 from disenkg.utils.io import atomic_write_text
 from disenkg.utils.memory import trim_heap
 from disenkg.utils.seed import get_rng_state, set_rng_state
@@ -131,7 +132,8 @@ class LinkTrainer:
                              f"{config.entity_shards} processes (launch with torchrun "
                              f"--nproc-per-node {config.entity_shards}), this job has 1")
         #: the job's split (batch slices x entity shards), None in one process
-        self.layout = (make_layout(dist, config.entity_shards, dataset.num_entities)
+        self.layout = (make_layout(dist, config.entity_shards, dataset.num_entities,
+                                   self._shard_bounds(model))
                        if dist is not None else None)
         self.shard = self.layout.shard if self.layout is not None else None
         if self.shard is not None:  # a shard's positives and filter: its entities' only
@@ -172,6 +174,18 @@ class LinkTrainer:
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self._reg_sum = torch.zeros(())
+
+    def _shard_bounds(self, model: MixtureLinkModel) -> list[int] | None:
+        """The entity ids' cuts of ``--partition`` (``None``: equal ranges)."""
+        cfg = self.config
+        if cfg.entity_shards == 1 or cfg.partition == "range":
+            return None
+        loads = model.entity_loads()
+        if loads is None:
+            raise ValueError(f"--partition {cfg.partition} balances a graph encoder's edges "
+                             f"over the shards; {type(model).__name__} has no graph encoder "
+                             "(use --partition range)")
+        return balanced_bounds(loads, cfg.entity_shards)
 
     @property
     def is_main(self) -> bool:

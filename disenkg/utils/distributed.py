@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_sum", "batch_stats_synced", "gather_rows", "sync_batch_stats"]
+__all__ = ["all_reduce_sum", "batch_stats_synced", "gather_rows", "sync_batch_stats",
+           "sync_group"]
 
 
 def gather_rows(x: Tensor, world_size: int, group=None) -> list[Tensor]:
@@ -53,6 +54,11 @@ def sync_batch_stats(enabled: bool = True, group=None) -> Iterator[None]:
 def batch_stats_synced() -> bool:
     """Whether :func:`sync_batch_stats` is active."""
     return _SYNC_BATCH_STATS
+
+
+def sync_group():
+    """The process group of :func:`sync_batch_stats` (``None``: all ranks)."""
+    return _SYNC_GROUP
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:

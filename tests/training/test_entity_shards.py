@@ -17,12 +17,12 @@ from disenkg.ops import mixture_bce
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
-from disenkg.utils.entity_shards import EntityShard, shard_bounds
+from disenkg.utils.entity_shards import EntityShard, balanced_bounds, shard_bounds
 from tests.conftest import kg_archive
 from tests.training.gloo import gloo_group
 
 
-def _model(ds, name, mi=True):
+def _model(ds, name, mi=True, layers=1, composition="cross"):
     """Models without dropout; DistMult's DisenKGAT keeps the MI estimator with ``mi`` (its
     penalty and its estimators' optimiser must count once per batch; CLUB's estimate is not
     a mean over queries, so it equals one process only when the batch is not split)."""
@@ -39,14 +39,16 @@ def _model(ds, name, mi=True):
     return DisenKGAT(num_entities=ds.num_entities, num_relations=ds.num_relations,
                      edge_index=ei, edge_type=et, num_components=2, init_dim=8, channels=12,
                      scorer=scorer, encoder_dropout=0.0, attention_dropout=0.0,
+                     num_layers=layers, composition=composition,
                      mi_estimator="club_b" if name == "distmult" and mi else None)
 
 
-def _trainer(ds, out, ctx, name, shards, mi=True):
+def _trainer(ds, out, ctx, name, shards, mi=True, layers=1, composition="cross",
+             partition="range"):
     seed_everything(0)
-    model = _model(ds, name, mi).double()
+    model = _model(ds, name, mi, layers, composition).double()
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, eval_batch_size=50,
-                      entity_shards=shards)
+                      entity_shards=shards, partition=partition)
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out, dist=ctx)
 
 
@@ -59,29 +61,41 @@ def _step_and_eval(tr):
             "state": tr.model_state(), "sharded": sorted(tr._sharded)}
 
 
-def _worker(rank, world, init_file, data, out, name, shards):
+def _worker(rank, world, init_file, data, out, name, shards, variant):
     with gloo_group(rank, world, init_file):
         ds = KGDataset.load(data)
         tr = _trainer(ds, Path(out) / f"rank{rank}", DistContext(rank=rank, world_size=world),
-                      name, shards, mi=world == shards)
+                      name, shards, mi=world == shards, **variant)
+        if variant.get("partition") == "degree":  # the cut follows the edges received
+            assert tr.shard.bounds != tuple(shard_bounds(ds.num_entities, shards))
         torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
 
 
-@pytest.mark.parametrize("name,world", [("distmult", 2), ("interacte", 2), ("transe", 2),
-                                        ("conve", 2), ("distmult", 4), ("interacte", 4)])
-def test_two_entity_shards_equal_one_process(tmp_path, name, world):
-    """2 shards (UMLS' 135 entities split 67 / 68) against one process, float64, on 2
-    ranks, and on 4 ranks = 2 batch slices x 2 shards: the loss and every gradient (the
-    sharded rows' gradients concatenated over a slice's shards) to rtol 1e-10, the
-    gathered model state equal to the one-process state (rtol 1e-12), and the validation
-    metrics (ranks summed over shards) exactly equal, on every rank. InteractE's batch
-    norms see the global batch; DistMult's 2-rank run keeps the CLUB estimator (its
-    penalty and its own optimiser)."""
+TWO_LAYERS = {"layers": 2, "partition": "degree"}
+
+
+@pytest.mark.parametrize("name,world,variant", [
+    ("distmult", 2, {}), ("interacte", 2, {}), ("transe", 2, {}), ("conve", 2, {}),
+    ("distmult", 4, {}), ("interacte", 4, TWO_LAYERS),
+    ("distmult", 2, {**TWO_LAYERS, "composition": "sub"})],
+    ids=["distmult-2", "interacte-2", "transe-2", "conve-2", "distmult-4",
+         "interacte-4-two-layers-degree", "distmult-2-two-layers-degree-sub"])
+def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
+    """2 shards (UMLS' 135 entities split 67 / 68, or by edges received) against one
+    process, float64, on 2 ranks, and on 4 ranks = 2 batch slices x 2 shards: the loss and
+    every gradient (the sharded rows' gradients concatenated over a slice's shards) to rtol
+    1e-10, the gathered model state equal to the one-process state (rtol 1e-12), and the
+    validation metrics (ranks summed over shards) exactly equal, on every rank.
+    DisenKGAT's encoder runs partitioned by receiver (halo exchange, batch norm over both
+    shards' rows), with one or two layers, the fused (``cross``) or the edge-chunk
+    (``sub``) schedule. InteractE's batch norms see the global batch; DistMult's 2-rank
+    runs keep the CLUB estimator (its penalty and its own optimiser)."""
     data = str(kg_archive("umls"))
     ds = KGDataset.load(data)
-    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None, name, 1, mi=world == 2))
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), data, str(tmp_path), name, 2),
-             nprocs=world, join=True)
+    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None, name, 1, mi=world == 2,
+                                  **{k: v for k, v in variant.items() if k != "partition"}))
+    mp.spawn(_worker, args=(world, str(tmp_path / "init"), data, str(tmp_path), name, 2,
+                            variant), nprocs=world, join=True)
     got = [torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in range(world)]
     sharded = got[0]["sharded"]
     assert sharded, "the model sharded nothing"
@@ -135,6 +149,13 @@ def test_mixture_bce_decomposes_over_entity_slices(order, impl):
 
 def test_shard_bounds_and_clear_errors():
     assert shard_bounds(10, 3) == [0, 3, 6, 10]
+    assert balanced_bounds(torch.ones(9), 3) == [0, 3, 6, 9]
+    assert balanced_bounds(torch.tensor([1., 1, 1, 1, 4, 4]), 3) == [0, 4, 5, 6]
+    assert balanced_bounds(torch.tensor([100., 1, 1, 1, 1]), 3) == [0, 1, 2, 5]  # >= 1 each
+    shard = EntityShard(rank=1, num_shards=3, num_entities=6, bounds=(0, 4, 5, 6))
+    assert (shard.lo, shard.hi, shard.owner(torch.arange(6)).tolist()) == (4, 5, [0] * 4 + [1, 2])
+    with pytest.raises(ValueError, match=r"shard bounds must rise strictly from 0 to 6"):
+        EntityShard(rank=0, num_shards=3, num_entities=6, bounds=(0, 4, 4, 6))
     with pytest.raises(ValueError, match="cannot split 2 entities into 3"):
         shard_bounds(2, 3)
     with pytest.raises(ValueError, match="cannot split 2 entities into 3"):

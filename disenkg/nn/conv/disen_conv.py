@@ -32,6 +32,12 @@ Implementations (:mod:`disenkg.ops.impls`):
 * ``impl="eager"``: the same code on all edges at once (the materialising reference);
 * ``impl="auto"`` (default): the fused schedule where it applies (``native`` on a CPU with
   the kernels built, ``triton`` on CUDA), else ``chunked``.
+
+Partitioned by receiver (``shard=``, an entity shard of a ``torch.distributed`` job): ``x``
+holds the shard's own rows followed by its halo (:class:`~disenkg.utils.halo.Halo`), the
+edges end at the own rows, self loops are added for them only, the output has the own rows
+only, and the batch norm's statistics are those of all shards' rows together
+(:func:`~disenkg.ops.sync_batch_norm.batch_norm_over`): the rows equal one process's.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from disenkg.ops.edge_products import (
     triton_supported,
 )
 from disenkg.ops.impls import OP_IMPLS, check_impl
+from disenkg.ops.sync_batch_norm import batch_norm_over
+from disenkg.utils.entity_shards import EntityShard
 
 __all__ = ["FUSED_ATTENTIONS", "IMPLS", "DisenConv"]
 
@@ -86,7 +94,9 @@ class DisenConv(MessagePassing):
         x ``(N, K, F)``, rel ``(2R, F)``, edge_index ``(2, E)`` (row 0 = source j,
         row 1 = target i), edge_type ``(E,)`` -> ``(N, K, F)``, ``(2R, F)``
         and, with ``return_attention=True``, ``(E + N, K)`` weights of the edges with self
-        loops appended.
+        loops appended. With ``shard``: x ``(n + H, K, F)`` (own rows, then the halo),
+        targets in ``[0, n)``, output ``(n, K, F)`` and ``(E + n, K)``,
+        ``n = shard.size``.
     """
 
     def __init__(self, *, num_entities: int, num_relations: int, num_components: int = 3,
@@ -135,8 +145,9 @@ class DisenConv(MessagePassing):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, rel: Tensor, edge_index: Tensor, edge_type: Tensor,
-                return_attention: bool = False):
+                return_attention: bool = False, *, shard: EntityShard | None = None):
         N, K, F = x.shape
+        n = N if shard is None else shard.size  # the receivers: the first n rows
         if (K, F) != (self.num_components, self.channels):
             raise ValueError(f"x must have shape (N, {self.num_components}, {self.channels}), "
                              f"got {tuple(x.shape)}")
@@ -154,19 +165,20 @@ class DisenConv(MessagePassing):
         table = self.attention.relation_table(rel_all, self.rel_weight)
         fused = self._fused_backend(x, rel_all)
         if fused is not None:
-            graph = self._graph(edge_index, edge_type, N)
+            graph = self._graph(edge_index, edge_type, N, n)
             logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl=fused),
                                               self.negative_slope)
-            alpha = softmax(logits, graph.dst, num_nodes=N)
+            alpha = softmax(logits, graph.dst, num_nodes=n)
             out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl=fused)
-            return self._finish(out, rel, alpha, return_attention)
-        ei, et = self._with_loops(edge_index, edge_type, N)
+            return self._finish(out, rel, alpha, return_attention, shard)
+        ei, et = self._with_loops(edge_index, edge_type, n)
         tables = (factor, table)
-        logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, tables, reduce=False)
-        alpha = softmax(logits, ei[1], num_nodes=N)  # over i's incoming edges, per k
+        logits = self._map_edges(self._edge_logits, ei, et, x, rel_all, tables, n, reduce=False)
+        alpha = softmax(logits, ei[1], num_nodes=n)  # over i's incoming edges, per k
         alpha_d = self.att_drop(alpha)
-        out = self._map_edges(self._aggregate, ei, et, x, rel_all, tables, alpha_d, reduce=True)
-        return self._finish(out, rel, alpha, return_attention)
+        out = self._map_edges(self._aggregate, ei, et, x, rel_all, tables, n, alpha_d,
+                              reduce=True)
+        return self._finish(out, rel, alpha, return_attention, shard)
 
     @property
     def fusable(self) -> bool:
@@ -195,32 +207,38 @@ class DisenConv(MessagePassing):
 
     def _with_loops(self, edge_index: Tensor, edge_type: Tensor, N: int
                     ) -> tuple[Tensor, Tensor]:
-        """Appends one self loop per node, with relation ``2R``."""
+        """Appends one self loop per receiver (the first ``N`` nodes), with relation
+        ``2R``."""
         loops = torch.arange(N, device=edge_index.device)
         ei = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
         et = torch.cat([edge_type, torch.full((N,), 2 * self.num_relations,
                                               dtype=edge_type.dtype, device=edge_type.device)])
         return ei, et
 
-    def _graph(self, edge_index: Tensor, edge_type: Tensor, N: int) -> EdgeGraph:
-        """CSR orders of the edges with self loops, cached for an unchanged graph."""
+    def _graph(self, edge_index: Tensor, edge_type: Tensor, N: int, n: int) -> EdgeGraph:
+        """CSR orders of the edges with self loops (``N`` senders, the first ``n`` of
+        which receive), cached for an unchanged graph."""
         # The cache holds the tensors themselves (identity + version), so a new graph can
         # never be mistaken for the cached one.
-        key = (edge_index._version, edge_type._version, N)
+        key = (edge_index._version, edge_type._version, N, n)
         c = self._graph_cache
         if c is None or c[0] is not edge_index or c[1] is not edge_type or c[2] != key:
-            ei, et = self._with_loops(edge_index, edge_type, N)
+            ei, et = self._with_loops(edge_index, edge_type, n)
             self._graph_cache = (edge_index, edge_type, key,
-                                 EdgeGraph.build(ei, et, N, 2 * self.num_relations + 1))
+                                 EdgeGraph.build(ei, et, N, 2 * self.num_relations + 1,
+                                                 num_receivers=n))
         return self._graph_cache[3]
 
-    def _finish(self, out: Tensor, rel: Tensor, alpha: Tensor, return_attention: bool):
-        """Bias, batch norm and activation of the aggregated ``(N, K, F)`` output."""
+    def _finish(self, out: Tensor, rel: Tensor, alpha: Tensor, return_attention: bool,
+                shard: EntityShard | None):
+        """Bias, batch norm (over every shard's rows) and activation of the aggregated
+        ``(N, K, F)`` output."""
         N, K, F = out.shape
         out = out.reshape(N, K * F)
         if self.bias is not None:
             out = out + self.bias
-        out = self.bn(out).view(N, K, F)
+        out = (self.bn(out) if shard is None
+               else batch_norm_over(self.bn, out, shard.group)).view(N, K, F)
         if self.activation == "tanh":
             out = torch.tanh(out)
         rel_out = rel @ self.w_rel
@@ -228,19 +246,20 @@ class DisenConv(MessagePassing):
             return out, rel_out, alpha
         return out, rel_out
 
-    def _map_edges(self, fn, ei, et, x, rel_all, tables, *extra, reduce: bool):
-        """Applies ``fn`` to edge chunks (checkpointed) and concatenates or sums results.
+    def _map_edges(self, fn, ei, et, x, rel_all, tables, n, *extra, reduce: bool):
+        """Applies ``fn`` to edge chunks (checkpointed) and concatenates or sums results
+        (``n``: the receivers, the first rows of ``x``).
 
         ``tables`` (per-relation, not sliced) and ``extra`` (per-edge, sliced) are passed
         explicitly so that the recomputation in backward sees exactly these tensors.
         """
         E = ei.shape[1]
         if self.impl == "eager" or E <= self.edge_chunk:
-            return fn(ei, et, x, rel_all, *tables, *extra)
+            return fn(ei, et, x, rel_all, *tables, n, *extra)
         parts = None if reduce else []
         for s in range(0, E, self.edge_chunk):
             sl = slice(s, min(E, s + self.edge_chunk))
-            args = (ei[:, sl], et[sl], x, rel_all, *tables, *(t[sl] for t in extra))
+            args = (ei[:, sl], et[sl], x, rel_all, *tables, n, *(t[sl] for t in extra))
             res = checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() \
                 else fn(*args)
             if reduce:
@@ -249,13 +268,19 @@ class DisenConv(MessagePassing):
                 parts.append(res)
         return parts if reduce else torch.cat(parts)
 
-    def _edge_logits(self, ei, et, x, rel_all, factor, table) -> Tensor:
-        return self.edge_updater(ei, x=x, edge_type=et, rel=rel_all, factor=factor,
-                                 table=table)
+    def _edge_logits(self, ei, et, x, rel_all, factor, table, n) -> Tensor:
+        return self.edge_updater(ei, x=self._sides(x, n), edge_type=et, rel=rel_all,
+                                 factor=factor, table=table)
 
-    def _aggregate(self, ei, et, x, rel_all, factor, table, alpha) -> Tensor:
-        return self.propagate(ei, x=x, edge_type=et, rel=rel_all, factor=factor, alpha=alpha,
-                              size=(x.shape[0], x.shape[0]))
+    def _aggregate(self, ei, et, x, rel_all, factor, table, n, alpha) -> Tensor:
+        return self.propagate(ei, x=self._sides(x, n), edge_type=et, rel=rel_all,
+                              factor=factor, alpha=alpha, size=(x.shape[0], n))
+
+    @staticmethod
+    def _sides(x: Tensor, n: int):
+        """PyG's node features: one tensor, or (senders, receivers) when only the first
+        ``n`` rows receive."""
+        return x if n == x.shape[0] else (x, x[:n])
 
     def edge_update(self, x_i: Tensor, x_j: Tensor, edge_type: Tensor, rel: Tensor,
                     factor: Tensor | None, table: Tensor | None) -> Tensor:
