@@ -6,8 +6,15 @@ runs ``--steps`` real training steps of :class:`~disenkg.training.LinkTrainer` i
 processes for each layout:
 
 * ``single``: one process (the baseline, run in the same invocation);
-* ``sharded``: ``--shards`` processes (gloo on this CPU), ``--entity-shards`` = that;
+* ``sharded`` (``sharded-S`` for each further count): ``--shards S`` processes (gloo on
+  this CPU), ``--entity-shards`` = that, the ids cut by ``--partition``;
 * ``data_parallel`` (with ``--data-parallel``): the same processes splitting the batch.
+
+DisenKGAT's encoder runs partitioned by receiver; each of its ranks also reports its halo
+(``halo_rows``: sender rows received per layer and pass; ``local_edges``; and
+``halo_mb_per_step``: the MB it receives per step through the exchange, forward rows and
+backward gradients, counted at the exchange itself), which :mod:`disenkg.utils.halo`
+describes.
 
 Each process reports its resident memory after the dataset and model are built but
 before the trainer exists (``base_mb``: Python, torch, the dataset and its indices, the
@@ -24,6 +31,8 @@ step times compare layouts at equal total compute. Prints one JSON object.
 
     python experiments/bench_distributed.py --model conve --entities 500000 --steps 4
     python experiments/bench_distributed.py --model conve --dim 400   # a 20 x 20 ConvE image
+    python experiments/bench_distributed.py --model disenkgat --components 3 --dim 64 \
+        --shards 2 4 --steps 2
 
 The ratio depends on the width: what no layout shards (interpreter, torch, dataset, the
 conv and fc layers, fixed-size temporaries) is a fixed cost per process, so the per-rank
@@ -41,7 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import status_mb
+from benchlib import cpu_name, status_mb
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-dim", type=int, default=100, help="DisenKGAT's base embedding size")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=4, help="timed steps (after one warm-up)")
-    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--shards", type=int, nargs="+", default=[2],
+                   help="process counts of the sharded layout (one run each)")
+    p.add_argument("--partition", default="range", choices=["range", "degree"],
+                   help="how the entity ids are cut (--partition of a run)")
     p.add_argument("--data-parallel", action="store_true",
                    help="also run the data-parallel layout with the same processes")
     p.add_argument("--seed", type=int, default=0)
@@ -127,12 +139,13 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
     ds = synthetic_kg(a)
     model = build_model(a, ds)
     base_mb = status_mb("VmRSS")
-    shards = world if layout == "sharded" else 1
+    shards = world if layout.startswith("sharded") else 1
     cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=1e-3, progress=False,
-                      seed=a.seed, entity_shards=shards)
+                      seed=a.seed, entity_shards=shards, partition=a.partition)
     tr = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=Path(out) / layout,
                      dist=ctx)
     ready_mb = status_mb("VmRSS")
+    traffic = _count_halo_traffic()
     ids = torch.randperm(len(tr.train_index), generator=torch.Generator().manual_seed(1))
     times, losses = [], []
     for i in range(a.steps + 1):
@@ -147,9 +160,36 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
            "train_mb": round(status_mb("VmHWM") - import_mb, 1),
            "step_seconds": round(statistics.median(times), 3), "losses": losses,
            "parameters_here": sum(p.numel() for p in model.parameters())}
+    halo = getattr(model, "halo", None)
+    if halo is not None:
+        res.update(entities_here=halo.shard.size, local_edges=int(halo.edge_type.numel()),
+                   halo_rows=halo.size, rows_sent=halo.rows_sent,
+                   halo_mb_per_step=round(traffic["bytes"] / (a.steps + 1) / 2**20, 1))
     Path(out, f"{layout}-{rank}.json").write_text(json.dumps(res))
     if world > 1:
         torch.distributed.destroy_process_group()
+
+
+def _count_halo_traffic() -> dict:
+    """Counts the bytes each halo exchange receives (rows forward, their gradients
+    backward), by wrapping :class:`~disenkg.utils.halo.Halo`'s exchange."""
+    from disenkg.utils import halo as mod
+
+    traffic = {"bytes": 0}
+    forward, backward = mod._Exchange.forward, mod._Exchange.backward
+
+    def fwd(ctx, x, halo):
+        out = forward(ctx, x, halo)
+        traffic["bytes"] += out.numel() * out.element_size()
+        return out
+
+    def bwd(ctx, grad):
+        gx, none = backward(ctx, grad)
+        traffic["bytes"] += ctx.halo.rows_sent * grad[0].numel() * grad.element_size()
+        return gx, none
+
+    mod._Exchange.forward, mod._Exchange.backward = staticmethod(fwd), staticmethod(bwd)
+    return traffic
 
 
 def run_layout(layout: str, world: int, a: argparse.Namespace, out: str) -> list[dict]:
@@ -162,14 +202,17 @@ def run_layout(layout: str, world: int, a: argparse.Namespace, out: str) -> list
 def main(argv: list[str] | None = None) -> dict:
     a = _parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as out:
-        layouts = {"single": run_layout("single", 1, a, out),
-                   "sharded": run_layout("sharded", a.shards, a, out)}
+        layouts = {"single": run_layout("single", 1, a, out)}
+        for i, world in enumerate(a.shards):
+            name = "sharded" if i == 0 else f"sharded-{world}"
+            layouts[name] = run_layout(name, world, a, out)
         if a.data_parallel:
-            layouts["data_parallel"] = run_layout("data_parallel", a.shards, a, out)
+            layouts["data_parallel"] = run_layout("data_parallel", a.shards[0], a, out)
     one = layouts["single"][0]
     res = {"model": a.model, "entities": a.entities, "triples": a.triples, "dim": a.dim,
-           "batch_size": a.batch_size, "processes": a.shards, "cpu_count": os.cpu_count(),
-           "layouts": layouts}
+           "components": a.components if a.model == "disenkgat" else 1,
+           "batch_size": a.batch_size, "processes": a.shards, "partition": a.partition,
+           "cpu": cpu_name(), "cpu_count": os.cpu_count(), "layouts": layouts}
     for name, ranks in layouts.items():
         if name == "single":
             continue

@@ -58,6 +58,20 @@ class Halo:
     def build(cls, shard: EntityShard, edge_index: Tensor, edge_type: Tensor) -> Halo:
         """From the whole graph's edges (``(2, E)``, row 0 sender, row 1 receiver, global
         ids); a collective call on the ranks of ``shard.group``."""
+        local_index, local_type, ids, recv = cls.plan(shard, edge_index, edge_type)
+        send = torch.empty_like(recv)
+        dist.all_to_all_single(send, recv, group=shard.group)  # rows each shard asks of me
+        wanted = ids.new_empty(int(send.sum()))
+        dist.all_to_all_single(wanted, ids, send.tolist(), recv.tolist(), group=shard.group)
+        return cls(shard=shard, edge_index=local_index, edge_type=local_type, ids=ids,
+                   recv_counts=tuple(recv.tolist()), send_rows=wanted - shard.lo,
+                   send_counts=tuple(send.tolist()))
+
+    @staticmethod
+    def plan(shard: EntityShard, edge_index: Tensor, edge_type: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """This shard's side alone (no communication): its edges in the local numbering,
+        their types, the halo's global ids and how many of them each shard owns."""
         src, dst = edge_index.long()
         mine = (dst >= shard.lo) & (dst < shard.hi)
         src, dst, rel = src[mine], dst[mine] - shard.lo, edge_type[mine]
@@ -65,15 +79,8 @@ class Halo:
         ids = torch.unique(src[outside])  # sorted: grouped by owner (contiguous ranges)
         local_src = src - shard.lo
         local_src[outside] = shard.size + torch.searchsorted(ids, src[outside])
-        S = shard.num_shards
-        recv = torch.bincount(shard.owner(ids), minlength=S)
-        send = torch.empty_like(recv)
-        dist.all_to_all_single(send, recv, group=shard.group)  # rows each shard asks of me
-        wanted = ids.new_empty(int(send.sum()))
-        dist.all_to_all_single(wanted, ids, send.tolist(), recv.tolist(), group=shard.group)
-        return cls(shard=shard, edge_index=torch.stack([local_src, dst]), edge_type=rel,
-                   ids=ids, recv_counts=tuple(recv.tolist()), send_rows=wanted - shard.lo,
-                   send_counts=tuple(send.tolist()))
+        recv = torch.bincount(shard.owner(ids), minlength=shard.num_shards)
+        return torch.stack([local_src, dst]), rel, ids, recv
 
     @property
     def size(self) -> int:
