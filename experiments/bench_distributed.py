@@ -176,19 +176,19 @@ def _count_halo_traffic() -> dict:
     from disenkg.utils import halo as mod
 
     traffic = {"bytes": 0}
-    forward, backward = mod._Exchange.forward, mod._Exchange.backward
+    forward, backward = mod._Extend.forward, mod._Extend.backward
 
-    def fwd(ctx, x, halo):
-        out = forward(ctx, x, halo)
-        traffic["bytes"] += out.numel() * out.element_size()
+    def fwd(ctx, x, halo, tanh):
+        out = forward(ctx, x, halo, tanh)
+        traffic["bytes"] += halo.size * out[0].numel() * out.element_size()
         return out
 
     def bwd(ctx, grad):
-        gx, none = backward(ctx, grad)
+        res = backward(ctx, grad)
         traffic["bytes"] += ctx.halo.rows_sent * grad[0].numel() * grad.element_size()
-        return gx, none
+        return res
 
-    mod._Exchange.forward, mod._Exchange.backward = staticmethod(fwd), staticmethod(bwd)
+    mod._Extend.forward, mod._Extend.backward = staticmethod(fwd), staticmethod(bwd)
     return traffic
 
 

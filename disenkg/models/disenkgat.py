@@ -217,11 +217,13 @@ class DisenKGAT(MixtureLinkModel):
         K, F = self.num_components, self.channels
         shard = self.entity_shard
         with self._shard_dropout():
-            x = torch.tanh(self.proj(self.init_embed)).view(-1, K, F)
+            z = self.proj(self.init_embed).view(-1, K, F)
+            # sharded, the first layer's table holds tanh(z) once (Halo.extend)
+            x = torch.tanh(z) if shard is None or not len(self.layers) else z
             r = self.init_rel
             attention = []
-            for layer in self.layers:
-                src = x if shard is None else self.halo.extend(x)
+            for i, layer in enumerate(self.layers):
+                src = x if shard is None else self.halo.extend(x, tanh=i == 0)
                 out = layer(src, r, self.message_index, self.edge_type,
                             return_attention=return_attention, shard=shard)
                 x, r = out[0], out[1]

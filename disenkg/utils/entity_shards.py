@@ -25,7 +25,6 @@ sender rows it receives (:mod:`disenkg.utils.halo`).
 from __future__ import annotations
 
 import bisect
-
 from dataclasses import dataclass, field
 from typing import Any
 

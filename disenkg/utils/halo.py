@@ -97,29 +97,43 @@ class Halo:
         return Halo(shard=self.shard, recv_counts=self.recv_counts,
                     send_counts=self.send_counts, **move)
 
-    def extend(self, x: Tensor) -> Tensor:
-        """``(hi - lo + H, ...)``: this shard's rows ``x`` followed by its halo rows (a
-        collective call; autograd sends the halo rows' gradients back to their owners)."""
+    def extend(self, x: Tensor, *, tanh: bool = False) -> Tensor:
+        """``(hi - lo + H, ...)``: this shard's rows ``x`` (``tanh(x)`` with ``tanh``)
+        followed by its halo rows (a collective call; autograd sends the halo rows'
+        gradients back to their owners). The rows are written into the returned table
+        directly: with ``tanh``, the activation's output is not held a second time."""
         if x.shape[0] != self.shard.size:
             raise ValueError(f"expected this shard's {self.shard.size} rows, got {x.shape[0]}")
-        return torch.cat([x, _Exchange.apply(x, self)])
+        return _Extend.apply(x, self, tanh)
 
 
-class _Exchange(torch.autograd.Function):
+class _Extend(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, halo: Halo) -> Tensor:
-        ctx.halo = halo
-        out = x.new_empty(halo.size, *x.shape[1:])
-        dist.all_to_all_single(out, x.index_select(0, halo.send_rows).contiguous(),
+    def forward(ctx, x: Tensor, halo: Halo, tanh: bool) -> Tensor:
+        n = halo.shard.size
+        table = x.new_empty(n + halo.size, *x.shape[1:])
+        own = table[:n]
+        if tanh:
+            torch.tanh(x, out=own)
+        else:
+            own.copy_(x)
+        dist.all_to_all_single(table[n:], own.index_select(0, halo.send_rows),
                                list(halo.recv_counts), list(halo.send_counts),
                                group=halo.shard.group)
-        return out
+        ctx.halo, ctx.tanh = halo, tanh
+        if tanh:
+            ctx.save_for_backward(table)
+        return table
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         halo: Halo = ctx.halo
+        n = halo.shard.size
         back = grad.new_empty(halo.rows_sent, *grad.shape[1:])
-        dist.all_to_all_single(back, grad.contiguous(), list(halo.send_counts),
+        dist.all_to_all_single(back, grad[n:].contiguous(), list(halo.send_counts),
                                list(halo.recv_counts), group=halo.shard.group)
-        gx = grad.new_zeros(halo.shard.size, *grad.shape[1:])
-        return gx.index_add_(0, halo.send_rows, back), None
+        gx = grad[:n].clone().index_add_(0, halo.send_rows, back)
+        if ctx.tanh:  # d tanh = 1 - tanh^2, from the table's own rows
+            (table,) = ctx.saved_tensors
+            gx = torch.ops.aten.tanh_backward(gx, table[:n])
+        return gx, None, None

@@ -144,3 +144,20 @@ def test_bench_distributed_small(tmp_path):
     table = 3000 * 60 + 3000  # ConvE's entity rows and biases
     for rank in sharded:
         assert single["parameters_here"] - rank["parameters_here"] == table // 2
+
+
+def test_halo_sizes_on_umls(umls_path):
+    """The halo table of UMLS' graph: every edge lands on one shard, a halo never exceeds
+    the other shards' entities, the degree cut balances the edges at least as well as equal
+    ranges (UMLS' ids are alphabetical), and the closed form for ids unrelated to the graph
+    lies between 0 and N."""
+    res = run_script("halo_sizes.py", "--dataset", str(umls_path), "--shards", "2", "3")
+    N, E = res["entities"], res["edges"]
+    for S in ("2", "3"):
+        layout = res["layouts"][S]
+        for part in ("range", "degree"):
+            rows = layout[part]["shards"]
+            assert sum(r["edges"] for r in rows) == E and sum(r["entities"] for r in rows) == N
+            assert all(0 < r["halo"] <= N - r["entities"] for r in rows)
+        assert layout["degree"]["edge_imbalance"] <= layout["range"]["edge_imbalance"]
+        assert 0 < layout["expected_halo"] < N

@@ -1,6 +1,7 @@
 """The halo exchange of a receiver-partitioned graph (:mod:`disenkg.utils.halo`): 3 gloo
 ranks with uneven shards give each rank exactly its edges' sender rows, and the gradients
-summed back to the owners equal the whole graph's (float64)."""
+summed back to the owners equal the whole graph's (float64), with and without the tanh
+written into the table."""
 
 from __future__ import annotations
 
@@ -45,7 +46,13 @@ def _worker(rank, world, init_file, out):
         assert bool(outside.all()) and halo.size == int(torch.unique(
             src[mine][(src[mine] < shard.lo) | (src[mine] >= shard.hi)]).numel())
         (table.index_select(0, halo.edge_index[0]) * c[mine]).sum().backward()
-        torch.save({"grad": local.grad, "lo": shard.lo, "H": halo.size,
+        # the activated table: tanh of every row, written once, differentiated through
+        z = x[shard.lo:shard.hi].clone().requires_grad_()
+        act = halo.extend(z, tanh=True)
+        torch.testing.assert_close(act.index_select(0, halo.edge_index[0]),
+                                   torch.tanh(x).index_select(0, src[mine]))
+        (act.index_select(0, halo.edge_index[0]) * c[mine]).sum().backward()
+        torch.save({"grad": local.grad, "tanh_grad": z.grad, "lo": shard.lo, "H": halo.size,
                     "sent": halo.rows_sent}, Path(out) / f"halo{rank}.pt")
 
 
@@ -57,4 +64,6 @@ def test_halo_rows_and_gradients_equal_the_whole_graph(tmp_path):
     assert [g["lo"] for g in got] == bounds[:-1]
     torch.testing.assert_close(torch.cat([g["grad"] for g in got]), want, rtol=1e-12,
                                atol=0)
+    torch.testing.assert_close(torch.cat([g["tanh_grad"] for g in got]),
+                               want * (1 - torch.tanh(x) ** 2), rtol=1e-12, atol=1e-15)
     assert sum(g["H"] for g in got) == sum(g["sent"] for g in got) > 0
