@@ -143,20 +143,23 @@ def _sddmm(a: Tensor, b: Tensor, table: Tensor | None, g: EdgeGraph) -> Tensor:
 
 
 def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool,
-          rel_a: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+          rel_a: Tensor | None = None, into: Tensor | None = None
+          ) -> tuple[Tensor, Tensor | None]:
     r"""The SpMM onto one side; with ``rel_a`` also, from the same pass, the per-relation
     reduction :math:`\sum_{e \in r} w_e\, a_{n(e)} \odot b_{other(e)}` (``n(e)`` the
-    edge's endpoint on that side)."""
+    edge's endpoint on that side); with ``into`` (contiguous, that side's rows) the rows
+    are added to it in place."""
     _, K, F = b.shape
     rows = g.num_receivers if to_dst else g.num_nodes
-    out = b.new_empty(rows, K, F)
+    out = b.new_empty(rows, K, F) if into is None else into
     red = None if rel_a is None else b.new_empty(g.num_relations, K, F)
     ptr, order, other = ((g.dst_ptr, g.dst_order, g.src) if to_dst
                          else (g.src_ptr, g.src_order, g.dst))
     _fn("edge_spmm", b.dtype)(b.data_ptr(), _ptr(table), w.data_ptr(), ptr.data_ptr(),
                               order.data_ptr(), other.data_ptr(), g.rel.data_ptr(),
                               rows, K, F, out.data_ptr(), _ptr(rel_a),
-                              g.num_relations, _ptr(red), torch.get_num_threads())
+                              g.num_relations, _ptr(red), int(into is not None),
+                              torch.get_num_threads())
     return out, red
 
 
@@ -198,10 +201,14 @@ class _EdgeDot(torch.autograd.Function):
         grad = grad.contiguous()
         want_t = ctx.needs_input_grad[1]
         # the dst-side pass gathers x_src for both d x_dst and d T = sum g x_dst * x_src
-        g_dst, gt = _spmm_on(ctx.backend, x, table, grad, g, to_dst=True,
-                             rel_a=x if want_t else None)
         gx = _spmm_on(ctx.backend, x, table, grad, g, to_dst=False)[0]
-        gx[:g.num_receivers].add_(g_dst)
+        if ctx.backend == "native":  # the receivers' rows added in place: no second buffer
+            gt = _spmm(x, table, grad, g, to_dst=True, rel_a=x if want_t else None,
+                       into=gx[:g.num_receivers])[1]
+        else:
+            g_dst, gt = _spmm_on(ctx.backend, x, table, grad, g, to_dst=True,
+                                 rel_a=x if want_t else None)
+            gx[:g.num_receivers].add_(g_dst)
         return gx if ctx.needs_input_grad[0] else None, gt, None, None
 
 

@@ -42,11 +42,13 @@ void FN(edge_sddmm)(const REAL *A, const REAL *B, const REAL *T, const int64_t *
  * With G (R, K, F) not NULL, the same pass also reduces per relation
  *   G[r, k, :] = sum_{e: rel[e] = r} w[e, k] * A[n(e), k, :] * B[other[e], k, :]
  * (n(e) the edge's endpoint on this side; per-thread accumulators summed at the end), the
- * table gradient of both edge products, so B's rows are gathered once for both. */
+ * table gradient of both edge products, so B's rows are gathered once for both.
+ * With accumulate != 0 the rows are added to out's values instead of replacing them (a
+ * gradient summed into another without a second node-sized buffer). */
 void FN(edge_spmm)(const REAL *B, const REAL *T, const REAL *w, const int64_t *ptr,
                    const int64_t *order, const int64_t *other, const int64_t *rel, int64_t N,
                    int64_t K, int64_t F, REAL *out, const REAL *A, int64_t R, REAL *G,
-                   int nthreads) {
+                   int accumulate, int nthreads) {
     const int64_t size = R * K * F;
     REAL *buf = NULL;
     if (G) {
@@ -63,7 +65,7 @@ void FN(edge_spmm)(const REAL *B, const REAL *T, const REAL *w, const int64_t *p
         for (int64_t n = 0; n < N; ++n) {
             REAL *o = out + n * K * F;
             const REAL *a = A ? A + n * K * F : NULL;
-            memset(o, 0, sizeof(REAL) * K * F);
+            if (!accumulate) memset(o, 0, sizeof(REAL) * K * F);
             for (int64_t p = ptr[n]; p < ptr[n + 1]; ++p) {
                 const int64_t e = order[p];
                 const REAL *b = B + other[e] * K * F;
