@@ -146,6 +146,32 @@ def test_bench_distributed_small(tmp_path):
         assert single["parameters_here"] - rank["parameters_here"] == table // 2
 
 
+def test_bench_distributed_disenkgat_halo(tmp_path):
+    """DisenKGAT's sharded layouts (2 and 3 processes, degree cut) report their halo: every
+    edge received by one shard, halo rows below the other shards' entities, and the bytes
+    the exchange received, counted at the exchange (3 passes a step: the training pass, its
+    gradients back, the MI estimator's pass)."""
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "experiments" / "bench_distributed.py"),
+                    "--model", "disenkgat", "--entities", "2000", "--triples", "6000",
+                    "--dim", "8", "--components", "2", "--steps", "1", "--shards", "2", "3",
+                    "--partition", "degree", "--out", str(out)],
+                   capture_output=True, text=True, check=True, cwd=REPO, timeout=600)
+    res = json.loads(out.read_text())
+    assert res["sharded-3_train_mb_ratio"] > 0 and res["partition"] == "degree"
+    for name in ("sharded", "sharded-3"):
+        ranks = res["layouts"][name]
+        assert sum(r["entities_here"] for r in ranks) == 2000
+        edges = sum(r["local_edges"] for r in ranks)
+        assert 2 * 5800 <= edges <= 2 * 6000  # both directions of the unique triples
+        assert sum(r["halo_rows"] for r in ranks) == sum(r["rows_sent"] for r in ranks)
+        for r in ranks:
+            assert 0 < r["halo_rows"] <= 2000 - r["entities_here"]
+            # 2 forward passes of the halo rows and 1 backward of the rows sent, 2 steps
+            want = (2 * r["halo_rows"] + r["rows_sent"]) * 2 * 8 * 4 / 2**20
+            assert r["halo_mb_per_step"] == pytest.approx(want, abs=0.06)
+
+
 def test_halo_sizes_on_umls(umls_path):
     """The halo table of UMLS' graph: every edge lands on one shard, a halo never exceeds
     the other shards' entities, the degree cut balances the edges at least as well as equal

@@ -68,7 +68,12 @@ def _worker(rank, world, init_file, data, out, name, shards, variant):
                       name, shards, mi=world == shards, **variant)
         if variant.get("partition") == "degree":  # the cut follows the edges received
             assert tr.shard.bounds != tuple(shard_bounds(ds.num_entities, shards))
-        torch.save(_step_and_eval(tr), Path(out) / f"result{rank}.pt")
+        res = _step_and_eval(tr)
+        other = Path(out) / "one_process_state.pt"
+        if other.exists():  # a one-process model loaded into the shards
+            tr._load_model_state(torch.load(other, weights_only=True))
+            res["loaded_metrics"] = tr.evaluator.evaluate(tr.model, tr.dataset.valid[:301])
+        torch.save(res, Path(out) / f"result{rank}.pt")
 
 
 TWO_LAYERS = {"layers": 2, "partition": "degree"}
@@ -88,12 +93,24 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
     validation metrics (ranks summed over shards) exactly equal, on every rank.
     DisenKGAT's encoder runs partitioned by receiver (halo exchange, batch norm over both
     shards' rows), with one or two layers, the fused (``cross``) or the edge-chunk
-    (``sub``) schedule. InteractE's batch norms see the global batch; DistMult's 2-rank
+    (``sub``) schedule; on 2 ranks a one-process model (changed) loaded into the shards
+    evaluates to its one-process metrics. InteractE's batch norms see the global batch; DistMult's 2-rank
     runs keep the CLUB estimator (its penalty and its own optimiser)."""
     data = str(kg_archive("umls"))
     ds = KGDataset.load(data)
-    ref = _step_and_eval(_trainer(ds, tmp_path / "single", None, name, 1, mi=world == 2,
-                                  **{k: v for k, v in variant.items() if k != "partition"}))
+    single = _trainer(ds, tmp_path / "single", None, name, 1, mi=world == 2,
+                      **{k: v for k, v in variant.items() if k != "partition"})
+    ref = _step_and_eval(single)
+    ref["state"] = {k: v.clone() for k, v in ref["state"].items()}  # not the live tensors
+    if world == 2 and name != "conve":  # and the reverse: a one-process model, changed
+        state = {k: v.clone() for k, v in ref["state"].items()}
+        g = torch.Generator().manual_seed(5)
+        state["init_embed"] += 0.1 * torch.randn(state["init_embed"].shape, generator=g,
+                                                 dtype=state["init_embed"].dtype)
+        torch.save(state, tmp_path / "one_process_state.pt")
+        single._load_model_state(state)
+        ref["loaded_metrics"] = single.evaluator.evaluate(single.model, ds.valid[:301])
+        assert ref["loaded_metrics"] != ref["metrics"]
     mp.spawn(_worker, args=(world, str(tmp_path / "init"), data, str(tmp_path), name, 2,
                             variant), nprocs=world, join=True)
     got = [torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in range(world)]
@@ -112,6 +129,7 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
             # parameters bit-equal; batch-norm running statistics summed in another order
             torch.testing.assert_close(g["state"][key], want, rtol=1e-12, atol=1e-15)
         assert g["metrics"] == ref["metrics"]
+        assert g.get("loaded_metrics") == ref.get("loaded_metrics")
 
 
 @pytest.mark.parametrize("impl", ["eager", "chunked"])
