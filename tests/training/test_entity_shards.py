@@ -94,8 +94,8 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
     DisenKGAT's encoder runs partitioned by receiver (halo exchange, batch norm over both
     shards' rows), with one or two layers, the fused (``cross``) or the edge-chunk
     (``sub``) schedule; on 2 ranks a one-process model (changed) loaded into the shards
-    evaluates to its one-process metrics. InteractE's batch norms see the global batch; DistMult's 2-rank
-    runs keep the CLUB estimator (its penalty and its own optimiser)."""
+    evaluates to its one-process metrics. InteractE's batch norms see the global batch;
+    DistMult's 2-rank runs keep the CLUB estimator (its penalty and its own optimiser)."""
     data = str(kg_archive("umls"))
     ds = KGDataset.load(data)
     single = _trainer(ds, tmp_path / "single", None, name, 1, mi=world == 2,
