@@ -12,7 +12,8 @@ that one of its :math:`d_n` edges lands in,
 .. math::
     \\bar H = \\frac1S \\sum_n (S - 1)\\Big(1 - \\big(1 - \\tfrac1S\\big)^{d_n}\\Big),
 
-which the paper estimates in README use for the KGs not at hand. Prints one JSON object.
+which the paper estimates in README use for the KGs not at hand. Prints one JSON line
+(``--out``: indented).
 
     python experiments/halo_sizes.py --dataset FB15k-237 --data-dir ../shared/data/kg
     python experiments/halo_sizes.py --synthetic --entities 500000 --triples 1000000
@@ -94,10 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
         res["layouts"][str(S)] = {p: halo_table(message, et, ds.num_entities, S, p)
                                   for p in ("range", "degree")}
         res["layouts"][str(S)]["expected_halo"] = round(expected_halo(out_degree, S), 1)
-    text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res))
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     return res
 
 

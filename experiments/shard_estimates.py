@@ -18,7 +18,7 @@ synthetic KG; ``halo_sizes.py`` gives a real graph's halos), the halo by the clo
 form of ``halo_sizes.expected_halo`` (ids unrelated to the graph, ``--partition range``),
 and the traffic per step by ``3 H`` rows of ``4 K F`` bytes (the training pass's rows, their
 gradients back, and the MI estimator's fresh pass) per layer. Fixed costs (interpreter,
-torch, a CUDA context, the dataset) are left out. Prints one JSON object.
+torch, a CUDA context, the dataset) are left out. Prints one JSON line (``--out``: indented).
 
     python experiments/shard_estimates.py \
         --bench experiments/results/bench_distributed_disenkgat.json
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-dim", type=int, default=100)
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--ranks", type=int, nargs="+", default=[8, 64, 512])
+    p.add_argument("--kgs", nargs="+", default=[k[0] for k in KGS],
+                   choices=[k[0] for k in KGS], help="the KGs to estimate")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p
 
@@ -117,11 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     costs = fit(bench, a.init_dim)
     res = {"from": a.bench, "K": a.components, "F": a.channels, "init_dim": a.init_dim,
            "layers": a.layers, "costs": costs,
-           "kgs": {name: estimate(n, t, costs, a) for name, n, t in KGS}}
-    text = json.dumps(res, indent=1)
-    print(text)
+           "kgs": {name: estimate(n, t, costs, a) for name, n, t in KGS if name in a.kgs}}
+    print(json.dumps(res))
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     return res
 
 

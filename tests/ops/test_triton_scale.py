@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not HAS_TRITON,
                                 reason="needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
 
 FB15K237 = dict(B=2048, K=3, F=200, N=14541, E=544230, R=474)
-SMALL = dict(B=37, K=3, F=24, N=150, E=700, R=9)
+SMALL = dict(B=37, K=3, F=24, N=70, E=300, R=9)
 SIZES = [pytest.param(SMALL, id="small"),
          pytest.param(FB15K237, id="fb15k237",
                       marks=pytest.mark.skipif(not GPU, reason="full size needs a GPU"))]
