@@ -39,7 +39,7 @@ def test_bench_train_step(umls_path, tmp_path):
 
 def test_bench_train_step_compare_precisions(umls_path):
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_train_step.py"),
-                          "--dataset", str(umls_path), "--steps", "1", "--batch-size", "32",
+                          "--dataset", str(umls_path), "--steps", "1", "--batch-size", "8",
                           "--compare", "--precision", "bf16"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     lines = out.strip().splitlines()
@@ -52,7 +52,7 @@ def test_bench_train_step_compare_precisions(umls_path):
 
 def test_precision_study(umls_path):
     res = run_script("precision_study.py", "--dataset", str(umls_path), "--steps", "2",
-                     "--batch-size", "32", "--valid", "50")
+                     "--batch-size", "16", "--valid", "50")
     assert res["steps"] == 2 and 0 <= res["max_rel_loss_diff"] < 0.05
     assert set(res["valid_mrr"]) == {"fp32", "bf16"}
 
