@@ -187,6 +187,23 @@ def test_shard_bounds_and_clear_errors():
                     torch.zeros(2, 5), label_smoothing=0.1, total_entities=4)
 
 
+def test_degree_partition_needs_a_graph_encoder():
+    """--partition degree cuts by DisenKGAT's edges received (in-degree + 1 self loop) and
+    is refused, naming the fix, for a model without a graph encoder."""
+    from types import SimpleNamespace
+
+    ds = KGDataset.load(kg_archive("umls"))
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, entity_shards=2, partition="degree")
+    here = SimpleNamespace(config=cfg)
+    model = _model(ds, "distmult")
+    loads = model.entity_loads()
+    assert int(loads.sum()) == model.message_index.shape[1] + ds.num_entities
+    bounds = LinkTrainer._shard_bounds(here, model)
+    assert bounds == balanced_bounds(loads, 2) and bounds != shard_bounds(ds.num_entities, 2)
+    with pytest.raises(ValueError, match="ConvE has no graph encoder .use --partition range"):
+        LinkTrainer._shard_bounds(here, _model(ds, "conve"))
+
+
 def test_entity_shards_need_as_many_processes(tmp_path):
     ds = KGDataset.load(kg_archive("umls"))
     with pytest.raises(ValueError, match="2 entity shards need a multiple of 2 processes"):
