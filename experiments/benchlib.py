@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 
 def dataset_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -31,3 +33,11 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
     return "unknown"
+
+
+def emit(res: dict, out: str | None) -> dict:
+    """Prints ``res`` as one JSON line and, with ``out``, writes it there indented."""
+    print(json.dumps(res))
+    if out:
+        Path(out).write_text(json.dumps(res, indent=1) + "\n")
+    return res

@@ -22,13 +22,12 @@ which the paper estimates in README use for the KGs not at hand. Prints one JSON
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 from bench_distributed import synthetic_kg
-from benchlib import dataset_parser
+from benchlib import dataset_parser, emit
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,10 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["layouts"][str(S)] = {p: halo_table(message, et, ds.num_entities, S, p)
                                   for p in ("range", "degree")}
         res["layouts"][str(S)]["expected_halo"] = round(expected_halo(out_degree, S), 1)
-    print(json.dumps(res))
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
-    return res
+    return emit(res, a.out)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import torch
+from benchlib import emit
 from halo_sizes import expected_halo
 
 #: (name, entities, triples) of the KGs estimated by default
@@ -120,10 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"from": a.bench, "K": a.components, "F": a.channels, "init_dim": a.init_dim,
            "layers": a.layers, "costs": costs,
            "kgs": {name: estimate(n, t, costs, a) for name, n, t in KGS if name in a.kgs}}
-    print(json.dumps(res))
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
-    return res
+    return emit(res, a.out)
 
 
 if __name__ == "__main__":

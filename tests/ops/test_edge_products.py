@@ -37,27 +37,32 @@ def random_case(N, K, F, R, E, seed=0, dtype=torch.float64):
     return EdgeGraph.build(ei, et, N, R), ei, et, x, table, w
 
 
-@pytest.mark.parametrize("shape", [(7, 3, 5, 4, 40), (1, 1, 1, 1, 3), (9, 2, 33, 3, 17),
-                                   (5, 4, 16, 2, 0)])
-def test_values_and_grads_against_loops(shape):
-    g, ei, et, x, table, w = random_case(*shape)
-    src, dst = ei.tolist()
-    rel = et.tolist()
-    out = edge_dot(x, table, g, impl="native")
+def check_against_loops(g, src, dst, rel, x, table, w, impl, n_dst=None):
+    """edge_dot and edge_aggregate with ``impl`` against the loops: values and the
+    gradients of every input (the aggregate's first ``n_dst`` rows: the receivers)."""
+    out = edge_dot(x, table, g, impl=impl)
     ref = loop_dot(x, table, src, dst, rel)
     torch.testing.assert_close(out, ref)
     up = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table)),
                     torch.autograd.grad((ref * up).sum(), (x, table))):
         torch.testing.assert_close(a, b)
-    out = edge_aggregate(x, table, w, g, impl="native")
-    ref = loop_aggregate(x, table, w, src, dst, rel)
+    out = edge_aggregate(x, table, w, g, impl=impl)
+    ref = loop_aggregate(x, table, w, src, dst, rel)[:n_dst]
+    assert out.shape == ref.shape
     torch.testing.assert_close(out, ref)
     up = torch.randn_like(ref)
-    ga = torch.autograd.grad((out * up).sum(), (x, table, w))
-    gb = torch.autograd.grad((ref * up).sum(), (x, table, w))
-    for a, b in zip(ga, gb):
+    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table, w)),
+                    torch.autograd.grad((ref * up).sum(), (x, table, w))):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("shape", [(7, 3, 5, 4, 40), (1, 1, 1, 1, 3), (9, 2, 33, 3, 17),
+                                   (5, 4, 16, 2, 0)])
+def test_values_and_grads_against_loops(shape):
+    g, ei, et, x, table, w = random_case(*shape)
+    src, dst = ei.tolist()
+    check_against_loops(g, src, dst, et.tolist(), x, table, w, "native")
 
 
 def bipartite_case(N, n_dst, K, F, R, E, seed=0):
@@ -79,23 +84,8 @@ def test_receivers_a_prefix_of_the_senders(impl, shape):
     """``num_receivers < N``: the aggregate has ``N_dst`` rows and equals the loop's first
     ``N_dst`` rows; the senders' gradients cover all ``N`` rows (values and gradients,
     float64)."""
-    N, n_dst = shape[:2]
     g, src, dst, rel, x, table, w = bipartite_case(*shape)
-    out = edge_dot(x, table, g, impl=impl)
-    ref = loop_dot(x, table, src, dst, rel)
-    torch.testing.assert_close(out, ref)
-    up = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table)),
-                    torch.autograd.grad((ref * up).sum(), (x, table))):
-        torch.testing.assert_close(a, b)
-    out = edge_aggregate(x, table, w, g, impl=impl)
-    ref = loop_aggregate(x, table, w, src, dst, rel)[:n_dst]
-    assert out.shape == (n_dst, *x.shape[1:])
-    torch.testing.assert_close(out, ref)
-    up = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table, w)),
-                    torch.autograd.grad((ref * up).sum(), (x, table, w))):
-        torch.testing.assert_close(a, b)
+    check_against_loops(g, src, dst, rel, x, table, w, impl, n_dst=shape[1])
 
 
 def test_gradcheck():
