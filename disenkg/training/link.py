@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from disenkg.datasets.kg import KGDataset
 from disenkg.datasets.triples import DatasetError
-from disenkg.errors import CheckpointError
+from disenkg.errors import CheckpointError, ConfigError
 from disenkg.evaluation import LinkEvaluator
 from disenkg.models.base import MixtureLinkModel
 from disenkg.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -182,9 +182,9 @@ class LinkTrainer:
             return None
         loads = model.entity_loads()
         if loads is None:
-            raise ValueError(f"--partition {cfg.partition} balances a graph encoder's edges "
-                             f"over the shards; {type(model).__name__} has no graph encoder "
-                             "(use --partition range)")
+            raise ConfigError(f"--partition {cfg.partition} balances a graph encoder's edges "
+                              f"over the shards; {type(model).__name__} has no graph encoder",
+                              hint="use --partition range")
         return balanced_bounds(loads, cfg.entity_shards)
 
     @property

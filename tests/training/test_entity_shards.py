@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from disenkg.datasets import KGDataset
+from disenkg.errors import ConfigError
 from disenkg.models import ConvE, DisenKGAT
 from disenkg.nn.scorers import DistMultScorer, InteractEScorer, TransEL1Scorer
 from disenkg.ops import mixture_bce
@@ -200,8 +201,9 @@ def test_degree_partition_needs_a_graph_encoder():
     assert int(loads.sum()) == model.message_index.shape[1] + ds.num_entities
     bounds = LinkTrainer._shard_bounds(here, model)
     assert bounds == balanced_bounds(loads, 2) and bounds != shard_bounds(ds.num_entities, 2)
-    with pytest.raises(ValueError, match="ConvE has no graph encoder .use --partition range"):
+    with pytest.raises(ConfigError, match="ConvE has no graph encoder") as err:
         LinkTrainer._shard_bounds(here, _model(ds, "conve"))
+    assert "use --partition range" in str(err.value.hint)
 
 
 def test_entity_shards_need_as_many_processes(tmp_path):
