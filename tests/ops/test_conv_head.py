@@ -11,13 +11,28 @@ import torch
 from disenkg.nn.scorers import ConvEInteraction, InteractEInteraction
 from disenkg.ops import native
 
+#: cache tiles of the chunked head (patch rows, fc gradient columns): the defaults (one tile
+#: per chunk at these sizes), one image and one column at a time, and ragged tiles (13 rows:
+#: two 6-position images, or one larger image; slices of 7 columns)
+TILINGS = {"default": None, "single": (1, 1), "ragged": (13, 7)}
+
+
+def use_tiling(monkeypatch, name: str) -> None:
+    from disenkg.ops.conv_head import buffers
+
+    if TILINGS[name] is not None:
+        monkeypatch.setattr(buffers, "TILE_ROWS", TILINGS[name][0])
+        monkeypatch.setattr(buffers, "FC_COLUMN_TILE", TILINGS[name][1])
+
 
 @pytest.mark.parametrize("impl", ["chunked", pytest.param("native", marks=pytest.mark.skipif(
     not native.available(), reason="native kernels unavailable"))])
 @pytest.mark.parametrize("cls", ["conve", "interacte"])
-def test_chunked_equals_plain(cls, impl):
+@pytest.mark.parametrize("tiling", list(TILINGS))
+def test_chunked_equals_plain(monkeypatch, cls, impl, tiling):
     """``impl="chunked"`` (PyTorch patch kernels) and ``"native"`` (C kernels) against the
-    plain modules (``"eager"``)."""
+    plain modules (``"eager"``), in whole chunks and in cache tiles."""
+    use_tiling(monkeypatch, tiling)
     torch.manual_seed(0)
     if cls == "conve":
         plain = ConvEInteraction(embedding_dim=12, k_h=4, k_w=3, num_filters=5, kernel_size=3,
@@ -55,14 +70,16 @@ def test_chunked_equals_plain(cls, impl):
 @pytest.mark.parametrize("fc_chunks", [1, 2])
 @pytest.mark.parametrize("impl", ["native", "eager"])
 @pytest.mark.parametrize("groups,with_bias", [(1, True), (2, False)])
+@pytest.mark.parametrize("tiling", ["default", "ragged"])
 def test_head_gradcheck_with_dropout_mask(monkeypatch, groups, with_bias, impl, fc_chunks,
-                                          use_store):
-    """The head (with patches rebuilt per chunk, or from a :class:`PatchStore`) against
+                                          use_store, tiling):
+    """The head (with patches rebuilt per tile, or from a :class:`PatchStore`) against
     conv -> BN -> ReLU -> mask -> fc written out, values and gradients (float64)."""
     from disenkg.ops.conv_head import ConvHeadFunction, HeadPlan, buffers
     from disenkg.ops.conv_head.buffers import PatchStore
 
     monkeypatch.setattr(buffers, "FC_CHUNKS", fc_chunks)
+    use_tiling(monkeypatch, tiling)
 
     g = torch.Generator().manual_seed(0)
 
@@ -179,22 +196,25 @@ def test_eager_bf16_runs_under_autocast():
 
 @pytest.mark.parametrize("impl", ["native", "eager"])
 @pytest.mark.parametrize("groups", [1, 3])
-def test_moments_gradcheck(groups, impl):
+@pytest.mark.parametrize("tiling", ["default", "single"])
+def test_moments_gradcheck(monkeypatch, groups, impl, tiling):
     from disenkg.ops.conv_head import PatchMoments
 
+    use_tiling(monkeypatch, tiling)
     x = torch.randn(3, groups, 5, 4, dtype=torch.float64, requires_grad=True)
-    # chunks of 2 images: 2 + 1
     assert torch.autograd.gradcheck(
-        lambda x: PatchMoments.apply(x, 2, groups, 2, impl, x.dtype), (x,))
+        lambda x: PatchMoments.apply(x, 2, groups, impl, x.dtype), (x,))
 
 
 @pytest.mark.parametrize("impl", ["native", "eager"])
-def test_moments_backward_from_a_patch_store_is_identical(impl):
+@pytest.mark.parametrize("tiling", ["default", "single"])
+def test_moments_backward_from_a_patch_store_is_identical(monkeypatch, impl, tiling):
     """The moments' backward reading a :class:`PatchStore` gives bit-identical gradients
     to rebuilding the patches (float64 and bfloat16 patches)."""
     from disenkg.ops.conv_head import PatchMoments
     from disenkg.ops.conv_head.buffers import PatchStore
 
+    use_tiling(monkeypatch, tiling)
     g = torch.Generator().manual_seed(5)
     x = torch.randn(7, 2, 9, 8, generator=g)
     dgram = torch.randn(2, 10, 10, generator=g)
@@ -202,7 +222,7 @@ def test_moments_backward_from_a_patch_store_is_identical(impl):
         grads = []
         for store in (None, PatchStore(x.to(low), 3, impl)):
             xi = x.to(dtype).requires_grad_()
-            out = PatchMoments.apply(xi, 3, 2, 3, impl, low, store)
+            out = PatchMoments.apply(xi, 3, 2, impl, low, store)
             grads.append(torch.autograd.grad((out * dgram.to(dtype)).sum(), xi)[0])
         assert torch.equal(grads[0], grads[1])
 
@@ -218,10 +238,10 @@ def test_moments_bf16_backward_close_to_float64(impl):
     x = torch.randn(7, 2, 9, 8, generator=g)
     dgram = torch.randn(2, 10, 10, generator=g)
     x64 = x.double().requires_grad_()
-    ref = PatchMoments.apply(x64, 3, 2, 3, impl, torch.float64)
+    ref = PatchMoments.apply(x64, 3, 2, impl, torch.float64)
     (g_ref,) = torch.autograd.grad((ref * dgram.double()).sum(), x64)
     x32 = x.clone().requires_grad_()
-    out = PatchMoments.apply(x32, 3, 2, 3, impl, torch.bfloat16)
+    out = PatchMoments.apply(x32, 3, 2, impl, torch.bfloat16)
     assert out.dtype == torch.float32
     assert (out.double() - ref).norm() <= 2**-8 * ref.norm()
     (g_low,) = torch.autograd.grad((out * dgram).sum(), x32)
@@ -237,7 +257,7 @@ def test_moments_equal_patch_statistics(groups):
     from disenkg.ops.conv_head import PatchMoments
 
     x = torch.randn(5, groups, 6, 7, dtype=torch.float64)
-    gram = PatchMoments.apply(x, 3, groups, 2, "auto", x.dtype)
+    gram = PatchMoments.apply(x, 3, groups, "auto", x.dtype)
     for grp in range(groups):
         cols = torch.nn.functional.unfold(x[:, grp:grp + 1], 3).transpose(1, 2).reshape(-1, 9)
         assert gram[grp, 9, 9] == cols.shape[0]
@@ -303,7 +323,7 @@ def test_batch_statistics_equal_conv_output_moments(groups, with_bias):
     w = torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64)
     b = torch.randn(4, generator=g, dtype=torch.float64) if with_bias else None
     y = torch.nn.functional.conv2d(x, w.repeat(groups, 1, 1, 1), b, groups=groups)
-    gram = PatchMoments.apply(x, 3, groups, 4, "auto", x.dtype)
+    gram = PatchMoments.apply(x, 3, groups, "auto", x.dtype)
     mean, var = batch_statistics(gram, w, b, 6 * 5 * 3)
     torch.testing.assert_close(mean, y.mean((0, 2, 3)))
     torch.testing.assert_close(var, y.var((0, 2, 3), unbiased=False))
@@ -312,9 +332,11 @@ def test_batch_statistics_equal_conv_output_moments(groups, with_bias):
 @pytest.mark.parametrize("impl", ["chunked", pytest.param("native", marks=pytest.mark.skipif(
     not native.available(), reason="native kernels unavailable"))])
 @pytest.mark.parametrize("k_h,k_w,kernel", [(4, 3, 3), (5, 2, 2), (3, 4, 1), (6, 5, 4)])
-def test_banded_evaluation_equals_the_whole_image(impl, k_h, k_w, kernel):
+@pytest.mark.parametrize("tiling", ["default", "ragged"])
+def test_banded_evaluation_equals_the_whole_image(monkeypatch, impl, k_h, k_w, kernel, tiling):
     """ConvE's evaluation split (head band + mixed band + per-relation relation band)
     against the plain modules on the stacked image, float64, trained-looking batch norm."""
+    use_tiling(monkeypatch, tiling)
     torch.manual_seed(0)
     D = k_h * k_w
     plain = ConvEInteraction(embedding_dim=D, k_h=k_h, k_w=k_w, num_filters=5,

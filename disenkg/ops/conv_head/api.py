@@ -187,7 +187,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
                       low if impl == "eager" or precision == "bf16" else x.dtype)
     n, C = x.shape[0], weight.shape[0]
     store = PatchStore(x.to(low), k, kernels) if low == torch.bfloat16 != x.dtype else None
-    gram = PatchMoments.apply(x, k, groups, chunk, kernels, low, store, sync)
+    gram = PatchMoments.apply(x, k, groups, kernels, low, store, sync)
     L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
     images = n if not sync else int(all_reduce_sum(torch.tensor([float(n)])).item())
     mean, var = batch_statistics(gram, weight, bias, images * L)

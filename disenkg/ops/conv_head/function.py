@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from disenkg.ops.conv_head import buffers
-from disenkg.ops.conv_head.buffers import PatchStore, Workspace, blocks, chunks
+from disenkg.ops.conv_head.buffers import PatchStore, Workspace, blocks, column_mm, tiles
 from disenkg.ops.conv_head.layout import affine, augmented_filters, fc_columns
 from disenkg.ops.patches import accumulate_, fold_patches, patches, relu_mask_backward_
 from disenkg.ops.precision import bf16_matmul, bf16_matmul_supported
@@ -145,28 +145,32 @@ class ConvHeadFunction(torch.autograd.Function):
             s0, e1 = block[0][0], block[-1][1]
             for s, e in block:
                 m = e - s
-                feat = ws.features(xl[s:e], filters, k,
-                                   None if keep is None else keep[:, s:e], impl, s,
-                                   row0=s - s0)
                 g_c = g[s:e].to(low)
                 for grp in range(groups):
-                    a = feat[grp]  # kept intact for the block's weight gradient
                     da = ws.dfeat[:m]
-                    torch.mm(g_c, fc_parts[:, grp], out=da)
-                    cols = ws.patch_rows(xl[s:e], grp, k, s, impl)
-                    dcols = ws.dcols[:m * L]
-                    dz = relu_mask_backward_(a, da.view(m, L, C), impl=impl).view(m * L, C)
-                    if low == x.dtype:
-                        gm[grp].addmm_(dz.t(), cols)
-                    else:
-                        accumulate_(gm[grp], dz.t() @ cols, impl=impl)
-                    torch.mm(dz, sc_filters[grp], out=dcols)
-                    g_x[s:e, grp] = fold_patches(dcols, (m, H, W), k, impl=impl)
+                    column_mm(g_c, fc_parts[:, grp], da)
+                    for ts, te in tiles(m, L):  # recompute a tile's maps, then its grads
+                        t = te - ts
+                        cols = ws.feature_tile(
+                            xl[s + ts:s + te], grp, filters, k,
+                            None if keep is None else keep[grp, s + ts:s + te], impl,
+                            s + ts, s - s0 + ts)
+                        a = ws.feat[grp, s - s0 + ts:s - s0 + te]  # kept for dW_fc
+                        dz = relu_mask_backward_(a, da[ts:te].view(t, L, C),
+                                                 impl=impl).view(t * L, C)
+                        if low == x.dtype:
+                            gm[grp].addmm_(dz.t(), cols)
+                        else:
+                            accumulate_(gm[grp], dz.t() @ cols, impl=impl)
+                        dcols = ws.dcols[:t * L]
+                        torch.mm(dz, sc_filters[grp], out=dcols)
+                        g_x[s + ts:s + te, grp] = fold_patches(dcols, (t, H, W), k,
+                                                               impl=impl)
             g_blk = g[s0:e1].to(low)
             for grp in range(groups):  # dW_fc over the whole block: one longer GEMM
                 a_blk = ws.feat[grp, :e1 - s0].view(e1 - s0, -1)
                 if low == x.dtype:
-                    g_fc[grp].addmm_(g_blk.t(), a_blk)
+                    column_mm(g_blk.t(), a_blk, g_fc[grp], accumulate=True)
                 else:
                     accumulate_(g_fc[grp], g_blk.t() @ a_blk, impl=impl)
         g_beta = gm[..., k2]  # sum dz, (G, C)
@@ -198,7 +202,8 @@ class PatchMoments(torch.autograd.Function):
     rounded to bfloat16, as they enter the head's convolution
     (:func:`~disenkg.ops.precision.bf16_matmul`). Backward:
     :math:`d\,\mathrm{cols} = [\mathrm{cols} \,|\, 1] (dG + dG^\top)` folded back onto
-    ``x`` (one GEMM per chunk; nothing of the forward is re-run), in the head's compute
+    ``x`` (one GEMM per cache tile, :func:`~disenkg.ops.conv_head.buffers.tiles`; nothing
+    of the forward is re-run), in the head's compute
     dtype ``low`` like the head's own input gradient.
 
     Shapes:
@@ -206,7 +211,7 @@ class PatchMoments(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, k: int, groups: int, chunk: int, impl: str,
+    def forward(ctx, x: Tensor, k: int, groups: int, impl: str,
                 low: torch.dtype, store: PatchStore | None = None,
                 sync: bool = False) -> Tensor:
         n = x.shape[0]
@@ -216,8 +221,9 @@ class PatchMoments(torch.autograd.Function):
         # a bfloat16 head: the Gram of its bfloat16-rounded patches, accumulated in float32
         low_gemm = (low == torch.bfloat16 and x.dtype == torch.float32
                     and x.device.type == "cpu" and bf16_matmul_supported())
+        L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
         with bf16_matmul(low_gemm):
-            for s, e in chunks(n, chunk):
+            for s, e in tiles(n, L):  # the patches of a cache tile, then their Gram
                 for grp in range(groups):
                     c = patches(x[s:e, grp], k, out=buf, impl=impl)
                     buf = c if buf is None else buf
@@ -225,14 +231,14 @@ class PatchMoments(torch.autograd.Function):
         if sync:  # the global batch's moments (a data-parallel step)
             all_reduce_sum(gram)
         ctx.save_for_backward(x)
-        ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low = k, groups, chunk, impl, low
+        ctx.k, ctx.groups, ctx.impl, ctx.low = k, groups, impl, low
         ctx.store, ctx.sync = store, sync
         return gram
 
     @staticmethod
     def backward(ctx, dgram: Tensor):
         (x,) = ctx.saved_tensors
-        k, groups, chunk, impl, low = ctx.k, ctx.groups, ctx.chunk, ctx.impl, ctx.low
+        k, groups, impl, low = ctx.k, ctx.groups, ctx.impl, ctx.low
         n, H, W = x.shape[0], x.shape[2], x.shape[3]
         if ctx.sync:  # every rank's loss depends on the summed moments
             dgram = all_reduce_sum(dgram.clone())
@@ -241,7 +247,7 @@ class PatchMoments(torch.autograd.Function):
         xl = x.to(low) if store is None else None
         g_x = torch.empty_like(x)
         buf = dbuf = None
-        for s, e in chunks(n, chunk):
+        for s, e in tiles(n, (H - k + 1) * (W - k + 1)):
             for grp in range(groups):
                 if store is not None:
                     c = store.rows(grp, s, e)
@@ -250,4 +256,4 @@ class PatchMoments(torch.autograd.Function):
                     buf = c if buf is None else buf
                 dbuf = torch.mm(c, sym[grp], out=None if dbuf is None else dbuf[:c.shape[0]])
                 g_x[s:e, grp] = fold_patches(dbuf, (e - s, H, W), k, impl=impl)
-        return g_x, None, None, None, None, None, None, None
+        return g_x, None, None, None, None, None, None
