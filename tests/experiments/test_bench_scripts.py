@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import runpy
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -12,9 +17,21 @@ from tests.conftest import REPO
 
 
 def run_script(name: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, str(REPO / "experiments" / name), *args],
-                         capture_output=True, text=True, check=True, cwd=REPO)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """``python experiments/NAME ARGS`` in this process (as ``__main__``, its folder on
+    ``sys.path`` as a script has it; a spawn would cost seconds of imports); returns the
+    JSON line it prints last. Scripts that start processes of their own are run with
+    :func:`subprocess.run` by their tests."""
+    script = REPO / "experiments" / name
+    out = io.StringIO()
+    with mock.patch.object(sys, "argv", [str(script), *args]), \
+            mock.patch.object(sys, "path", [str(script.parent), *sys.path]), \
+            mock.patch.dict(os.environ), \
+            contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except SystemExit as stop:  # sys.exit(0) at the end of a script
+            assert stop.code in (0, None), f"{name} exited with {stop.code}"
+    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 def test_bench_encoder(umls_path):
@@ -39,7 +56,7 @@ def test_bench_train_step(umls_path, tmp_path):
 
 def test_bench_train_step_compare_precisions(umls_path):
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_train_step.py"),
-                          "--dataset", str(umls_path), "--steps", "1", "--batch-size", "8",
+                          "--dataset", str(umls_path), "--steps", "1", "--batch-size", "4",
                           "--compare", "--precision", "bf16"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     lines = out.strip().splitlines()
@@ -52,7 +69,7 @@ def test_bench_train_step_compare_precisions(umls_path):
 
 def test_precision_study(umls_path):
     res = run_script("precision_study.py", "--dataset", str(umls_path), "--steps", "2",
-                     "--batch-size", "16", "--valid", "50")
+                     "--batch-size", "8", "--valid", "16")
     assert res["steps"] == 2 and 0 <= res["max_rel_loss_diff"] < 0.05
     assert set(res["valid_mrr"]) == {"fp32", "bf16"}
 
