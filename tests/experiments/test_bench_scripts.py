@@ -17,10 +17,15 @@ from tests.conftest import REPO
 
 
 def run_script(name: str, *args: str) -> dict:
-    """``python experiments/NAME ARGS`` in this process (as ``__main__``, its folder on
-    ``sys.path`` as a script has it; a spawn would cost seconds of imports); returns the
-    JSON line it prints last. Scripts that start processes of their own are run with
-    :func:`subprocess.run` by their tests."""
+    """:func:`script_output`'s last line, a JSON object."""
+    return json.loads(script_output(name, *args).strip().splitlines()[-1])
+
+
+def script_output(name: str, *args: str) -> str:
+    """What ``python experiments/NAME ARGS`` prints, run in this process (as ``__main__``,
+    its folder on ``sys.path`` as a script has it, the environment restored after it; a
+    spawn would cost seconds of imports). Scripts that start processes of their own are
+    run with :func:`subprocess.run` by their tests."""
     script = REPO / "experiments" / name
     out = io.StringIO()
     with mock.patch.object(sys, "argv", [str(script), *args]), \
@@ -31,7 +36,7 @@ def run_script(name: str, *args: str) -> dict:
             runpy.run_path(str(script), run_name="__main__")
         except SystemExit as stop:  # sys.exit(0) at the end of a script
             assert stop.code in (0, None), f"{name} exited with {stop.code}"
-    return json.loads(out.getvalue().strip().splitlines()[-1])
+    return out.getvalue()
 
 
 def test_bench_encoder(umls_path):
@@ -85,10 +90,9 @@ def test_bench_mixture_bce_small():
 
 
 def test_bn_drift_trace():
-    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bn_drift.py"),
-                          "--config", str(REPO / "experiments" / "configs" / "umls_small.toml"),
-                          "--epochs", "1", "--", "--batch-size", "256"],
-                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    out = script_output("bn_drift.py", "--config",
+                        str(REPO / "experiments" / "configs" / "umls_small.toml"),
+                        "--epochs", "1", "--", "--batch-size", "256")
     row = json.loads(out.strip().splitlines()[-1])
     assert row["epoch"] == 1 and 0 < row["valid_mrr"] <= 1
     assert 0 < row["valid_mrr_bn1_batch_stats"] <= 1 and len(row["bn0_weight"]) == 1
@@ -112,9 +116,7 @@ def test_make_user_kgs_is_transductive(tmp_path):
         import pytest
 
         pytest.skip("needs ../shared/data/kg")
-    subprocess.run([sys.executable, str(REPO / "experiments" / "make_user_kgs.py"),
-                    "--data-dir", str(SHARED / "kg"), "--out", str(tmp_path)],
-                   capture_output=True, text=True, check=True, cwd=REPO)
+    script_output("make_user_kgs.py", "--data-dir", str(SHARED / "kg"), "--out", str(tmp_path))
     from disenkg.datasets import KGDataset
 
     for name in ("fb15k237-top400", "wn18rr-top2000"):
@@ -126,9 +128,7 @@ def test_make_user_kgs_is_transductive(tmp_path):
 def test_bench_gpu_smoke_on_cpu():
     """The prepared GPU benchmark runs end to end in its CPU smoke form (tiny sizes,
     chunked instead of triton), so a lent GPU session only has to run it."""
-    out = subprocess.run([sys.executable, str(REPO / "experiments" / "bench_gpu.py"),
-                          "--device", "cpu", "--small"],
-                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    out = script_output("bench_gpu.py", "--device", "cpu", "--small")
     res = json.loads(out.strip().splitlines()[-1])
     assert res["device"] == "cpu" and res["loss"]["speedup"] > 0
     assert abs(res["loss"]["chunked"]["loss"] - res["loss"]["eager"]["loss"]) < 1e-4
