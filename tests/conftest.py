@@ -48,3 +48,23 @@ def kinship_path() -> Path:
 def cheap() -> bool:
     """Slow tests run in a cheap form in CI (DISENKG_SLOW_CHEAP=1)."""
     return os.environ.get("DISENKG_SLOW_CHEAP", "0") == "1"
+
+
+def cli_here(*args: str):
+    """``python -m disenkg.run ARGS`` through :func:`disenkg.run.main` in this process: a
+    ``subprocess.CompletedProcess`` with its exit status, standard output and error (log
+    records included: the command's logging writes to the standard error it finds). A spawn
+    costs seconds of imports; tests of the process itself spawn one."""
+    import contextlib
+    import io
+    import subprocess
+
+    from disenkg.run import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as stop:  # argparse's exits
+            code = stop.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

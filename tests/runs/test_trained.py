@@ -4,8 +4,6 @@ use and trust)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -22,7 +20,7 @@ from disenkg.errors import CheckpointError, ConfigError, RunDirError, UserError
 from disenkg.evaluation import LinkEvaluator
 from disenkg.runs.checkpoint import load_checkpoint
 from disenkg.runs.rundir import HISTORY_COLUMNS, RUN_FILES
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_here
 
 SMALL = ["--epochs", "2", "--no-progress", "--channels", "20", "--k-h", "5", "--k-w", "4",
          "--num-filters", "4", "--kernel-size", "3", "--batch-size", "256", "--init-dim", "16"]
@@ -367,26 +365,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, env=env, cwd=REPO, timeout=300)
 
 
-def _cli_here(*args: str) -> subprocess.CompletedProcess:
-    """The same command line through :func:`disenkg.run.main` in this process (its exit
-    status, standard output and error; log records included, as the command's logging
-    writes them to the standard error it finds): a spawn costs seconds of imports."""
-    from disenkg.run import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as stop:  # argparse's exits
-            code = stop.code
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-
 def test_cli_predict_score_evaluate(run, tmp_path):
     d = str(run.run_dir.path)
     ds = run.dataset
     h, r, _ = ds.test[0].tolist()
-    p = _cli_here("predict", "--run-dir", d, "--head", ds.entities[h], "--relation",
+    p = cli_here("predict", "--run-dir", d, "--head", ds.entities[h], "--relation",
              ds.relations[r], "--top-k", "3", "--format", "json")
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
@@ -394,16 +377,16 @@ def test_cli_predict_score_evaluate(run, tmp_path):
     q = tmp_path / "q.tsv"
     q.write_text(f"{ds.entities[h]}\t{ds.relations[r]}\t?\n?\t{ds.relations[r]}\t"
                  f"{ds.entities[h]}\n")
-    p = _cli_here("predict", "--run-dir", d, "--queries", str(q), "--format", "tsv", "--top-k", "2")
+    p = cli_here("predict", "--run-dir", d, "--queries", str(q), "--format", "tsv", "--top-k", "2")
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 1 + 4
     t = tmp_path / "t.tsv"
     t.write_text(f"{ds.entities[h]}\t{ds.relations[r]}\t{got[0][0]['entity']}\n")
-    p = _cli_here("score", "--run-dir", d, "--triples", str(t), "--format", "json")
+    p = cli_here("score", "--run-dir", d, "--triples", str(t), "--format", "json")
     assert json.loads(p.stdout)[0]["probability"] == pytest.approx(got[0][0]["probability"])
-    p = _cli_here("evaluate", "--run-dir", d, "--json", "--no-progress")
+    p = cli_here("evaluate", "--run-dir", d, "--json", "--no-progress")
     assert json.loads(p.stdout)["mrr"] == pytest.approx(run.run_dir.read_metrics()["test"]["mrr"])
-    p = _cli_here("predict", "--run-dir", d, "--head", "cel", "--relation", ds.relations[r])
+    p = cli_here("predict", "--run-dir", d, "--head", "cel", "--relation", ds.relations[r])
     assert p.returncode == 2 and p.stderr.startswith("error: unknown entity 'cel'; closest:")
     assert "Traceback" not in p.stderr
 
@@ -477,15 +460,15 @@ def test_log_lines_go_above_progress_bars(tmp_path, capfd):
 
 def test_cli_export_inspect_plot(run, tmp_path):
     d = str(run.run_dir.path)
-    p = _cli_here("export", "--run-dir", d, "--out", str(tmp_path / "x"))
+    p = cli_here("export", "--run-dir", d, "--out", str(tmp_path / "x"))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "x" / "entity_embeddings.npy").exists()
     ent = run.dataset.entities[run.dataset.train[0, 0]]
-    p = _cli_here("inspect", "--run-dir", d, "--entity", ent, "--top", "3")
+    p = cli_here("inspect", "--run-dir", d, "--entity", ent, "--top", "3")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("component attention per relation")
     assert f"edges into {ent}" in p.stdout
-    p = _cli_here("plot", "--run-dir", d, "--out", str(tmp_path / "png"))
+    p = cli_here("plot", "--run-dir", d, "--out", str(tmp_path / "png"))
     if p.returncode == 0:
         assert (tmp_path / "png" / "curves.png").exists()
     else:  # matplotlib missing: one clear line
@@ -495,7 +478,7 @@ def test_cli_export_inspect_plot(run, tmp_path):
 def test_queries_file_errors_are_named(run, tmp_path):
     q = tmp_path / "q.tsv"
     q.write_text("cell\tpart_of\tcell\n")
-    p = _cli_here("predict", "--run-dir", str(run.run_dir.path), "--queries", str(q))
+    p = cli_here("predict", "--run-dir", str(run.run_dir.path), "--queries", str(q))
     assert p.returncode == 2
     assert "q.tsv query 1 (cell, part_of, cell): put '?' in exactly one" in p.stderr
 

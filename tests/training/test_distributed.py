@@ -20,7 +20,7 @@ from disenkg.nn.scorers import DistMultScorer, InteractEScorer
 from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
-from tests.conftest import REPO, kg_archive
+from tests.conftest import REPO, cli_here, kg_archive
 from tests.training.gloo import gloo_group
 
 
@@ -110,9 +110,7 @@ def test_torchrun_two_ranks_write_one_run_directory(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["args"]["world_size"] == 2 and cfg["args"]["per_rank_batch"] == 128
     assert len((out / "history.csv").read_text().splitlines()) == 3
-    one = subprocess.run([sys.executable, "-m", "disenkg.run", "--resume", "--output-dir",
-                          str(out), "--epochs", "3", "--no-progress"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    one = cli_here("--resume", "--output-dir", str(out), "--epochs", "3", "--no-progress")
     assert one.returncode != 0 and "written by a run of 2 process(es)" in one.stderr
 
 

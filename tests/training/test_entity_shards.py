@@ -221,7 +221,7 @@ def test_torchrun_entity_shards_write_one_whole_model(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.conftest import REPO, cli_here
 
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -238,16 +238,13 @@ def test_torchrun_entity_shards_write_one_whole_model(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())["args"]
     assert (cfg["world_size"], cfg["entity_shards"], cfg["per_rank_batch"]) == (2, 2, 256)
-    ev = subprocess.run([sys.executable, "-m", "disenkg.run", "evaluate", "--run-dir",
-                         str(out), "--split", "test", "--json"],
-                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    ev = cli_here("evaluate", "--run-dir", str(out), "--split", "test", "--json")
     assert ev.returncode == 0, ev.stderr[-3000:]
     one = json.loads(ev.stdout[ev.stdout.index("{"):])
     for key in ("mrr", "mr", "hits@1", "hits@10"):
         assert one[key] == pytest.approx(metrics["test"][key], abs=1e-9), key
-    alone = subprocess.run([sys.executable, "-m", "disenkg.run", *flags[:-2],
-                            "--output-dir", str(tmp_path / "alone"), "--entity-shards", "2"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    alone = cli_here(*flags[:-2], "--output-dir", str(tmp_path / "alone"),
+                     "--entity-shards", "2")
     assert alone.returncode != 0
     assert "--entity-shards 2 needs a multiple of 2 processes" in alone.stderr
 
