@@ -21,7 +21,7 @@ from torch import Tensor
 from disenkg.ops.patches import patches, relu_mask_
 
 __all__ = ["FC_CHUNKS", "FC_COLUMN_TILE", "TILE_ROWS", "PatchStore", "Workspace", "blocks",
-           "chunks", "column_mm", "tiles"]
+           "chunks", "column_mm", "tile_images", "tiles"]
 
 #: image chunks whose feature maps share one fc GEMM (its K dimension in the weight
 #: gradient). 2 x 256 images ran the isolated bf16 weight-gradient GEMM + accumulation
@@ -39,10 +39,15 @@ def chunks(n: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
 
+def tile_images(L: int) -> int:
+    """Images of ``L`` positions per cache tile: ``max(1, TILE_ROWS // L)``."""
+    return max(1, TILE_ROWS // max(L, 1))
+
+
 def tiles(n: int, L: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(n)`` images of ``L`` positions each in
-    tiles of about :data:`TILE_ROWS` patch rows."""
-    return chunks(n, max(1, TILE_ROWS // max(L, 1)))
+    tiles of :func:`tile_images` images."""
+    return chunks(n, tile_images(L))
 
 
 def column_mm(a: Tensor, b: Tensor, out: Tensor, accumulate: bool = False) -> Tensor:
@@ -96,7 +101,7 @@ class Workspace:
                  dtype: torch.dtype, device: torch.device, grads: bool = False,
                  store: PatchStore | None = None):
         self.store = store
-        tile = min(rows, tiles(rows, L)[0][1]) * L if rows else 0
+        tile = min(rows, tile_images(L)) * L  # patch rows of the largest tile
         self.cols = None if store is not None else torch.empty(tile, kk + 1, dtype=dtype,
                                                                device=device)
         self.feat = torch.empty(G, fc_rows, L, C, dtype=dtype, device=device)
