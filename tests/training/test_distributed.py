@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from disenkg.datasets import KGDataset
 from disenkg.models import DisenKGAT
@@ -21,7 +20,7 @@ from disenkg.training import LinkTrainer, TrainConfig
 from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
 from tests.conftest import REPO, cli_here, kg_archive
-from tests.training.gloo import gloo_group
+from tests.training.gloo import gloo_group, spawn_ranks
 
 
 def _scorer(name):
@@ -71,8 +70,8 @@ def test_two_ranks_equal_one_process(tmp_path, scorer):
     data = str(kg_archive("umls"))
     ds = KGDataset.load(data)
     ref = _step_and_eval(_trainer(ds, tmp_path / "single", None, scorer))
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path), scorer),
-             nprocs=2, join=True)
+    spawn_ranks(_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path), scorer),
+                nprocs=2)
     for rank in (0, 1):
         got = torch.load(tmp_path / f"result{rank}.pt", weights_only=True)
         assert abs(got["loss"] - ref["loss"]) <= 1e-10 * abs(ref["loss"])
@@ -147,8 +146,7 @@ def test_sync_batch_norm_equals_batch_norm_on_the_whole_batch(tmp_path):
     """The synchronised batch norm on 2 ranks (rows split 4 / 3) against nn.BatchNorm2d on
     all rows: outputs and input gradients of each rank's rows, the summed parameter
     gradients and the running statistics (float64)."""
-    mp.spawn(_bn_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-             join=True)
+    spawn_ranks(_bn_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64).requires_grad_()
     up = torch.randn(7, 3, 4, 5, generator=g, dtype=torch.float64)

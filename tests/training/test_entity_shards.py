@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from disenkg.datasets import KGDataset
 from disenkg.errors import ConfigError
@@ -20,7 +19,7 @@ from disenkg.training.distributed import DistContext
 from disenkg.utils import seed_everything
 from disenkg.utils.entity_shards import EntityShard, balanced_bounds, shard_bounds
 from tests.conftest import kg_archive
-from tests.training.gloo import gloo_group
+from tests.training.gloo import gloo_group, spawn_ranks
 
 
 def _model(ds, name, mi=True, layers=1, composition="cross"):
@@ -112,8 +111,8 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
         single._load_model_state(state)
         ref["loaded_metrics"] = single.evaluator.evaluate(single.model, ds.valid[:301])
         assert ref["loaded_metrics"] != ref["metrics"]
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), data, str(tmp_path), name, 2,
-                            variant), nprocs=world, join=True)
+    spawn_ranks(_worker, args=(world, str(tmp_path / "init"), data, str(tmp_path), name, 2,
+                               variant), nprocs=world)
     got = [torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in range(world)]
     sharded = got[0]["sharded"]
     assert sharded, "the model sharded nothing"
@@ -277,8 +276,8 @@ def test_entity_sharded_run_resumes_exactly(tmp_path):
     """2 sharded epochs straight equal 1 epoch, a checkpoint (whole model and whole Adam
     moments, gathered from both shards) and 1 resumed epoch, to the bit."""
     data = str(kg_archive("umls"))
-    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path)),
-             nprocs=2, join=True)
+    spawn_ranks(_resume_worker, args=(2, str(tmp_path / "init"), data, str(tmp_path)),
+                nprocs=2)
     got = torch.load(tmp_path / "resume0.pt", weights_only=True)
     for key, want in got["straight"].items():
         torch.testing.assert_close(got["resumed"][key], want, rtol=0, atol=0,
@@ -319,8 +318,7 @@ def test_sharded_ranks_equal_filtered_ranks(tmp_path):
     filtered_ranks on the whole rows; a NaN on one shard makes every rank raise."""
     from disenkg.evaluation.ranks import filtered_ranks
 
-    mp.spawn(_ranks_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3,
-             join=True)
+    spawn_ranks(_ranks_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3)
     g = torch.Generator().manual_seed(0)
     N, B = 11, 6
     scores = torch.randint(0, 4, (B, N), generator=g).double()

@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
 from disenkg.utils.entity_shards import EntityShard
 from disenkg.utils.halo import Halo
-from tests.training.gloo import gloo_group
+from tests.training.gloo import gloo_group, spawn_ranks
 
 N, E = 13, 60
 
@@ -57,7 +56,7 @@ def _worker(rank, world, init_file, out):
 
 
 def test_halo_rows_and_gradients_equal_the_whole_graph(tmp_path):
-    mp.spawn(_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3, join=True)
+    spawn_ranks(_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3)
     src, dst, rel, x, c, bounds = _graph()
     want = torch.zeros_like(x).index_add_(0, src, c)
     got = [torch.load(tmp_path / f"halo{r}.pt", weights_only=True) for r in range(3)]
