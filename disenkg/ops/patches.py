@@ -32,7 +32,8 @@ from torch import Tensor
 
 from disenkg.ops import native
 
-__all__ = ["accumulate_", "fold_patches", "patches", "relu_mask_", "relu_mask_backward_"]
+__all__ = ["accumulate_", "fold_patches", "patches", "positions", "relu_mask_",
+           "relu_mask_backward_"]
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 def _use_native(impl: str, *tensors: Tensor) -> bool:
@@ -47,6 +48,12 @@ _fn = native.kernel
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def positions(x: Tensor, k: int) -> int:
+    """:math:`L = (H - k + 1)(W - k + 1)`, the output positions (patch rows) per image of
+    ``(..., H, W)`` images under a ``k x k`` kernel."""
+    return (x.shape[-2] - k + 1) * (x.shape[-1] - k + 1)
 
 
 def patches(x: Tensor, k: int, bias_column: bool = True, out: Tensor | None = None,

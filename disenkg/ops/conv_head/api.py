@@ -39,6 +39,7 @@ from disenkg.ops.conv_head.eval import eval_head
 from disenkg.ops.conv_head.function import ConvHeadFunction, HeadPlan, PatchMoments
 from disenkg.ops.conv_head.layout import fc_weight
 from disenkg.ops.impls import OP_IMPLS, check_impl
+from disenkg.ops.patches import positions
 from disenkg.ops.precision import auto_bf16, check_precision
 from disenkg.utils.distributed import all_reduce_sum, batch_stats_synced
 
@@ -188,7 +189,7 @@ def conv_bn_head(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
     n, C = x.shape[0], weight.shape[0]
     store = PatchStore(x.to(low), k, kernels) if low == torch.bfloat16 != x.dtype else None
     gram = PatchMoments.apply(x, k, groups, kernels, low, store, sync)
-    L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
+    L = positions(x, k)
     images = n if not sync else int(all_reduce_sum(torch.tensor([float(n)])).item())
     mean, var = batch_statistics(gram, weight, bias, images * L)
     _update_running(bn, mean, var, images * L)

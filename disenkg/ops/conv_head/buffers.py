@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from disenkg.ops.patches import patches, relu_mask_
+from disenkg.ops.patches import patches, positions, relu_mask_
 
 __all__ = ["FC_CHUNKS", "FC_COLUMN_TILE", "TILE_ROWS", "PatchStore", "Workspace", "blocks",
            "chunks", "column_mm", "tile_images", "tiles"]
@@ -83,7 +83,7 @@ class PatchStore:
     """
 
     def __init__(self, xl: Tensor, k: int, impl: str):
-        self.L = (xl.shape[2] - k + 1) * (xl.shape[3] - k + 1)
+        self.L = positions(xl, k)
         self.cols = [patches(xl[:, grp], k, impl=impl) for grp in range(xl.shape[1])]
 
     def rows(self, grp: int, start: int, stop: int) -> Tensor:

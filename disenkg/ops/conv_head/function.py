@@ -27,7 +27,7 @@ from torch import Tensor
 from disenkg.ops.conv_head import buffers
 from disenkg.ops.conv_head.buffers import PatchStore, Workspace, blocks, column_mm, tiles
 from disenkg.ops.conv_head.layout import affine, augmented_filters, fc_columns
-from disenkg.ops.patches import accumulate_, fold_patches, patches, relu_mask_backward_
+from disenkg.ops.patches import accumulate_, fold_patches, patches, positions, relu_mask_backward_
 from disenkg.ops.precision import bf16_matmul, bf16_matmul_supported
 from disenkg.utils.distributed import all_reduce_sum
 
@@ -85,7 +85,7 @@ class ConvHeadFunction(torch.autograd.Function):
         fc_w_c = plan.fc_compute
         low = fc_w_c.dtype
         n, C, D = x.shape[0], w.shape[0], fc_w.shape[0]
-        L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
+        L = positions(x, k)
         _, scale, shift = affine(w, b, mean, var, gamma, beta, groups, plan.eps)
         filters = augmented_filters(w, scale, shift, groups, low)
         xl = x.to(low)
@@ -128,7 +128,7 @@ class ConvHeadFunction(torch.autograd.Function):
         n, C, D = x.shape[0], w.shape[0], fc_w_c.shape[0]
         low, k2 = fc_w_c.dtype, k * k
         H, W = x.shape[2], x.shape[3]
-        L = (H - k + 1) * (W - k + 1)
+        L = positions(x, k)
         wv = w.view(C, -1)
         inv, scale, shift = affine(w, b, mean, var, gamma, beta, groups, eps)
         filters = augmented_filters(w, scale, shift, groups, low)
@@ -221,7 +221,7 @@ class PatchMoments(torch.autograd.Function):
         # a bfloat16 head: the Gram of its bfloat16-rounded patches, accumulated in float32
         low_gemm = (low == torch.bfloat16 and x.dtype == torch.float32
                     and x.device.type == "cpu" and bf16_matmul_supported())
-        L = (x.shape[2] - k + 1) * (x.shape[3] - k + 1)
+        L = positions(x, k)
         with bf16_matmul(low_gemm):
             for s, e in tiles(n, L):  # the patches of a cache tile, then their Gram
                 for grp in range(groups):
@@ -247,7 +247,7 @@ class PatchMoments(torch.autograd.Function):
         xl = x.to(low) if store is None else None
         g_x = torch.empty_like(x)
         buf = dbuf = None
-        for s, e in tiles(n, (H - k + 1) * (W - k + 1)):
+        for s, e in tiles(n, positions(x, k)):
             for grp in range(groups):
                 if store is not None:
                     c = store.rows(grp, s, e)
