@@ -390,3 +390,29 @@ def test_no_bands_for_a_bfloat16_head():
                          impl="chunked", precision="bf16").eval()
     with torch.no_grad():
         assert m.relation_part(torch.randn(3, 12)) is None
+
+
+@pytest.mark.parametrize("tiling", ["default", "single", "ragged"])
+def test_tiles_and_column_slices_against_plain_references(monkeypatch, tiling):
+    """``tiles`` covers every image once, in order, within the tile size; ``column_mm``
+    equals one product (and one accumulated product) for odd widths; ``positions`` is the
+    number of patch rows ``patches`` makes per image."""
+    from disenkg.ops.conv_head.buffers import column_mm, tile_images, tiles
+    from disenkg.ops.patches import patches, positions
+
+    use_tiling(monkeypatch, tiling)
+    for n, L in ((23, 6), (1, 400), (5, 13), (0, 7)):
+        got = tiles(n, L)
+        assert [i for s, e in got for i in range(s, e)] == list(range(n))
+        assert all(0 < e - s <= tile_images(L) for s, e in got)
+    g = torch.Generator().manual_seed(0)
+    for m, k, w in ((3, 5, 1), (4, 7, 13), (2, 3, 2050)):
+        a = torch.randn(m, k, generator=g, dtype=torch.float64)
+        b = torch.randn(k, w, generator=g, dtype=torch.float64)
+        out = torch.full((m, w), float("nan"), dtype=torch.float64)
+        torch.testing.assert_close(column_mm(a, b, out), a @ b)
+        acc = torch.randn(m, w, generator=g, dtype=torch.float64)
+        want = acc + a @ b
+        torch.testing.assert_close(column_mm(a, b, acc, accumulate=True), want)
+    x = torch.randn(2, 9, 7)
+    assert positions(x, 3) * 2 == patches(x, 3).shape[0] == 2 * 7 * 5
