@@ -12,7 +12,8 @@ processes for each layout:
 
 DisenKGAT's encoder runs partitioned by receiver; each of its ranks also reports its halo
 (``halo_rows``: sender rows received per layer and pass; ``local_edges``; and
-``halo_mb_per_step``: the MB it receives per step through the exchange, forward rows and
+``halo_mb_per_step``: the MB it receives per step through the exchange, forward rows,
+with ``--halo-recompute`` (the default, as a run's) the rows again in backward, and the
 backward gradients, counted at the exchange itself), which :mod:`disenkg.utils.halo`
 describes.
 
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="process counts of the sharded layout (one run each)")
     p.add_argument("--partition", default="range", choices=["range", "degree"],
                    help="how the entity ids are cut (--partition of a run)")
+    p.add_argument("--halo-recompute", action=argparse.BooleanOptionalAction, default=True,
+                   help="DisenKGAT sharded: exchange the halo rows again in backward "
+                        "(--halo-recompute of a run) or hold them")
     p.add_argument("--data-parallel", action="store_true",
                    help="also run the data-parallel layout with the same processes")
     p.add_argument("--seed", type=int, default=0)
@@ -141,7 +145,8 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
     base_mb = status_mb("VmRSS")
     shards = world if layout.startswith("sharded") else 1
     cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=1e-3, progress=False,
-                      seed=a.seed, entity_shards=shards, partition=a.partition)
+                      seed=a.seed, entity_shards=shards, partition=a.partition,
+                      halo_recompute=a.halo_recompute)
     tr = LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=Path(out) / layout,
                      dist=ctx)
     ready_mb = status_mb("VmRSS")
@@ -171,24 +176,19 @@ def worker(rank: int, world: int, layout: str, a: argparse.Namespace, out: str) 
 
 
 def _count_halo_traffic() -> dict:
-    """Counts the bytes each halo exchange receives (rows forward, their gradients
-    backward), by wrapping :class:`~disenkg.utils.halo.Halo`'s exchange."""
+    """Counts the bytes each halo exchange receives (rows forward, again in backward with
+    ``--halo-recompute``, their gradients back), by wrapping the one exchange function of
+    :mod:`disenkg.utils.halo`."""
     from disenkg.utils import halo as mod
 
     traffic = {"bytes": 0}
-    forward, backward = mod._Extend.forward, mod._Extend.backward
+    exchange = mod._exchange
 
-    def fwd(ctx, x, halo, tanh):
-        out = forward(ctx, x, halo, tanh)
-        traffic["bytes"] += halo.size * out[0].numel() * out.element_size()
-        return out
+    def counted(out, *args):
+        traffic["bytes"] += out.numel() * out.element_size()
+        return exchange(out, *args)
 
-    def bwd(ctx, grad):
-        res = backward(ctx, grad)
-        traffic["bytes"] += ctx.halo.rows_sent * grad[0].numel() * grad.element_size()
-        return res
-
-    mod._Extend.forward, mod._Extend.backward = staticmethod(fwd), staticmethod(bwd)
+    mod._exchange = counted
     return traffic
 
 
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"model": a.model, "entities": a.entities, "triples": a.triples, "dim": a.dim,
            "components": a.components if a.model == "disenkgat" else 1,
            "batch_size": a.batch_size, "processes": a.shards, "partition": a.partition,
+           "halo_recompute": a.halo_recompute,
            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "layouts": layouts}
     for name, ranks in layouts.items():
         if name == "single":

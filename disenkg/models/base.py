@@ -48,9 +48,12 @@ class MixtureLinkModel(nn.Module):
     #: this rank's slice of the entities when sharded (:meth:`shard_entities`), else None
     entity_shard: EntityShard | None = None
 
-    def shard_entities(self, shard: EntityShard) -> None:
+    def shard_entities(self, shard: EntityShard, *, halo_recompute: bool = True) -> None:
         """Keeps only ``shard``'s rows of the per-entity parameters (call before the
-        optimiser is built; :meth:`sharded_parameters` names them)."""
+        optimiser is built; :meth:`sharded_parameters` names them). ``halo_recompute``:
+        a graph encoder's sender rows from other shards are exchanged again in backward
+        rather than held (:meth:`disenkg.utils.halo.Halo.extended`); models without a
+        graph encoder ignore it."""
         raise NotImplementedError(f"{type(self).__name__} does not support entity sharding")
 
     def sharded_parameters(self) -> tuple[str, ...]:
@@ -70,17 +73,19 @@ class MixtureLinkModel(nn.Module):
             setattr(owner, attr, nn.Parameter(shard.slice(getattr(owner, attr).detach())))
         self.entity_shard = shard
 
-    def _shard_loss_args(self, target, num_queries: int):
-        """``(target, reduction, total_entities, scale)`` of this rank's share of the loss:
-        the positives this rank owns (entity ids made local) and ``1 / (B N)`` of the sum."""
+    def _shard_loss_args(self, target):
+        """``(target, total_entities)`` of this rank's share of the mean loss: the
+        positives this rank owns (entity ids made local) and the whole entity count, by
+        which (times the queries) the share's sum is divided (an in-op scale: a loss
+        scaled after the fused op would copy its saved gradients in backward)."""
         shard = self.entity_shard
         if shard is None:
-            return target, "mean", None, 1.0
+            return target, None
         if isinstance(target, (tuple, list)):
             target = shard.local_pairs(*target)
         else:
             target = target[:, shard.lo:shard.hi]
-        return target, "sum", shard.num_entities, 1.0 / (num_queries * shard.num_entities)
+        return target, shard.num_entities
 
     def encode(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,6 +106,13 @@ class MixtureLinkModel(nn.Module):
         the main loss (excluded from the main optimiser); none by default."""
         return []
 
+    @property
+    def auxiliary_reads_reps(self) -> bool:
+        """Whether :meth:`auxiliary_loss` reads the step's ``reps`` (``False``: it
+        recomputes what it needs and takes ``None``, so the step's encoder graph can go
+        before it runs)."""
+        return True
+
     def auxiliary_loss(self, reps: Any, heads: Tensor) -> Tensor:
         """The loss of :meth:`auxiliary_parameters` for a batch with subjects ``heads``."""
         raise NotImplementedError(f"{type(self).__name__} has no auxiliary parameters")
@@ -112,11 +124,10 @@ class MixtureLinkModel(nn.Module):
         ``precision`` as in :func:`~disenkg.ops.mixture_bce`)."""
         q, att = self.query(reps, heads, rels)
         ent, bias = self.candidates(reps)
-        target, reduction, total, scale = self._shard_loss_args(target, len(heads))
-        loss = mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
+        target, total = self._shard_loss_args(target)
+        return mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
                            order=self.order, impl=impl, precision=precision,
-                           reduction=reduction, total_entities=total)
-        return loss if scale == 1.0 else loss * scale
+                           total_entities=total)
 
     def softmax_loss_problem(self) -> str | None:
         """Why :meth:`softmax_loss` cannot train this model, or ``None`` when it can."""

@@ -67,7 +67,7 @@ class ConvE(MixtureLinkModel):
         nn.init.zeros_(self.bias)
         self.interaction.reset_parameters()
 
-    def shard_entities(self, shard) -> None:
+    def shard_entities(self, shard, *, halo_recompute: bool = True) -> None:
         """Keeps ``shard``'s rows of the entity table and the bias; the query's subject
         rows are looked up across ranks (:meth:`EntityShard.lookup
         <disenkg.utils.entity_shards.EntityShard.lookup>`)."""

@@ -45,7 +45,7 @@ process's (float64 to rounding); the encoder's dropout masks are drawn per shard
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -184,13 +184,15 @@ class DisenKGAT(MixtureLinkModel):
         return self.layers[-1].rel_weight if len(self.layers) else self._own_rel_weight
 
     # ------------------------------------------------------------------ sharding
-    def shard_entities(self, shard) -> None:
+    def shard_entities(self, shard, *, halo_recompute: bool = True) -> None:
         """Keeps ``shard``'s rows of the base embeddings and the bias and the edges that
         end at its entities (a collective call: builds the :class:`~disenkg.utils.halo.Halo`
-        exchange); the encoder computes this shard's rows and this rank scores its
-        entities only."""
+        exchange, which with ``halo_recompute`` exchanges the halo rows again in backward
+        rather than holding them); the encoder computes this shard's rows and this rank
+        scores its entities only."""
         self._shard_rows(self.sharded_parameters(), shard)
-        self.halo = Halo.build(shard, self.message_index, self.edge_type)
+        self.halo = Halo.build(shard, self.message_index, self.edge_type,
+                               recompute=halo_recompute)
         # the whole graph's edges are no longer needed here: the local ones replace them
         self.message_index, self.edge_type = self.halo.edge_index, self.halo.edge_type
 
@@ -223,9 +225,10 @@ class DisenKGAT(MixtureLinkModel):
             r = self.init_rel
             attention = []
             for i, layer in enumerate(self.layers):
-                src = x if shard is None else self.halo.extend(x, tanh=i == 0)
-                out = layer(src, r, self.message_index, self.edge_type,
-                            return_attention=return_attention, shard=shard)
+                with (nullcontext(x) if shard is None
+                      else self.halo.extended(x, tanh=i == 0)) as src:
+                    out = layer(src, r, self.message_index, self.edge_type,
+                                return_attention=return_attention, shard=shard)
                 x, r = out[0], out[1]
                 if return_attention:
                     attention.append(out[2])
@@ -282,11 +285,9 @@ class DisenKGAT(MixtureLinkModel):
                                 impl=impl, precision=precision)
         sub, rel, att = self._parts(reps, heads, rels)
         x = self._eager_logits(sub, rel, reps)
-        target, reduction, total, scale = self._shard_loss_args(target, len(heads))
-        loss = mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,
-                                        order=self.order, reduction=reduction,
-                                        total_entities=total)
-        return loss if scale == 1.0 else loss * scale
+        target, total = self._shard_loss_args(target)
+        return mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,
+                                        order=self.order, total_entities=total)
 
     def score(self, reps, heads, rels) -> Tensor:
         if self.scorer.dot_product:
@@ -321,8 +322,13 @@ class DisenKGAT(MixtureLinkModel):
         """Parameters trained by the second optimiser (the CLUB estimators)."""
         return list(self.mi.parameters()) if self.mi is not None and self.mi.learns else []
 
-    def auxiliary_loss(self, reps: DisenKGATReps, heads: Tensor) -> Tensor:
-        """Negative log-likelihood of the CLUB estimators on detached embeddings."""
+    @property
+    def auxiliary_reads_reps(self) -> bool:
+        return not self.mi_recompute
+
+    def auxiliary_loss(self, reps: DisenKGATReps | None, heads: Tensor) -> Tensor:
+        """Negative log-likelihood of the CLUB estimators on detached embeddings (of a
+        fresh encoder pass with ``mi_recompute``: ``reps`` is not read)."""
         if self.mi_recompute:
             with torch.no_grad():
                 z = self._subjects(self.encode(), heads)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from disenkg.config.options import Section, option
 from disenkg.config.rules import (
+    as_bool,
     decay,
     fraction,
     integer,
@@ -124,6 +125,12 @@ class TrainingConfig(Section):
         help="how --entity-shards cuts the entity ids: range = equal contiguous ranges; "
              "degree = contiguous ranges receiving equal numbers of graph edges (DisenKGAT: "
              "balances the encoder's work; the halo each gives: docs, 'Several processes')")
+    halo_recompute: bool = option(
+        True, as_bool, negatable=True, group=T,
+        help="with --entity-shards, DisenKGAT: hold only a shard's own encoder rows "
+             "between forward and backward and exchange the sender rows of other shards "
+             "again in backward (one more all-to-all per layer and step; the same rows); "
+             "--no-halo-recompute holds them (more memory per rank, less communication)")
     #: show tqdm progress bars (the run's ``no_progress`` turned around)
     progress: bool = True
 

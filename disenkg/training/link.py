@@ -42,7 +42,7 @@ from disenkg.training.optim import ChunkedAdam
 from disenkg.utils.distributed import sync_batch_stats
 from disenkg.utils.entity_shards import balanced_bounds
 from disenkg.utils.io import atomic_write_text
-from disenkg.utils.memory import trim_heap
+from disenkg.utils.memory import return_large_buffers, trim_heap
 from disenkg.utils.seed import get_rng_state, set_rng_state
 
 __all__ = ["LOSSES", "LinkTrainer", "TrainConfig"]
@@ -141,13 +141,16 @@ class LinkTrainer:
             self.train_index = self.train_index.restrict(lo, hi)
             self.evaluator.filter_index = self.evaluator.filter_index.restrict(
                 lo, hi, keep_queries=False)
+        if config.entity_shards > 1:  # a rank's memory is the point (disenkg.utils.memory)
+            return_large_buffers()
         trim_heap()  # the indices' freed temporaries (disenkg.utils.memory)
         if dist is not None:  # one start on every rank
             broadcast_module(model)
             if self.shard is None:  # ranks split each evaluation's queries
                 self.evaluator.dist = dist
             else:  # the shards of a batch slice split each evaluation's entities (every
-                model.shard_entities(self.shard)  # slice evaluates all queries)
+                model.shard_entities(  # slice evaluates all queries)
+                    self.shard, halo_recompute=config.halo_recompute)
                 self.evaluator.shard = self.shard
         # in the model's order on every rank: collectives run in this order
         sharded = model.sharded_parameters() if self.shard is not None else ()
@@ -429,6 +432,7 @@ class LinkTrainer:
             raise FloatingPointError(f"non-finite training loss {value.item()} at epoch "
                                      f"{self.epoch + 1}")
         loss.backward()
+        del loss, reg  # the head's and the loss's graph, before the estimator's pass
         if self.dist is not None:  # sharded rows' gradients: whole within a slice already
             all_reduce_grads(self._replicated)
             if self._sharded and self.layout.data.world_size > 1:
@@ -436,6 +440,8 @@ class LinkTrainer:
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
+            if not model.auxiliary_reads_reps:
+                reps = None  # and the encoder's graph: the estimator recomputes its input
             aux = model.auxiliary_loss(reps, queries[:, 0])
             (aux * share if share != 1.0 else aux).backward()
             if self.dist is not None:

@@ -166,8 +166,9 @@ def test_bench_distributed_small(tmp_path):
 def test_bench_distributed_disenkgat_halo(tmp_path):
     """DisenKGAT's sharded layout (2 processes, degree cut) reports its halo: every edge
     received by one shard, halo rows below the other shard's entities, and the bytes the
-    exchange received, counted at the exchange (3 passes a step: the training pass, its
-    gradients back, the MI estimator's pass)."""
+    exchange received, counted at the exchange (4 passes a step: the training pass, the
+    rows again in its backward (``--halo-recompute``, the default), its gradients back,
+    the MI estimator's pass)."""
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(REPO / "experiments" / "bench_distributed.py"),
                     "--model", "disenkgat", "--entities", "1500", "--triples", "4000",
@@ -183,8 +184,8 @@ def test_bench_distributed_disenkgat_halo(tmp_path):
     assert sum(r["halo_rows"] for r in ranks) == sum(r["rows_sent"] for r in ranks)
     for r in ranks:
         assert 0 < r["halo_rows"] <= 1500 - r["entities_here"]
-        # 2 forward passes of the halo rows and 1 backward of the rows sent, per step
-        want = (2 * r["halo_rows"] + r["rows_sent"]) * 2 * 8 * 4 / 2**20
+        # 3 passes of the halo rows and 1 backward of the rows sent, per step
+        want = (3 * r["halo_rows"] + r["rows_sent"]) * 2 * 8 * 4 / 2**20
         assert r["halo_mb_per_step"] == pytest.approx(want, abs=0.06)
 
 
@@ -206,8 +207,9 @@ def test_halo_sizes_on_umls(umls_path):
 
 
 def test_shard_estimates_from_the_recorded_bench():
-    """The paper estimates from the recorded 500k-entity bench: the fitted per-row costs
-    reproduce every measured rank within 60 MB, an own row costs more than a halo row, and
+    """The paper estimates from the recorded 500k-entity bench: the per-row costs fitted to
+    the sharded ranks reproduce every one within 60 MB (one process, with glibc's default
+    heap, is not fitted and lies above the fit), an own row costs more than a halo row, and
     each KG's memory per rank falls with the ranks while its halo outgrows its own rows."""
     res = run_script("shard_estimates.py", "--bench",
                      str(REPO / "experiments" / "results" / "bench_distributed_disenkgat.json"),
@@ -215,6 +217,7 @@ def test_shard_estimates_from_the_recorded_bench():
     assert set(res["kgs"]) == {"FB15k-237", "ogbl-wikikg2"}
     costs = res["costs"]
     assert max(abs(r) for r in costs["residual_mb"]) < 60
+    assert all(r < 0 for r in costs["one_process_residual_mb"])
     assert costs["own_rows_kf"] > costs["halo_rows_kf"] > 0
     for kg in res["kgs"].values():
         ranks = [kg["ranks"][s] for s in ("1", "8", "64", "512")]

@@ -44,11 +44,12 @@ def _model(ds, name, mi=True, layers=1, composition="cross"):
 
 
 def _trainer(ds, out, ctx, name, shards, mi=True, layers=1, composition="cross",
-             partition="range"):
+             partition="range", halo_recompute=True):
     seed_everything(0)
     model = _model(ds, name, mi, layers, composition).double()
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.01, progress=False, eval_batch_size=50,
-                      entity_shards=shards, partition=partition)
+                      entity_shards=shards, partition=partition,
+                      halo_recompute=halo_recompute)
     return LinkTrainer(model=model, dataset=ds, config=cfg, output_dir=out, dist=ctx)
 
 
@@ -82,9 +83,11 @@ TWO_LAYERS = {"layers": 2, "partition": "degree"}
 @pytest.mark.parametrize("name,world,variant", [
     ("distmult", 2, {}), ("interacte", 2, {}), ("transe", 2, {}), ("conve", 2, {}),
     ("distmult", 4, {}), ("interacte", 4, TWO_LAYERS),
-    ("distmult", 2, {**TWO_LAYERS, "composition": "sub"})],
+    ("distmult", 2, {**TWO_LAYERS, "composition": "sub"}),
+    ("distmult", 2, {**TWO_LAYERS, "halo_recompute": False})],
     ids=["distmult-2", "interacte-2", "transe-2", "conve-2", "distmult-4",
-         "interacte-4-two-layers-degree", "distmult-2-two-layers-degree-sub"])
+         "interacte-4-two-layers-degree", "distmult-2-two-layers-degree-sub",
+         "distmult-2-two-layers-halo-held"])
 def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
     """2 shards (UMLS' 135 entities split 67 / 68, or by edges received) against one
     process, float64, on 2 ranks, and on 4 ranks = 2 batch slices x 2 shards: the loss and
@@ -94,12 +97,14 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
     DisenKGAT's encoder runs partitioned by receiver (halo exchange, batch norm over both
     shards' rows), with one or two layers, the fused (``cross``) or the edge-chunk
     (``sub``) schedule; on 2 ranks a one-process model (changed) loaded into the shards
-    evaluates to its one-process metrics. InteractE's batch norms see the global batch;
+    evaluates to its one-process metrics; the halo rows exchanged again in backward (the
+    default) or held. InteractE's batch norms see the global batch;
     DistMult's 2-rank runs keep the CLUB estimator (its penalty and its own optimiser)."""
     data = str(kg_archive("umls"))
     ds = KGDataset.load(data)
     single = _trainer(ds, tmp_path / "single", None, name, 1, mi=world == 2,
-                      **{k: v for k, v in variant.items() if k != "partition"})
+                      **{k: v for k, v in variant.items()
+                         if k not in ("partition", "halo_recompute")})
     ref = _step_and_eval(single)
     ref["state"] = {k: v.clone() for k, v in ref["state"].items()}  # not the live tensors
     if world == 2 and name != "conve":  # and the reverse: a one-process model, changed
@@ -136,8 +141,9 @@ def test_two_entity_shards_equal_one_process(tmp_path, name, world, variant):
 @pytest.mark.parametrize("order", ["after", "before"])
 def test_mixture_bce_decomposes_over_entity_slices(order, impl):
     """The mean loss over N entities is the sum over slices of each slice's summed loss
-    (label smoothing with the global 1/N, positives routed to their slice) / (B N), and so
-    are its gradients (float64, odd shapes, 3 uneven slices)."""
+    (label smoothing with the global 1/N, positives routed to their slice) / (B N), which
+    is each slice's ``"mean"`` given ``total_entities=N``, and so are its gradients
+    (float64, odd shapes, 3 uneven slices)."""
     g = torch.Generator().manual_seed(0)
     B, K, F, N = 7, 3, 5, 23
     q = torch.randn(B, K, F, dtype=torch.float64, generator=g, requires_grad=True)
@@ -150,19 +156,21 @@ def test_mixture_bce_decomposes_over_entity_slices(order, impl):
                        impl=impl)
     want = torch.autograd.grad(full, (q, e, a, b))
     bounds = shard_bounds(N, 3)
-    total = 0
-    for s in range(3):
-        shard = EntityShard(rank=s, num_shards=3, num_entities=N)
-        assert (shard.lo, shard.hi) == (bounds[s], bounds[s + 1])
-        r, c = shard.local_pairs(rows, cols)
-        total = total + mixture_bce(
-            q, e[shard.lo:shard.hi], a, (r, c), bias=b[shard.lo:shard.hi],
-            label_smoothing=0.1, order=order, reduction="sum", total_entities=N,
-            impl=impl) / (B * N)
-    got = torch.autograd.grad(total, (q, e, a, b))
-    torch.testing.assert_close(total, full, rtol=1e-12, atol=0)
-    for x, y in zip(got, want):
-        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
+    for reduction in ("sum", "mean"):
+        total = 0
+        for s in range(3):
+            shard = EntityShard(rank=s, num_shards=3, num_entities=N)
+            assert (shard.lo, shard.hi) == (bounds[s], bounds[s + 1])
+            r, c = shard.local_pairs(rows, cols)
+            part = mixture_bce(
+                q, e[shard.lo:shard.hi], a, (r, c), bias=b[shard.lo:shard.hi],
+                label_smoothing=0.1, order=order, reduction=reduction, total_entities=N,
+                impl=impl)
+            total = total + (part / (B * N) if reduction == "sum" else part)
+        got = torch.autograd.grad(total, (q, e, a, b))
+        torch.testing.assert_close(total, full, rtol=1e-12, atol=0)
+        for x, y in zip(got, want):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
 
 
 def test_shard_bounds_and_clear_errors():

@@ -1,14 +1,19 @@
 """The halo exchange of a receiver-partitioned graph (:mod:`disenkg.utils.halo`): 3 gloo
 ranks with uneven shards give each rank exactly its edges' sender rows, and the gradients
 summed back to the owners equal the whole graph's (float64), with and without the tanh
-written into the table."""
+written into the table, and with the halo rows exchanged again in backward
+(:meth:`Halo.extended`): the same gradients, and the table not held by the graph."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
+import pytest
 import torch
 
+from disenkg.utils import halo as halo_module
 from disenkg.utils.entity_shards import EntityShard
 from disenkg.utils.halo import Halo
 from tests.training.gloo import gloo_group, spawn_ranks
@@ -27,7 +32,9 @@ def _graph():
     return src, dst, rel, x, c, bounds
 
 
-def _worker(rank, world, init_file, out):
+def _worker(rank, world, init_file, out, exchange_bytes):
+    if exchange_bytes is not None:
+        halo_module.EXCHANGE_BYTES = exchange_bytes
     with gloo_group(rank, world, init_file):
         src, dst, rel, x, c, bounds = _graph()
         shard = EntityShard(rank=rank, num_shards=world, num_entities=N, bounds=tuple(bounds))
@@ -51,12 +58,37 @@ def _worker(rank, world, init_file, out):
         torch.testing.assert_close(act.index_select(0, halo.edge_index[0]),
                                    torch.tanh(x).index_select(0, src[mine]))
         (act.index_select(0, halo.edge_index[0]) * c[mine]).sum().backward()
+        # a layer that saves (a view of) its table: the rows again in backward, or held
+        got = {}
+        for tanh in (False, True):
+            for recompute in (False, True):
+                h = Halo(**{**halo.__dict__, "recompute": recompute})
+                v = x[shard.lo:shard.hi].clone().requires_grad_()
+                with h.extended(v * 1.0, tanh=tanh) as tab:  # (as the model's: not a leaf)
+                    y = (_layer(tab).index_select(0, h.edge_index[0]) * c[mine, 0, 0]).sum()
+                    held = weakref.ref(tab)
+                del tab
+                gc.collect()
+                assert (held() is None) == recompute  # the graph holds the table or not
+                y.backward()
+                got[f"layer_grad_{int(tanh)}{int(recompute)}"] = v.grad
+        assert halo.pieces(48) == (1 if exchange_bytes is None
+                                   else -(-halo.max_rows * 48 // exchange_bytes))
         torch.save({"grad": local.grad, "tanh_grad": z.grad, "lo": shard.lo, "H": halo.size,
-                    "sent": halo.rows_sent}, Path(out) / f"halo{rank}.pt")
+                    "sent": halo.rows_sent, **got}, Path(out) / f"halo{rank}.pt")
 
 
-def test_halo_rows_and_gradients_equal_the_whole_graph(tmp_path):
-    spawn_ranks(_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3)
+def _layer(table):
+    """Per row, a function whose backward reads the row: saves a view of the table."""
+    return table.narrow(1, 1, 1).pow(3).sum((1, 2))
+
+
+@pytest.mark.parametrize("exchange_bytes", [None, 100], ids=["one-piece", "pieces"])
+def test_halo_rows_and_gradients_equal_the_whole_graph(tmp_path, exchange_bytes):
+    """(``pieces``: every exchange cut into pieces of about 100 bytes, some empty, instead
+    of one all-to-all.)"""
+    spawn_ranks(_worker, args=(3, str(tmp_path / "init"), str(tmp_path), exchange_bytes),
+                nprocs=3)
     src, dst, rel, x, c, bounds = _graph()
     want = torch.zeros_like(x).index_add_(0, src, c)
     got = [torch.load(tmp_path / f"halo{r}.pt", weights_only=True) for r in range(3)]
@@ -66,3 +98,10 @@ def test_halo_rows_and_gradients_equal_the_whole_graph(tmp_path):
     torch.testing.assert_close(torch.cat([g["tanh_grad"] for g in got]),
                                want * (1 - torch.tanh(x) ** 2), rtol=1e-12, atol=1e-15)
     assert sum(g["H"] for g in got) == sum(g["sent"] for g in got) > 0
+    for tanh in (False, True):
+        v = x.clone().requires_grad_()
+        t = torch.tanh(v) if tanh else v
+        (_layer(t).index_select(0, src) * c[:, 0, 0]).sum().backward()
+        for recompute in (False, True):
+            have = torch.cat([g[f"layer_grad_{int(tanh)}{int(recompute)}"] for g in got])
+            torch.testing.assert_close(have, v.grad, rtol=1e-12, atol=1e-15)

@@ -109,10 +109,11 @@ def mixture_bce(
         pos_weight (float, optional): weight :math:`w > 0` of the positive term; ``None``
             = 1. Sparse targets keep the op's cost (only the positives' correction and, with
             label smoothing, a scalar on the background change). (default: ``None``)
-        total_entities (int, optional): the :math:`N` of label smoothing's :math:`1/N` when
-            ``entity`` is a slice of the candidate set (entity sharding,
-            :mod:`disenkg.utils.entity_shards`); the ``"mean"`` still divides by the
-            ``B * N`` pairs scored here. (default: ``None``, the entities given)
+        total_entities (int, optional): the whole candidate set's :math:`N` when ``entity``
+            is a slice of it (entity sharding, :mod:`disenkg.utils.entity_shards`): label
+            smoothing's :math:`1/N`, and ``"mean"`` divides the slice's sum by ``B * N``,
+            so that the slices' losses add up to the whole mean. (default: ``None``, the
+            entities given)
 
     Returns:
         Scalar loss, or ``(B, N)`` for ``reduction="none"``.
@@ -136,7 +137,9 @@ def mixture_bce(
                       total_entities)
     if backend == "eager":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)
-        return {"mean": loss.mean, "sum": loss.sum}.get(reduction, lambda: loss)()
+        if reduction == "mean":
+            return loss.sum() / tgt.mean_count
+        return loss.sum() if reduction == "sum" else loss
     if backend == "triton" and importlib.util.find_spec("triton") is None:
         raise ValueError("impl='triton' needs the 'triton' package (pip install disenkg[triton])")
     if order == "before" and K > 1:

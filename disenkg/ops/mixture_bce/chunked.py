@@ -207,14 +207,15 @@ def chunked_forward(
     """Loss (scalar for mean/sum, (B, N) for none) and, if ``want_grad``, its gradients.
 
     ``qk`` is ``(K, B, F)``, ``ek`` ``(K, N, F)``, ``loga`` ``(K, B, 1)`` or None (K=1).
-    Gradients are of the *reduced* loss (so ``mean`` includes ``1 / (B N)``).
+    Gradients are of the *reduced* loss (so ``mean`` includes ``1 / (B N)``, with ``N``
+    the whole candidate set's ``target.total_cols``).
     ``impl`` picks the element-wise tile (``auto`` / ``native`` / ``eager``; the loss matrix of
     ``reduction="none"`` always comes from :func:`tile`); ``bf16`` runs the GEMMs under
     :func:`~disenkg.ops.precision.bf16_matmul`.
     """
     K, B, _ = qk.shape
     N = ek.shape[1]
-    scale = 1.0 / (B * N) if reduction == "mean" else 1.0
+    scale = 1.0 / target.mean_count if reduction == "mean" else 1.0
     grads = Grads(qk, ek, K, B, N, bias is not None) if want_grad else None
     w = scale if want_grad else None
     total = qk.new_zeros(())

@@ -71,7 +71,7 @@ def mixture_loss_from_logits(
     tgt = make_target(target, B, N, label_smoothing, x.dtype, x.device,
                       total_entities=total_entities)
     loss = _elementwise(x, att_logits, dense_target(tgt, x.dtype), order)
-    return loss.mean() if reduction == "mean" else loss.sum()
+    return loss.sum() / tgt.mean_count if reduction == "mean" else loss.sum()
 
 
 def mixture_scores_from_logits(x: Tensor, att_logits: Tensor, order: str = "after") -> Tensor:

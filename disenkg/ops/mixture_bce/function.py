@@ -37,8 +37,6 @@ class MixtureBCEFunction(torch.autograd.Function):
         bf16: bool = False,
         tile: str = "auto",
     ) -> Tensor:
-        B, K, _ = query.shape
-        N = entity.shape[0]
         want = any(ctx.needs_input_grad[:4])
         ctx.meta = (target, reduction, backend, budget, bias is not None, bf16)
         if backend == "triton":
@@ -64,7 +62,7 @@ class MixtureBCEFunction(torch.autograd.Function):
                 else:
                     loss = loss + corr.sum()
             if reduction == "mean":
-                loss = loss / (B * N)
+                loss = loss / target.mean_count
             ctx.save_for_backward(query, entity, loga, bias)
             return loss
         qk, ek, la = _kbf(query, entity, loga)
@@ -97,7 +95,7 @@ class MixtureBCEFunction(torch.autograd.Function):
         if reduction == "none":
             weight: Tensor | float = grad_out
         else:
-            weight = grad_out / (B * N) if reduction == "mean" else grad_out
+            weight = grad_out / target.mean_count if reduction == "mean" else grad_out
         qk, ek, la = _kbf(query, entity, loga)
         if backend == "chunked":
             g = chunked.chunked_backward(qk, ek, la, bias, target, _dense_weight(weight, B, N),
@@ -139,7 +137,7 @@ def _triton_fused(ctx, query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor
 
     B, K, _ = query.shape
     N = entity.shape[0]
-    base = 1.0 / (B * N) if reduction == "mean" else 1.0
+    base = 1.0 / target.mean_count if reduction == "mean" else 1.0
     loss, gq, ge, gl, gb = tk.triton_grads(query, entity, loga, bias, target,
                                            base * target.s0, with_loss=True, bf16=bf16)
     if target.s0 != 1.0:
@@ -156,7 +154,7 @@ def _triton_fused(ctx, query: Tensor, entity: Tensor, loga: Tensor, bias: Tensor
         if gb is not None:
             gb = gb + grads.bias
     if reduction == "mean":
-        loss = loss / (B * N)
+        loss = loss / target.mean_count
     if K == 1:
         gl = torch.zeros_like(gl)
     ctx.save_for_backward(gq, ge, gl, gb)

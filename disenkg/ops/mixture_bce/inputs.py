@@ -32,10 +32,13 @@ REDUCTIONS = ("mean", "sum", "none")
 
 @dataclass
 class Target:
-    """Smoothed targets: ``dense`` (B, N) or background ``t0`` + positives at ``t1``."""
+    """Smoothed targets: ``dense`` (B, N) or background ``t0`` + positives at ``t1``;
+    ``total_cols`` the whole candidate set when the ``num_cols`` scored are a slice of it
+    (entity sharding), else ``num_cols``."""
 
     num_rows: int
     num_cols: int
+    total_cols: int
     dense: Tensor | None = None
     rows: Tensor | None = None
     cols: Tensor | None = None
@@ -44,6 +47,11 @@ class Target:
     s0: float = 1.0
     s1: float = 1.0
     scale: Tensor | None = None
+
+    @property
+    def mean_count(self) -> int:
+        """What ``reduction="mean"`` divides by: ``num_rows * total_cols``."""
+        return self.num_rows * self.total_cols
 
     @property
     def is_sparse(self) -> bool:
@@ -200,7 +208,8 @@ def _make_target(
             # A pair listed twice is still one positive: coalesce.
             key = torch.unique(rows * num_cols + cols)
             rows, cols = key // num_cols, key % num_cols
-        return Target(num_rows, num_cols, rows=rows, cols=cols, t0=shift, t1=scale + shift)
+        return Target(num_rows, num_cols, total, rows=rows, cols=cols, t0=shift,
+                      t1=scale + shift)
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a tensor or a (rows, cols) pair, got {type(target)}")
     if target.shape != (num_rows, num_cols):
@@ -218,4 +227,4 @@ def _make_target(
         raise ValueError(f"target values must lie in [0, 1], got range [{lo}, {hi}]")
     if eps > 0:
         y = y * scale + shift
-    return Target(num_rows, num_cols, dense=y.contiguous())
+    return Target(num_rows, num_cols, total, dense=y.contiguous())
