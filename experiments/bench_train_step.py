@@ -154,7 +154,7 @@ def gemm_floor(model, ds, batch: int, dtype, step: float) -> dict:
     peak = gemm_peak_gflops(dtype)
     floor = flops / (peak * 1e9)
     return {"head_tflop": round(flops / 1e12, 3), "gemm_gflops": round(peak, 1),
-            "floor_seconds": round(floor, 3), "floor_ratio": round(step / floor, 2)}
+            "floor_seconds": float(f"{floor:.4g}"), "floor_ratio": round(step / floor, 2)}
 
 
 def run(args) -> dict:

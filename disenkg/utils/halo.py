@@ -81,7 +81,7 @@ class Halo:
         dist.all_to_all_single(send, recv, group=shard.group)  # rows each shard asks of me
         wanted = ids.new_empty(int(send.sum()))
         dist.all_to_all_single(wanted, ids, send.tolist(), recv.tolist(), group=shard.group)
-        most = torch.tensor([max(len(ids), len(wanted))])
+        most = torch.tensor([max(len(ids), len(wanted))], device=ids.device)
         dist.all_reduce(most, op=dist.ReduceOp.MAX, group=shard.group)
         return cls(shard=shard, edge_index=local_index, edge_type=local_type, ids=ids,
                    recv_counts=tuple(recv.tolist()), send_rows=wanted - shard.lo,

@@ -34,11 +34,11 @@ REDUCTIONS = ("mean", "sum", "none")
 class Target:
     """Smoothed targets: ``dense`` (B, N) or background ``t0`` + positives at ``t1``;
     ``total_cols`` the whole candidate set when the ``num_cols`` scored are a slice of it
-    (entity sharding), else ``num_cols``."""
+    (entity sharding; ``None``: ``num_cols``)."""
 
     num_rows: int
     num_cols: int
-    total_cols: int
+    total_cols: int | None = None
     dense: Tensor | None = None
     rows: Tensor | None = None
     cols: Tensor | None = None
@@ -51,7 +51,7 @@ class Target:
     @property
     def mean_count(self) -> int:
         """What ``reduction="mean"`` divides by: ``num_rows * total_cols``."""
-        return self.num_rows * self.total_cols
+        return self.num_rows * (self.num_cols if self.total_cols is None else self.total_cols)
 
     @property
     def is_sparse(self) -> bool:
