@@ -402,9 +402,9 @@ def test_tiles_and_column_slices_against_plain_references(monkeypatch, tiling):
 
     use_tiling(monkeypatch, tiling)
     for n, L in ((23, 6), (1, 400), (5, 13), (0, 7)):
-        got = tiles(n, L)
+        got = tiles(n, L, torch.float32)
         assert [i for s, e in got for i in range(s, e)] == list(range(n))
-        assert all(0 < e - s <= tile_images(L) for s, e in got)
+        assert all(0 < e - s <= tile_images(L, torch.float32) for s, e in got)
     g = torch.Generator().manual_seed(0)
     for m, k, w in ((3, 5, 1), (4, 7, 13), (2, 3, 2050)):
         a = torch.randn(m, k, generator=g, dtype=torch.float64)

@@ -14,7 +14,10 @@ from disenkg.ops import precision
 from disenkg.ops import probe as probe_mod
 from disenkg.ops.probe import (
     BF16_GAIN,
+    DEFAULT_TILE_ROWS,
     PROBE_SHAPES,
+    TILE_CANDIDATES,
+    TILE_GAIN,
     ProbeResult,
     bf16_pays,
     machine_key,
@@ -131,3 +134,55 @@ def test_the_command_line_prints_the_probe(cache, monkeypatch, capsys):
                                                                   key=machine_key()))
     probe_cli.main(["--refresh"])
     assert "auto precision on this CPU: bf16" in capsys.readouterr().out
+
+
+def test_the_tile_rule_takes_a_larger_tile_only_when_clearly_faster():
+    def rows(times):
+        return ProbeResult(key="k", gflops={}, seconds=0.1, flags={},
+                           tile_seconds={"float32": times}).tile_rows("float32")
+
+    assert TILE_CANDIDATES == (4096, 16384, 65536)
+    assert rows([1.0, 1.0, 1.0]) == 4096  # ties keep the smallest
+    assert rows([1.0, 1.0 / TILE_GAIN, 0.99 / TILE_GAIN]) == 16384
+    assert rows([1.0, 0.5, 0.5 / TILE_GAIN]) == 65536
+    assert rows([1.0, 1.2, 0.9]) == 65536  # faster than every smaller one
+    assert rows([1.0, 0.5, 0.6]) == 16384
+    assert ProbeResult(key="k", gflops={}, seconds=0.1, flags={}).tile_rows(
+        "bfloat16") == DEFAULT_TILE_ROWS  # not measured
+
+
+def test_the_probe_times_the_tile_candidates(monkeypatch):
+    """float32 always, bfloat16 only where its products pay; a cache entry of the first
+    probe version (no tile times) still reads."""
+    for gflops, want in (({"float32": [10.0, 10.0], "bfloat16": [50.0, 50.0]},
+                          {"float32", "bfloat16"}),
+                         ({"float32": [10.0, 10.0], "bfloat16": [1.0, 1.0]}, {"float32"})):
+        monkeypatch.setattr(probe_mod, "_gflops",
+                            lambda m, k, n, d, g=gflops: g[str(d)[6:]][0])
+        timed = []
+        monkeypatch.setattr(probe_mod, "_tile_seconds",
+                            lambda r, d, t=timed: t.append((r, d)) or 1.0)
+        r = run_probe()
+        assert set(r.tile_seconds) == want
+        assert len(timed) == len(TILE_CANDIDATES) * len(want)
+        assert all(len(v) == len(TILE_CANDIDATES) for v in r.tile_seconds.values())
+    old = ProbeResult(**{"key": "k", "gflops": {}, "seconds": 0.1, "flags": {}})
+    assert old.tile_seconds == {} and old.tile_rows("float32") == DEFAULT_TILE_ROWS
+
+
+def test_the_tile_pass_runs_and_the_head_asks_the_probe(cache, monkeypatch):
+    from disenkg.ops.conv_head import buffers
+
+    assert probe_mod._tile_seconds(4096, probe_mod.torch.float32) > 0
+    monkeypatch.setattr(probe_mod, "run_probe", lambda: ProbeResult(
+        key=machine_key(), gflops={}, seconds=0.1, flags={},
+        tile_seconds={"float32": [1.0, 0.5, 0.9]}))
+    assert buffers.TILE_ROWS is None
+    assert buffers.tile_rows(probe_mod.torch.float32) == 16384
+    assert buffers.tile_images(400, probe_mod.torch.float32) == 40
+    assert buffers.tile_rows(probe_mod.torch.bfloat16) == DEFAULT_TILE_ROWS
+    monkeypatch.setattr(buffers, "TILE_ROWS", 100)  # an override wins
+    assert buffers.tile_rows(probe_mod.torch.float32) == 100
+    monkeypatch.setenv("DISENKG_PROBE", "off")
+    monkeypatch.setattr(buffers, "TILE_ROWS", None)
+    assert buffers.tile_rows(probe_mod.torch.float32) == DEFAULT_TILE_ROWS

@@ -4,8 +4,10 @@ Fresh multi-megabyte allocations per chunk cost page faults that took as long as
 filling them, so every per-chunk buffer (patches, feature maps and their gradients) is
 allocated once per call; the last chunk uses views of the first rows.
 
-Within a chunk the convolution runs in *tiles* of about :data:`TILE_ROWS` patch rows
-(:func:`tiles`): the patches of a tile, its conv GEMM, the ReLU / mask epilogue and, in
+Within a chunk the convolution runs in *tiles* of about :func:`tile_rows` patch rows
+(:func:`tiles`; the capability probe's choice for the compute dtype on this CPU,
+:func:`disenkg.ops.probe.tile_rows`): the patches of a tile, its conv GEMM, the ReLU /
+mask epilogue and, in
 backward, their gradients and the col2im fold all touch a few megabytes that stay in the
 CPU's cache, where a whole chunk's ``(chunk * L, k*k + 1)`` patches and ``(chunk * L, C)``
 maps (34 and 82 MB at the FB15k-237 default) stream through memory between passes. The
@@ -21,15 +23,15 @@ from torch import Tensor
 from disenkg.ops.patches import patches, positions, relu_mask_
 
 __all__ = ["FC_CHUNKS", "FC_COLUMN_TILE", "TILE_ROWS", "PatchStore", "Workspace", "blocks",
-           "chunks", "column_mm", "tile_images", "tiles"]
+           "chunks", "column_mm", "tile_images", "tile_rows", "tiles"]
 
 #: image chunks whose feature maps share one fc GEMM (its K dimension in the weight
 #: gradient). 2 x 256 images ran the isolated bf16 weight-gradient GEMM + accumulation
 #: ~20 % faster than 256 at a time, but whole training steps showed no difference beyond
 #: run-to-run noise, so the default stays 1 (the layout of the measured benchmark).
 FC_CHUNKS = 1
-#: patch rows per cache tile (images per tile: ``max(1, TILE_ROWS // L)``)
-TILE_ROWS = 4096
+#: patch rows per cache tile when set; ``None``: :func:`tile_rows` asks the probe
+TILE_ROWS: int | None = None
 #: output columns per slice of the fc gradient GEMMs (:func:`column_mm`)
 FC_COLUMN_TILE = 2048
 
@@ -39,15 +41,29 @@ def chunks(n: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
 
-def tile_images(L: int) -> int:
-    """Images of ``L`` positions per cache tile: ``max(1, TILE_ROWS // L)``."""
-    return max(1, TILE_ROWS // max(L, 1))
+def tile_rows(dtype: torch.dtype, device: torch.device | str = "cpu") -> int:
+    """Patch rows per cache tile for the compute ``dtype``: :data:`TILE_ROWS` when set,
+    else on a CPU the capability probe's choice (:func:`disenkg.ops.probe.tile_rows`),
+    elsewhere :data:`~disenkg.ops.probe.DEFAULT_TILE_ROWS`."""
+    if TILE_ROWS is not None:
+        return TILE_ROWS
+    from disenkg.ops import probe
+
+    if torch.device(device).type != "cpu":
+        return probe.DEFAULT_TILE_ROWS
+    return probe.tile_rows(dtype)
 
 
-def tiles(n: int, L: int) -> list[tuple[int, int]]:
+def tile_images(L: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> int:
+    """Images of ``L`` positions per cache tile: ``max(1, tile_rows // L)``."""
+    return max(1, tile_rows(dtype, device) // max(L, 1))
+
+
+def tiles(n: int, L: int, dtype: torch.dtype, device: torch.device | str = "cpu"
+          ) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(n)`` images of ``L`` positions each in
     tiles of :func:`tile_images` images."""
-    return chunks(n, tile_images(L))
+    return chunks(n, tile_images(L, dtype, device))
 
 
 def column_mm(a: Tensor, b: Tensor, out: Tensor, accumulate: bool = False) -> Tensor:
@@ -101,7 +117,7 @@ class Workspace:
                  dtype: torch.dtype, device: torch.device, grads: bool = False,
                  store: PatchStore | None = None):
         self.store = store
-        tile = min(rows, tile_images(L)) * L  # patch rows of the largest tile
+        tile = min(rows, tile_images(L, dtype, device)) * L  # the largest tile's rows
         self.cols = None if store is not None else torch.empty(tile, kk + 1, dtype=dtype,
                                                                device=device)
         self.feat = torch.empty(G, fc_rows, L, C, dtype=dtype, device=device)
@@ -139,7 +155,7 @@ class Workspace:
         n, G = x.shape[:2]
         L = self.feat.shape[2]
         for grp in range(G):
-            for s, e in tiles(n, L):
+            for s, e in tiles(n, L, self.feat.dtype, self.feat.device):
                 self.feature_tile(x[s:e], grp, filters, k,
                                   None if keep is None else keep[grp, s:e], impl, start + s,
                                   row0 + s)

@@ -149,8 +149,8 @@ class ConvHeadFunction(torch.autograd.Function):
                 for grp in range(groups):
                     da = ws.dfeat[:m]
                     column_mm(g_c, fc_parts[:, grp], da)
-                    for ts, te in tiles(m, L):  # recompute a tile's maps, then its grads
-                        t = te - ts
+                    for ts, te in tiles(m, L, low, x.device):  # recompute a tile's maps,
+                        t = te - ts  # then its gradients
                         cols = ws.feature_tile(
                             xl[s + ts:s + te], grp, filters, k,
                             None if keep is None else keep[grp, s + ts:s + te], impl,
@@ -223,7 +223,7 @@ class PatchMoments(torch.autograd.Function):
                     and x.device.type == "cpu" and bf16_matmul_supported())
         L = positions(x, k)
         with bf16_matmul(low_gemm):
-            for s, e in tiles(n, L):  # the patches of a cache tile, then their Gram
+            for s, e in tiles(n, L, low, x.device):  # a cache tile's patches, their Gram
                 for grp in range(groups):
                     c = patches(x[s:e, grp], k, out=buf, impl=impl)
                     buf = c if buf is None else buf
@@ -247,7 +247,7 @@ class PatchMoments(torch.autograd.Function):
         xl = x.to(low) if store is None else None
         g_x = torch.empty_like(x)
         buf = dbuf = None
-        for s, e in tiles(n, positions(x, k)):
+        for s, e in tiles(n, positions(x, k), low, x.device):
             for grp in range(groups):
                 if store is not None:
                     c = store.rows(grp, s, e)
