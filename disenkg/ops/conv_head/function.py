@@ -141,6 +141,9 @@ class ConvHeadFunction(torch.autograd.Function):
         gm = torch.zeros(groups, C, k2 + 1, dtype=x.dtype, device=x.device)
         g_x = torch.empty_like(x)
         g = g.contiguous()
+        # a bfloat16 head's fc weight gradient per block, before its float32 accumulation
+        fc_low = (torch.empty(D, L * C, dtype=low, device=x.device) if low != x.dtype
+                  else None)
         for block in blocks(n, chunk):
             s0, e1 = block[0][0], block[-1][1]
             for s, e in block:
@@ -172,7 +175,7 @@ class ConvHeadFunction(torch.autograd.Function):
                 if low == x.dtype:
                     column_mm(g_blk.t(), a_blk, g_fc[grp], accumulate=True)
                 else:
-                    accumulate_(g_fc[grp], g_blk.t() @ a_blk, impl=impl)
+                    accumulate_(g_fc[grp], torch.mm(g_blk.t(), a_blk, out=fc_low), impl=impl)
         g_beta = gm[..., k2]  # sum dz, (G, C)
         gm = gm[..., :k2]  # sum dz cols^T, (G, C, k*k)
         # y = cols W^T, so sum(dz * y) = rowsum(W * gm): no y tensor needed
