@@ -167,9 +167,12 @@ class Halo:
         followed by its halo rows (a collective call; autograd sends the halo rows'
         gradients back to their owners). The rows are written into the returned table
         directly: with ``tanh``, the activation's output is not held a second time."""
+        return _Extend.apply(self._own_rows(x), self, tanh, None)
+
+    def _own_rows(self, x: Tensor) -> Tensor:
         if x.shape[0] != self.shard.size:
             raise ValueError(f"expected this shard's {self.shard.size} rows, got {x.shape[0]}")
-        return _Extend.apply(x, self, tanh, None)
+        return x
 
     @contextmanager
     def extended(self, x: Tensor, *, tanh: bool = False) -> Iterator[Tensor]:
@@ -184,8 +187,7 @@ class Halo:
         if not (self.recompute and torch.is_grad_enabled() and x.requires_grad):
             yield self.extend(x, tanh=tanh)
             return
-        if x.shape[0] != self.shard.size:
-            raise ValueError(f"expected this shard's {self.shard.size} rows, got {x.shape[0]}")
+        x = self._own_rows(x)
         if tanh and (x.is_leaf or not _whole_storage(x)):  # (x's memory becomes the
             x = x.clone()  # table in backward: never a parameter's, nor a view's)
         rows = _OwnRows(self, tanh)

@@ -26,7 +26,7 @@ import logging
 __all__ = ["LARGE_BUFFER_BYTES", "return_large_buffers", "trim_heap"]
 
 #: the mmap threshold :func:`return_large_buffers` pins
-LARGE_BUFFER_BYTES = 4 * 2**20
+LARGE_BUFFER_BYTES = 2**20
 #: glibc's mallopt parameter number of the mmap threshold
 _M_MMAP_THRESHOLD = -3
 
