@@ -88,6 +88,38 @@ def test_receivers_a_prefix_of_the_senders(impl, shape):
     check_against_loops(g, src, dst, rel, x, table, w, impl, n_dst=shape[1])
 
 
+@pytest.mark.parametrize("impl", ["native", "eager"])
+@pytest.mark.parametrize("shape", [(11, 4, 3, 5, 4, 40), (9, 9, 2, 33, 3, 17)])
+def test_edge_attend_equals_its_three_steps(impl, shape):
+    """edge_attend (logits, a per-edge map with a receiver softmax and a fixed mask,
+    aggregation) against edge_dot / the map / edge_aggregate: values, alpha and the
+    gradients of x and both tables (float64; receivers a prefix of the senders)."""
+    from torch_geometric.utils import softmax
+
+    from disenkg.ops.edge_products import edge_attend
+
+    N, n_dst = shape[:2]
+    g, *_, x, table, _ = bipartite_case(*shape)
+    agg = torch.randn_like(table, requires_grad=True)
+    mask = (torch.rand(g.num_edges, x.shape[1], generator=torch.Generator().manual_seed(1))
+            > 0.3).double() / 0.7
+
+    def weights(logits):
+        alpha = softmax(torch.nn.functional.leaky_relu(logits, 0.2), g.dst, num_nodes=n_dst)
+        return alpha, alpha * mask
+
+    out, alpha = edge_attend(x, table, agg, g, weights, impl=impl)
+    want_alpha, w = weights(edge_dot(x, table, g, impl="eager"))
+    want = edge_aggregate(x, agg, w, g, impl="eager")
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(alpha, want_alpha.detach())
+    assert not alpha.requires_grad
+    up = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table, agg)),
+                    torch.autograd.grad((want * up).sum(), (x, table, agg))):
+        torch.testing.assert_close(a, b)
+
+
 def test_gradcheck():
     g, _, _, x, table, w = random_case(6, 2, 3, 3, 15, seed=1)
     assert torch.autograd.gradcheck(lambda x, t: edge_dot(x, t, g, impl="native"), (x, table))

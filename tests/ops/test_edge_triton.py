@@ -130,3 +130,33 @@ def test_receivers_a_prefix_of_the_senders():
         for a, b in zip(torch.autograd.grad((out * up).sum(), args),
                         torch.autograd.grad((ref * up).sum(), args)):
             torch.testing.assert_close(a, b)
+
+
+def test_edge_attend_equals_its_three_steps():
+    """edge_attend on the triton backend against the eager steps (float64, receivers a
+    prefix of the senders)."""
+    from torch_geometric.utils import softmax
+
+    from disenkg.ops.edge_products import edge_attend
+    from tests.ops.test_edge_products import bipartite_case
+
+    g, *_, x, table, _ = bipartite_case(11, 4, 3, 70, 4, 40)
+    if DEVICE != "cpu":
+        from disenkg.ops.edge_products import EdgeGraph
+
+        g = EdgeGraph.build(torch.stack([g.src, g.dst]).to(DEVICE), g.rel.to(DEVICE), 11, 4,
+                            num_receivers=4)
+        x, table = (t.detach().to(DEVICE).requires_grad_() for t in (x, table))
+    agg = torch.randn_like(table).requires_grad_()
+
+    def weights(logits):
+        alpha = softmax(torch.nn.functional.leaky_relu(logits, 0.2), g.dst, num_nodes=4)
+        return alpha, alpha * 0.5
+
+    out, _ = edge_attend(x, table, agg, g, weights, impl="triton")
+    want = edge_attend(x, table, agg, g, weights, impl="eager")[0]
+    torch.testing.assert_close(out, want)
+    up = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad((out * up).sum(), (x, table, agg)),
+                    torch.autograd.grad((want * up).sum(), (x, table, agg))):
+        torch.testing.assert_close(a, b)

@@ -53,8 +53,7 @@ from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.ops import native
 from disenkg.ops.edge_products import (
     EdgeGraph,
-    edge_aggregate,
-    edge_dot,
+    edge_attend,
     native_supported,
     triton_supported,
 )
@@ -166,10 +165,13 @@ class DisenConv(MessagePassing):
         fused = self._fused_backend(x, rel_all)
         if fused is not None:
             graph = self._graph(edge_index, edge_type, N, n)
-            logits = nn.functional.leaky_relu(edge_dot(x, table, graph, impl=fused),
-                                              self.negative_slope)
-            alpha = softmax(logits, graph.dst, num_nodes=n)
-            out = edge_aggregate(x, factor, self.att_drop(alpha), graph, impl=fused)
+
+            def weights(logits: Tensor) -> tuple[Tensor, Tensor]:
+                alpha = softmax(nn.functional.leaky_relu(logits, self.negative_slope),
+                                graph.dst, num_nodes=n)
+                return alpha, self.att_drop(alpha)
+
+            out, alpha = edge_attend(x, table, factor, graph, weights, impl=fused)
             return self._finish(out, rel, alpha, return_attention, shard)
         ei, et = self._with_loops(edge_index, edge_type, n)
         tables = (factor, table)
