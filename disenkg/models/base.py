@@ -119,15 +119,17 @@ class MixtureLinkModel(nn.Module):
 
     def loss(self, reps: Any, heads: Tensor, rels: Tensor,
              target: Tensor | tuple[Tensor, Tensor], *, label_smoothing: float = 0.0,
-             impl: str = "auto", precision: str = "fp32") -> Tensor:
-        """Mean 1-N BCE of the queries ``(heads, rels)`` against all entities (``impl`` and
-        ``precision`` as in :func:`~disenkg.ops.mixture_bce`)."""
+             impl: str = "auto", precision: str = "fp32",
+             total_queries: int | None = None) -> Tensor:
+        """Mean 1-N BCE of the queries ``(heads, rels)`` against all entities (``impl``,
+        ``precision`` and ``total_queries``, the batch these queries are a slice of, as in
+        :func:`~disenkg.ops.mixture_bce`)."""
         q, att = self.query(reps, heads, rels)
         ent, bias = self.candidates(reps)
         target, total = self._shard_loss_args(target)
         return mixture_bce(q, ent, att, target, bias=bias, label_smoothing=label_smoothing,
                            order=self.order, impl=impl, precision=precision,
-                           total_entities=total)
+                           total_entities=total, total_queries=total_queries)
 
     def softmax_loss_problem(self) -> str | None:
         """Why :meth:`softmax_loss` cannot train this model, or ``None`` when it can."""

@@ -279,15 +279,17 @@ class DisenKGAT(MixtureLinkModel):
                 self.bias if self.scorer.uses_bias else None)
 
     def loss(self, reps, heads, rels, target, *, label_smoothing: float = 0.0,
-             impl: str = "auto", precision: str = "fp32") -> Tensor:
+             impl: str = "auto", precision: str = "fp32",
+             total_queries: int | None = None) -> Tensor:
         if self.scorer.dot_product:
             return super().loss(reps, heads, rels, target, label_smoothing=label_smoothing,
-                                impl=impl, precision=precision)
+                                impl=impl, precision=precision, total_queries=total_queries)
         sub, rel, att = self._parts(reps, heads, rels)
         x = self._eager_logits(sub, rel, reps)
         target, total = self._shard_loss_args(target)
         return mixture_loss_from_logits(x, att, target, label_smoothing=label_smoothing,
-                                        order=self.order, total_entities=total)
+                                        order=self.order, total_entities=total,
+                                        total_queries=total_queries)
 
     def score(self, reps, heads, rels) -> Tensor:
         if self.scorer.dot_product:

@@ -54,18 +54,23 @@ SHOW_EVERY = 20
 
 
 def _bce_loss(model: MixtureLinkModel, reps: Any, heads: torch.Tensor, rels: torch.Tensor,
-              target: tuple[torch.Tensor, torch.Tensor], config: TrainConfig) -> torch.Tensor:
-    """1-N BCE against every entity, the fused mixture op (:meth:`MixtureLinkModel.loss`)."""
+              target: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
+              total_queries: int | None = None) -> torch.Tensor:
+    """1-N BCE against every entity, the fused mixture op (:meth:`MixtureLinkModel.loss`);
+    ``total_queries``: the batch the queries are a slice of (their share of its mean)."""
     return model.loss(reps, heads, rels, target, label_smoothing=config.label_smoothing,
-                      impl=config.loss_impl, precision=config.loss_precision)
+                      impl=config.loss_impl, precision=config.loss_precision,
+                      total_queries=total_queries)
 
 
 def _softmax_loss(model: MixtureLinkModel, reps: Any, heads: torch.Tensor,
                   rels: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor],
-                  config: TrainConfig) -> torch.Tensor:
-    """1-N softmax cross-entropy (:meth:`MixtureLinkModel.softmax_loss`)."""
-    return model.softmax_loss(reps, heads, rels, target,
+                  config: TrainConfig, total_queries: int | None = None) -> torch.Tensor:
+    """1-N softmax cross-entropy (:meth:`MixtureLinkModel.softmax_loss`), as a share of
+    ``total_queries`` when given."""
+    loss = model.softmax_loss(reps, heads, rels, target,
                               label_smoothing=config.label_smoothing)
+    return loss if total_queries is None else loss * (len(heads) / total_queries)
 
 
 #: training losses by name: ``bce`` (the paper's) and ``softmax`` (KvsAll cross-entropy)
@@ -406,10 +411,12 @@ class LinkTrainer:
         model = self.model
         scale = 1.0
         data = self.layout.data if self.layout is not None else None
+        total = None  # the batch this rank's queries are a slice of
         if data is not None and data.world_size > 1:  # this slice, weighted by its share
             mine = data.shard(ids)
             # a last batch smaller than the number of slices: a zero-weighted query here,
             # so that every rank's gradients come from the same parameters
+            total = len(ids) if len(mine) else None
             ids, scale = (mine, len(mine) / len(ids)) if len(mine) else (ids[:1], 0.0)
         # entity-sharded, the BCE is this rank's share already; the terms that every shard
         # of a slice computes alike (the penalty, the estimators' loss) count 1/S each
@@ -420,9 +427,9 @@ class LinkTrainer:
         rows, cols = self.train_index.batch(ids)
         target = (rows.to(self.device), cols.to(self.device))
         loss = LOSSES[self.config.loss](model, reps, queries[:, 0], queries[:, 1], target,
-                                        self.config)
+                                        self.config, total_queries=total)
         reg = model.regularization(reps, queries[:, 0])
-        if scale != 1.0:
+        if total is None and scale != 1.0:  # (the zero-weighted query)
             loss = loss * scale
         if reg is not None:
             self._reg_sum = self._reg_sum.to(reg.device) + reg.detach().float() * share

@@ -173,6 +173,34 @@ def test_mixture_bce_decomposes_over_entity_slices(order, impl):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("impl", ["eager", "chunked"])
+def test_mixture_bce_mean_over_query_slices(impl):
+    """A data-parallel rank's share: each slice of the queries with ``total_queries=B`` adds
+    up to the whole batch's mean, loss and gradients (float64, uneven slices, with an
+    entity slice too); a total below the queries given is refused."""
+    g = torch.Generator().manual_seed(1)
+    B, K, F, N = 9, 2, 4, 11
+    q = torch.randn(B, K, F, dtype=torch.float64, generator=g, requires_grad=True)
+    e = torch.randn(N, K, F, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(B, K, dtype=torch.float64, generator=g, requires_grad=True)
+    rows = torch.randint(0, B, (20,), generator=g)
+    cols = torch.randint(0, N, (20,), generator=g)
+    full = mixture_bce(q, e, a, (rows, cols), label_smoothing=0.1, impl=impl)
+    want = torch.autograd.grad(full, (q, e, a))
+    total = 0
+    for lo, hi in ((0, 2), (2, 9)):
+        for c0, c1 in ((0, 5), (5, N)):
+            keep = (rows >= lo) & (rows < hi) & (cols >= c0) & (cols < c1)
+            total = total + mixture_bce(
+                q[lo:hi], e[c0:c1], a[lo:hi], (rows[keep] - lo, cols[keep] - c0),
+                label_smoothing=0.1, total_entities=N, total_queries=B, impl=impl)
+    torch.testing.assert_close(total, full, rtol=1e-12, atol=0)
+    for x, y in zip(torch.autograd.grad(total, (q, e, a)), want):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="total_queries"):
+        mixture_bce(q, e, a, (rows, cols), total_queries=B - 1, impl=impl)
+
+
 def test_shard_bounds_and_clear_errors():
     assert shard_bounds(10, 3) == [0, 3, 6, 10]
     assert balanced_bounds(torch.ones(9), 3) == [0, 3, 6, 9]

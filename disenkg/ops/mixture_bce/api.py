@@ -64,6 +64,7 @@ def mixture_bce(
     precision: str = "fp32",
     pos_weight: float | None = None,
     total_entities: int | None = None,
+    total_queries: int | None = None,
 ) -> Tensor:
     r"""Binary cross-entropy of a K-component mixture scored against all N entities.
 
@@ -114,6 +115,11 @@ def mixture_bce(
             smoothing's :math:`1/N`, and ``"mean"`` divides the slice's sum by ``B * N``,
             so that the slices' losses add up to the whole mean. (default: ``None``, the
             entities given)
+        total_queries (int, optional): the whole batch's :math:`B` when ``query`` is a
+            slice of it (a data-parallel rank's): ``"mean"`` divides by it instead of the
+            queries given, so that the ranks' losses add up to the batch's mean (a weight
+            applied after the op would copy its saved gradients in backward).
+            (default: ``None``, the queries given)
 
     Returns:
         Scalar loss, or ``(B, N)`` for ``reduction="none"``.
@@ -134,7 +140,7 @@ def mixture_bce(
     else:
         bf16 = backend == "chunked" and use_bf16(precision, query)
     tgt = make_target(target, B, N, label_smoothing, query.dtype, query.device, pos_weight,
-                      total_entities)
+                      total_entities, total_queries)
     if backend == "eager":
         loss = reference_loss(query, entity, att_logits, bias, tgt, order)
         if reduction == "mean":

@@ -56,7 +56,7 @@ def _elementwise(x: Tensor, att_logits: Tensor, t: Tensor, order: str) -> Tensor
 def mixture_loss_from_logits(
     x: Tensor, att_logits: Tensor, target: Tensor | tuple[Tensor, Tensor], *,
     label_smoothing: float = 0.0, order: str = "after", reduction: str = "mean",
-    total_entities: int | None = None,
+    total_entities: int | None = None, total_queries: int | None = None,
 ) -> Tensor:
     """Mean (or ``reduction="sum"``) mixture BCE from materialised logits ``x (B, K, N)``
     (eager path for scorers that are not dot products, e.g. TransE-L1). Same semantics as
@@ -69,7 +69,7 @@ def mixture_loss_from_logits(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"unknown reduction {reduction!r}; choose one of ['mean', 'sum']")
     tgt = make_target(target, B, N, label_smoothing, x.dtype, x.device,
-                      total_entities=total_entities)
+                      total_entities=total_entities, total_queries=total_queries)
     loss = _elementwise(x, att_logits, dense_target(tgt, x.dtype), order)
     return loss.sum() / tgt.mean_count if reduction == "mean" else loss.sum()
 

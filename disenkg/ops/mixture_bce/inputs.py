@@ -34,7 +34,8 @@ REDUCTIONS = ("mean", "sum", "none")
 class Target:
     """Smoothed targets: ``dense`` (B, N) or background ``t0`` + positives at ``t1``;
     ``total_cols`` the whole candidate set when the ``num_cols`` scored are a slice of it
-    (entity sharding; ``None``: ``num_cols``)."""
+    (entity sharding; ``None``: ``num_cols``), ``total_rows`` the whole batch when the
+    ``num_rows`` queries are a slice of it (data-parallel; ``None``: ``num_rows``)."""
 
     num_rows: int
     num_cols: int
@@ -47,11 +48,13 @@ class Target:
     s0: float = 1.0
     s1: float = 1.0
     scale: Tensor | None = None
+    total_rows: int | None = None
 
     @property
     def mean_count(self) -> int:
-        """What ``reduction="mean"`` divides by: ``num_rows * total_cols``."""
-        return self.num_rows * (self.num_cols if self.total_cols is None else self.total_cols)
+        """What ``reduction="mean"`` divides by: ``total_rows * total_cols``."""
+        rows = self.num_rows if self.total_rows is None else self.total_rows
+        return rows * (self.num_cols if self.total_cols is None else self.total_cols)
 
     @property
     def is_sparse(self) -> bool:
@@ -142,11 +145,18 @@ def make_target(
     device: torch.device,
     pos_weight: float | None = None,
     total_entities: int | None = None,
+    total_queries: int | None = None,
 ) -> Target:
     """Validates ``target``, applies label smoothing (``1 / total_entities``, by default
-    ``1 / num_cols``), then the positive-class weight."""
+    ``1 / num_cols``), then the positive-class weight; ``total_queries`` (at least
+    ``num_rows``) is the batch the rows are a slice of."""
     tgt = _make_target(target, num_rows, num_cols, label_smoothing, dtype, device,
                        total_entities)
+    if total_queries is not None:
+        if int(total_queries) < num_rows:
+            raise ValueError(f"total_queries ({total_queries}) is smaller than the "
+                             f"{num_rows} queries scored")
+        tgt.total_rows = int(total_queries)
     w = check_pos_weight(pos_weight)
     if w == 1.0:
         return tgt
