@@ -390,8 +390,9 @@ def _lookup(ids: dict[str, int], name: str, what: str) -> int:
     if name in ids:
         return ids[name]
     close = difflib.get_close_matches(name, list(ids), n=5)
+    plural = "entities" if what == "entity" else f"{what}s"
     raise UserError(f"unknown {what} {name!r}" + (f"; closest: {', '.join(close)}" if close
-                                                  else f" (the run has {len(ids)} {what}s)"))
+                                                  else f" (the run has {len(ids)} {plural})"))
 
 
 def _filter_with(ds: KGDataset, extra: Tensor):

@@ -111,6 +111,8 @@ def test_unknown_names_suggest_the_closest(run):
         run.predict_tails("acquired_abnormalty", "location_of")
     with pytest.raises(UserError, match="unknown relation 'locaton_of'; closest: location_of"):
         run.predict_tails("cell", "locaton_of")
+    with pytest.raises(UserError, match=r"unknown entity 'qqqqqqqq' \(the run has 135 entities\)"):
+        run.predict_tails("qqqqqqqq", "location_of")
 
 
 def test_evaluate_reproduces_metrics_json(run):
