@@ -73,6 +73,10 @@ class EdgeGraph:
     dst_order: Tensor
     src_ptr: Tensor
     src_order: Tensor
+    dst_other: Tensor  # int32, in dst_order: each edge's src (the native kernels' reads)
+    dst_rel: Tensor  # int32, in dst_order: each edge's relation
+    src_other: Tensor  # the same in src_order: each edge's dst
+    src_rel: Tensor
     rel_ptr: Tensor  # (R + 1,) the same for relations (the GPU kernels' table gradient)
     rel_order: Tensor
 
@@ -107,15 +111,26 @@ class EdgeGraph:
             torch.cumsum(counts, 0, out=ptr[1:])
             return ptr, order
 
+        if max(num_nodes, num_relations) > _INT32_MAX:
+            raise ValueError(f"at most {_INT32_MAX} nodes and relations per graph, got "
+                             f"{num_nodes} nodes and {num_relations} relations")
         dst_ptr, dst_order = csr(dst, receivers)
         src_ptr, src_order = csr(src, num_nodes)
         rel_ptr, rel_order = csr(rel, num_relations)
+
+        def in_order(t: Tensor, order: Tensor) -> Tensor:
+            return t.index_select(0, order).to(torch.int32)
+
         return cls(src, dst, rel, num_nodes, num_relations, receivers, dst_ptr, dst_order,
-                   src_ptr, src_order, rel_ptr, rel_order)
+                   src_ptr, src_order, in_order(src, dst_order), in_order(rel, dst_order),
+                   in_order(dst, src_order), in_order(rel, src_order), rel_ptr, rel_order)
 
     @property
     def num_edges(self) -> int:
         return self.src.numel()
+
+
+_INT32_MAX = 2**31 - 1
 
 
 def _native_inputs(tensors: tuple[Tensor, ...]) -> Tensor | None:
@@ -140,9 +155,10 @@ _fn = native.kernel
 def _sddmm(a: Tensor, b: Tensor, table: Tensor | None, g: EdgeGraph) -> Tensor:
     _, K, F = a.shape
     out = a.new_empty(g.num_edges, K)
-    _fn("edge_sddmm", a.dtype)(a.data_ptr(), b.data_ptr(), _ptr(table), g.dst.data_ptr(),
-                               g.src.data_ptr(), g.rel.data_ptr(), g.num_edges, K, F,
-                               out.data_ptr(), torch.get_num_threads())
+    _fn("edge_sddmm", a.dtype)(a.data_ptr(), b.data_ptr(), _ptr(table), g.dst_ptr.data_ptr(),
+                               g.dst_order.data_ptr(), g.dst_other.data_ptr(),
+                               g.dst_rel.data_ptr(), g.num_receivers, K, F, out.data_ptr(),
+                               torch.get_num_threads())
     return out
 
 
@@ -157,10 +173,10 @@ def _spmm(b: Tensor, table: Tensor | None, w: Tensor, g: EdgeGraph, to_dst: bool
     rows = g.num_receivers if to_dst else g.num_nodes
     out = b.new_empty(rows, K, F) if into is None else into
     red = None if rel_a is None else b.new_empty(g.num_relations, K, F)
-    ptr, order, other = ((g.dst_ptr, g.dst_order, g.src) if to_dst
-                         else (g.src_ptr, g.src_order, g.dst))
+    ptr, order, other, rel = ((g.dst_ptr, g.dst_order, g.dst_other, g.dst_rel) if to_dst
+                              else (g.src_ptr, g.src_order, g.src_other, g.src_rel))
     _fn("edge_spmm", b.dtype)(b.data_ptr(), _ptr(table), w.data_ptr(), ptr.data_ptr(),
-                              order.data_ptr(), other.data_ptr(), g.rel.data_ptr(),
+                              order.data_ptr(), other.data_ptr(), rel.data_ptr(),
                               rows, K, F, out.data_ptr(), _ptr(rel_a),
                               g.num_relations, _ptr(red), int(into is not None),
                               torch.get_num_threads())

@@ -162,6 +162,9 @@ def test_errors():
         EdgeGraph.build(ei, et, 7, 4, num_receivers=2)
     with pytest.raises(ValueError, match=r"num_receivers must lie in \[0, 7\], got 8"):
         EdgeGraph.build(ei, et, 7, 4, num_receivers=8)
+    with pytest.raises(ValueError, match=r"at most 2147483647 nodes and relations per graph, "
+                                         r"got 2147483648 nodes"):
+        EdgeGraph.build(ei, et, 2**31, 4)
     with pytest.raises(ValueError, match="impl='native' needs CPU float32/float64"):
         edge_dot(x.half(), table.half(), g, impl="native")
     with pytest.raises(ValueError, match="unknown impl 'cuda'"):

@@ -63,7 +63,7 @@ _SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernel
             "mixture_kernels.c", "topk_kernels.c")
 # -fno-trapping-math: no kernel reads floating-point exception flags, and it lets the
 # compiler if-convert and vectorise the polynomial exp / log of mixture_kernels.c
-_ABI_VERSION = 8  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
+_ABI_VERSION = 9  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
           "-fno-trapping-math", f"-DDISENKG_ABI_VERSION={_ABI_VERSION}")
 _FALSE = ("0", "false", "no", "off")
@@ -290,7 +290,7 @@ def load() -> ctypes.CDLL:
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):
-        getattr(lib, f"edge_sddmm_{suffix}").argtypes = [p] * 6 + [i64] * 3 + [p, c_int]
+        getattr(lib, f"edge_sddmm_{suffix}").argtypes = [p] * 7 + [i64] * 3 + [p, c_int]
         getattr(lib, f"edge_spmm_{suffix}").argtypes = [p] * 7 + [i64] * 3 + [p, p, i64, p,
                                                                              c_int, c_int]
         for name in ("edge_sddmm", "edge_spmm"):
