@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from disenkg.models.base import MixtureLinkModel
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.conv import DisenConv
+from disenkg.nn.dropout import Dropout
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import InteractEScorer, Scorer
 from disenkg.ops.mixture_bce.eager import mixture_loss_from_logits, mixture_scores_from_logits
@@ -148,7 +149,7 @@ class DisenKGAT(MixtureLinkModel):
         # Relation weights for the decoder: the last layer's, else a fresh table.
         self._own_rel_weight = (nn.Parameter(torch.empty(2 * num_relations + 1, num_components,
                                                          channels)) if num_layers == 0 else None)
-        self.encoder_drop = nn.Dropout(encoder_dropout)
+        self.encoder_drop = Dropout(encoder_dropout)
         self.scorer = scorer if scorer is not None else InteractEScorer(embedding_dim=channels)
         self.component_attention = COMPONENT_ATTENTIONS.get(component_attention)(
             num_components=num_components, channels=channels, num_relations=num_relations)

@@ -49,6 +49,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
 from disenkg.nn.composition import COMPOSITIONS, RELATION_FACTORS
+from disenkg.nn.dropout import Dropout
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.ops import native
 from disenkg.ops.edge_products import (
@@ -114,7 +115,7 @@ class DisenConv(MessagePassing):
         self.relation_factor = RELATION_FACTORS.get(composition)
         self.attention = EDGE_ATTENTIONS.get(attention)(num_components=num_components,
                                                         channels=channels)
-        self.att_drop = nn.Dropout(attention_dropout)
+        self.att_drop = Dropout(attention_dropout)
         self.negative_slope = negative_slope
         self.activation = activation
         if impl in ("native", "triton") and not self.fusable:

@@ -4,9 +4,9 @@ The sources ship with the package: ``edge_kernels.{c,h}`` (the DisenKGAT layer's
 products, :mod:`disenkg.ops.edge_products`), ``patch_kernels.{c,h}`` (the convolutional
 scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patches`) and
 ``mixture_kernels.c`` (the element-wise tile of the chunked mixture BCE,
-:mod:`disenkg.ops.mixture_bce.chunked`) and ``topk_kernels.c`` (the running top-k of
-:mod:`disenkg.ops.running_topk` and the TSV lines of :mod:`disenkg.runs.complete`). The
-first call
+:mod:`disenkg.ops.mixture_bce.chunked`), ``topk_kernels.c`` (the running top-k of
+:mod:`disenkg.ops.running_topk` and the TSV lines of :mod:`disenkg.runs.complete`) and
+``dropout_kernels.c`` (counter-based dropout, :mod:`disenkg.ops.dropout`). The first call
 to :func:`load` compiles them with the system C compiler (``$CC``, else ``cc``) into the
 cache (``$DISENKG_CACHE/native``, default ``~/.cache/disenkg/native``) under a name hashed
 from the sources, the flags and the CPU, written atomically so concurrent processes are
@@ -60,10 +60,10 @@ logger = logging.getLogger(__name__)
 
 _SOURCE_DIR = Path(__file__).resolve().parent
 _SOURCES = ("edge_kernels.c", "edge_kernels.h", "patch_kernels.c", "patch_kernels.h",
-            "mixture_kernels.c", "topk_kernels.c")
+            "mixture_kernels.c", "topk_kernels.c", "dropout_kernels.c")
 # -fno-trapping-math: no kernel reads floating-point exception flags, and it lets the
 # compiler if-convert and vectorise the polynomial exp / log of mixture_kernels.c
-_ABI_VERSION = 9  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
+_ABI_VERSION = 10  # the one definition: passed to the C sources as -DDISENKG_ABI_VERSION
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
           "-fno-trapping-math", f"-DDISENKG_ABI_VERSION={_ABI_VERSION}")
 _FALSE = ("0", "false", "no", "off")
@@ -302,6 +302,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         getattr(lib, f"relu_mask_backward_{suffix}").argtypes = [p, p, i64, c_int]
         for name in ("im2col_cl", "col2im_cl", "relu_mask", "relu_mask_backward"):
             getattr(lib, f"{name}_{suffix}").restype = None
+    lib.dropout_f32.argtypes = [p, p, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float,
+                                c_int]
+    lib.dropout_f64.argtypes = [p, p, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_double,
+                                c_int]
+    lib.dropout_f32.restype = lib.dropout_f64.restype = None
     lib.accumulate_bf16.argtypes = [p, p, i64, c_int]
     lib.accumulate_bf16.restype = None
     lib.mixture_bce_tile_f32.argtypes = [p, p, p] + [i64] * 3 + [ctypes.c_float] * 2 + [
