@@ -15,6 +15,7 @@ from typing import Any
 
 from disenkg.nn.component_attention import COMPONENT_ATTENTIONS
 from disenkg.nn.composition import COMPOSITIONS
+from disenkg.nn.dropout import Dropout
 from disenkg.nn.edge_attention import EDGE_ATTENTIONS
 from disenkg.nn.mi import MI_ESTIMATORS
 from disenkg.nn.scorers import SCORERS, ConvEInteraction, InteractEInteraction
@@ -30,6 +31,7 @@ __all__ = [
     "SCORERS",
     "ConvEInteraction",
     "DisenConv",
+    "Dropout",
     "GATEncoder",
     "InteractEInteraction",
     "MLPEncoder",
