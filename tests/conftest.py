@@ -16,11 +16,12 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-# the capability probe's cache (disenkg.ops.probe) in one place per test session, not ~/.cache
-if "DISENKG_CACHE_DIR" not in os.environ:
+# the package's cache (disenkg.utils.cache: the probe's result, the native kernels, downloads)
+# in one place per test session, not ~/.cache
+if "DISENKG_CACHE" not in os.environ:
     import tempfile
 
-    os.environ["DISENKG_CACHE_DIR"] = tempfile.mkdtemp(prefix="disenkg-test-cache-")
+    os.environ["DISENKG_CACHE"] = tempfile.mkdtemp(prefix="disenkg-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from disenkg.datasets.triples import DatasetError
+from disenkg.utils.cache import cache_dir
 
 __all__ = ["KNOWN", "Source", "cache_dir", "download", "resolve", "sha256sum"]
 
@@ -59,10 +60,6 @@ def sha256sum(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DISENKG_CACHE", Path.home() / ".cache" / "disenkg"))
 
 
 def _candidates(root: Path, src: Source) -> list[Path]:

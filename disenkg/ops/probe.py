@@ -23,14 +23,15 @@ or not depending on the CPU: on an AMD EPYC Zen 3 (fp32, L2 1 MiB) 4 096 rows ma
 training step 0.86x as long as whole chunks; on an Intel Xeon with AMX (bf16, L2 2 MiB)
 16 384 rows made it 0.91x as long as 4 096.
 
-The result is cached in ``probe.json`` under :func:`cache_dir` (``$DISENKG_CACHE_DIR``, else
-``$XDG_CACHE_HOME/disenkg``, else ``~/.cache/disenkg``), keyed by the CPU model, the number
-of threads PyTorch uses and the PyTorch version (:func:`machine_key`): a probe runs once per
-machine and setting (about a second; never per run); ``python -m disenkg.cli.probe
-[--refresh]`` prints (or re-measures) it. ``DISENKG_PROBE=off`` skips it, and
-``auto`` then falls back to the feature flags (AMX-BF16 or AVX512-BF16). A cache file that
-cannot be read as a probe result is reported (warning naming it) and replaced by a fresh
-probe; a cache that cannot be written leaves the result in memory for this process.
+The result is cached in ``probe.json`` under :func:`~disenkg.utils.cache.cache_dir`
+(``$DISENKG_CACHE``, else ``$XDG_CACHE_HOME/disenkg``, else ``~/.cache/disenkg``), keyed by
+the CPU model, the number of threads PyTorch uses and the PyTorch version
+(:func:`machine_key`): a probe runs once per machine and setting (about a second; never per
+run); ``python -m disenkg.cli.probe [--refresh]`` prints (or re-measures) it.
+``DISENKG_PROBE=off`` skips it, and ``auto`` then falls back to the feature flags (AMX-BF16
+or AVX512-BF16). A cache file that cannot be read as a probe result is reported (warning
+naming it) and replaced by a fresh probe; a cache that cannot be written leaves the result
+in memory for this process.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from disenkg.utils.cache import cache_dir
 
 __all__ = ["BF16_GAIN", "DEFAULT_TILE_ROWS", "PROBE_SHAPES", "REPEATS", "TILE_CANDIDATES",
            "TILE_GAIN", "ProbeResult", "bf16_pays", "cache_dir", "cpu_model", "feature_flags",
@@ -130,14 +133,6 @@ def machine_key() -> str:
     """What a cached result is valid for: CPU model, PyTorch's threads, PyTorch version."""
     return (f"{cpu_model()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
             f" | probe {PROBE_VERSION}")
-
-
-def cache_dir() -> Path:
-    """Where the probe's result is cached (see the module doc)."""
-    if os.environ.get("DISENKG_CACHE_DIR"):
-        return Path(os.environ["DISENKG_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "disenkg"
 
 
 def _flags() -> dict[str, bool]:

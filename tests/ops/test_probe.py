@@ -28,7 +28,7 @@ from disenkg.ops.probe import (
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISENKG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DISENKG_CACHE", str(tmp_path))
     monkeypatch.delenv("DISENKG_PROBE", raising=False)
     probe_mod._probe.cache_clear()
     yield tmp_path / probe_mod.CACHE_FILE
@@ -97,7 +97,7 @@ def test_a_bad_cache_is_named_and_replaced(cache, monkeypatch, caplog, text):
 def test_an_unwritable_cache_keeps_the_result_in_memory(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("DISENKG_CACHE_DIR", str(blocker / "sub"))
+    monkeypatch.setenv("DISENKG_CACHE", str(blocker / "sub"))
     probe_mod._probe.cache_clear()
     monkeypatch.setattr(probe_mod, "run_probe", lambda: _result([1.0, 1.0], [2.0, 2.0]))
     try:

@@ -8,7 +8,8 @@ scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patch
 :mod:`disenkg.ops.running_topk` and the TSV lines of :mod:`disenkg.runs.complete`) and
 ``dropout_kernels.c`` (counter-based dropout, :mod:`disenkg.ops.dropout`). The first call
 to :func:`load` compiles them with the system C compiler (``$CC``, else ``cc``) into the
-cache (``$DISENKG_CACHE/native``, default ``~/.cache/disenkg/native``) under a name hashed
+cache (``native/`` under :func:`disenkg.utils.cache.cache_dir`, default
+``~/.cache/disenkg/native``) under a name hashed
 from the sources, the flags and the CPU, written atomically so concurrent processes are
 safe; later calls load the cached library. No torch headers are involved, so a build takes
 about a second.
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from disenkg.ops.impls import KERNEL_IMPLS
+from disenkg.utils.cache import cache_dir
 
 __all__ = ["IMPLS", "SUFFIXES", "NativeUnavailableError", "available", "enabled", "kernel",
            "library_path", "load", "unavailable_reason", "use"]
@@ -184,8 +186,7 @@ def _unload(lib: ctypes.CDLL) -> None:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("DISENKG_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "disenkg") / "native"
+    return cache_dir() / "native"
 
 
 def _cpu_signature() -> str:
