@@ -416,3 +416,22 @@ def test_tiles_and_column_slices_against_plain_references(monkeypatch, tiling):
         torch.testing.assert_close(column_mm(a, b, acc, accumulate=True), want)
     x = torch.randn(2, 9, 7)
     assert positions(x, 3) * 2 == patches(x, 3).shape[0] == 2 * 7 * 5
+
+
+@pytest.mark.parametrize("m", [0, 1, 7, 8, 400])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_add_tn_against_float64(m, dtype):
+    """acc += a^T b in two halves of the rows (odd m: one product) equals the float64
+    product up to the inputs' precision; acc keeps its values and dtype."""
+    from disenkg.ops.conv_head.buffers import add_tn_
+
+    g = torch.Generator().manual_seed(m)
+    a = torch.randn(m, 5, generator=g).to(dtype)
+    b = torch.randn(m, 3, generator=g).to(dtype)
+    acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    acc = torch.randn(5, 3, generator=g, dtype=acc_dtype)
+    want = acc.double() + a.double().t() @ b.double()
+    out = add_tn_(acc, a, b)
+    assert out is acc and acc.dtype == acc_dtype
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(acc.double(), want, rtol=tol, atol=tol * max(m, 1) ** 0.5)

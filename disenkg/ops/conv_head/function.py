@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from disenkg.ops.conv_head import buffers
-from disenkg.ops.conv_head.buffers import PatchStore, Workspace, blocks, column_mm, tiles
+from disenkg.ops.conv_head.buffers import PatchStore, Workspace, add_tn_, blocks, column_mm, tiles
 from disenkg.ops.conv_head.layout import affine, augmented_filters, fc_columns
 from disenkg.ops.patches import accumulate_, fold_patches, patches, positions, relu_mask_backward_
 from disenkg.ops.precision import bf16_matmul, bf16_matmul_supported
@@ -161,10 +161,7 @@ class ConvHeadFunction(torch.autograd.Function):
                         a = ws.feat[grp, s - s0 + ts:s - s0 + te]  # kept for dW_fc
                         dz = relu_mask_backward_(a, da[ts:te].view(t, L, C),
                                                  impl=impl).view(t * L, C)
-                        if low == x.dtype:
-                            gm[grp].addmm_(dz.t(), cols)
-                        else:
-                            accumulate_(gm[grp], dz.t() @ cols, impl=impl)
+                        add_tn_(gm[grp], dz, cols)
                         dcols = ws.dcols[:t * L]
                         torch.mm(dz, sc_filters[grp], out=dcols)
                         g_x[s + ts:s + te, grp] = fold_patches(dcols, (t, H, W), k,
@@ -230,7 +227,7 @@ class PatchMoments(torch.autograd.Function):
                 for grp in range(groups):
                     c = patches(x[s:e, grp], k, out=buf, impl=impl)
                     buf = c if buf is None else buf
-                    gram[grp].addmm_(c.t(), c)
+                    add_tn_(gram[grp], c, c)
         if sync:  # the global batch's moments (a data-parallel step)
             all_reduce_sum(gram)
         ctx.save_for_backward(x)
