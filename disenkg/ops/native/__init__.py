@@ -9,10 +9,9 @@ scorer head's im2col / col2im and ReLU-dropout epilogue, :mod:`disenkg.ops.patch
 ``dropout_kernels.c`` (counter-based dropout, :mod:`disenkg.ops.dropout`). The first call
 to :func:`load` compiles them with the system C compiler (``$CC``, else ``cc``) into the
 cache (``native/`` under :func:`disenkg.utils.cache.cache_dir`, default
-``~/.cache/disenkg/native``) under a name hashed
-from the sources, the flags and the CPU, written atomically so concurrent processes are
-safe; later calls load the cached library. No torch headers are involved, so a build takes
-about a second.
+``~/.cache/disenkg/native``) under a name hashed from the sources, the flags and the CPU,
+written atomically so concurrent processes are safe; later calls load the cached
+library. No torch headers are involved, so a build takes about a second.
 
 A cached library is loaded only from a directory and files that this user owns and that
 nobody else can write (no symbolic links), so a library and build record planted in a shared
