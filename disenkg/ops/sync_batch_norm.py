@@ -41,16 +41,17 @@ class _SyncBN(torch.autograd.Function):
     def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor,
                 bn: nn.modules.batchnorm._BatchNorm, group: Any) -> Tensor:
         rows = _channels_last(x)
-        C = rows.shape[1]
-        stats = torch.cat([rows.sum(0), (rows * rows).sum(0),
-                           rows.new_tensor([float(rows.shape[0])])])
+        C, n = rows.shape[1], float(rows.shape[0])
+        # this rank's sums from its own mean and variance: no (rows, C) temporary
+        var_r, mean_r = torch.var_mean(rows, dim=0, correction=0)
+        stats = torch.cat([mean_r * n, (var_r + mean_r * mean_r) * n, rows.new_tensor([n])])
         dist.all_reduce(stats, group=group)
         count = float(stats[-1])
         mean = stats[:C] / count
         var = (stats[C:2 * C] / count - mean * mean).clamp_min(0)
         inv = torch.rsqrt(var + bn.eps)
         shape = (1, C) + (1,) * (x.dim() - 2)
-        xhat = (x - mean.view(shape)) * inv.view(shape)
+        xhat = torch.sub(x, mean.view(shape)).mul_(inv.view(shape))
         with torch.no_grad():  # nn.BatchNorm's update, over the global batch
             bn.num_batches_tracked += 1
             mom = bn.momentum if bn.momentum is not None else \
@@ -59,7 +60,8 @@ class _SyncBN(torch.autograd.Function):
             bn.running_var.mul_(1 - mom).add_(var * (count / max(count - 1, 1)), alpha=mom)
         ctx.save_for_backward(xhat, gamma, inv)
         ctx.count, ctx.group = count, group
-        return xhat * gamma.view(shape) + beta.view(shape)
+        # one output tensor, no (x * gamma) temporary beside it
+        return torch.addcmul(beta.view(shape), xhat, gamma.view(shape))
 
     @staticmethod
     def backward(ctx, dy: Tensor):
@@ -72,8 +74,9 @@ class _SyncBN(torch.autograd.Function):
         sums = torch.cat([g_beta, g_gamma])
         dist.all_reduce(sums, group=ctx.group)
         M = ctx.count
-        dx = (gamma * inv).view(shape) / M * (
-            M * dy - sums[:C].view(shape) - xhat * sums[C:].view(shape))
+        # (gamma inv / M) (M dy - sum dy - xhat sum dy xhat), built in one tensor
+        dx = xhat * sums[C:].view(shape).neg()
+        dx.add_(dy, alpha=M).sub_(sums[:C].view(shape)).mul_((gamma * inv).view(shape) / M)
         return dx, g_gamma, g_beta, None, None
 
 

@@ -438,6 +438,10 @@ class LinkTrainer:
         if check and not torch.isfinite(value):
             raise FloatingPointError(f"non-finite training loss {value.item()} at epoch "
                                      f"{self.epoch + 1}")
+        if self.aux_optimizer is None or not model.auxiliary_reads_reps:
+            # the encoder's rows go when the loss's backward has read them, not after the
+            # encoder's (the estimator, if any, recomputes its input)
+            reps = None
         loss.backward()
         del loss, reg  # the head's and the loss's graph, before the estimator's pass
         if self.dist is not None:  # sharded rows' gradients: whole within a slice already
@@ -447,8 +451,6 @@ class LinkTrainer:
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
-            if not model.auxiliary_reads_reps:
-                reps = None  # and the encoder's graph: the estimator recomputes its input
             aux = model.auxiliary_loss(reps, queries[:, 0])
             (aux * share if share != 1.0 else aux).backward()
             if self.dist is not None:

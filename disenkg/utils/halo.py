@@ -334,7 +334,10 @@ class _Extend(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         halo: Halo = ctx.halo
         n = halo.shard.size
-        gx = halo.return_grads(grad[n:], grad[:n].clone())
+        # the own rows' gradient is built in the incoming table gradient's own rows (read
+        # by nothing after this function): no second (n, ...) buffer at a rank's peak
+        grad = grad.contiguous()
+        gx = halo.return_grads(grad[n:], grad[:n])
         rows: _OwnRows | None = ctx.rows
         if ctx.tanh:  # d tanh = 1 - tanh^2, from the table's own rows
             own = rows.activated() if rows is not None else ctx.saved_tensors[0][:n]

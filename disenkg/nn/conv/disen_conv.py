@@ -241,9 +241,10 @@ class DisenConv(MessagePassing):
         if self.bias is not None:
             out = out + self.bias
         out = (self.bn(out) if shard is None
-               else batch_norm_over(self.bn, out, shard.group)).view(N, K, F)
-        if self.activation == "tanh":
-            out = torch.tanh(out)
+               else batch_norm_over(self.bn, out, shard.group))
+        if self.activation == "tanh":  # in place: batch norm's backward never reads its
+            out.tanh_()  # output, so the (N, K F) rows are not held twice at the peak
+        out = out.view(N, K, F)
         rel_out = rel @ self.w_rel
         if return_attention:
             return out, rel_out, alpha
