@@ -8,8 +8,10 @@ fitted as
     M = a\\,n + b\\,H + c\\,E_s
 
 (``n`` own entities, ``H`` halo rows, ``E_s`` edges received, with self loops; ``c`` is
-counted, not fitted: the ``(E, K)`` float tensors of the edge softmax, its dropout and the
-gradients, plus the int64 indices and CSR orders, ``24 K + 64`` bytes an edge). ``a`` and
+counted, not fitted: the five ``(E, K)`` float tensors of the edge softmax, its dropout's
+output (the counter-based mask is not stored) and the gradients, plus the int64 indices and
+CSR orders and the kernels' int32 copies of each side's endpoints and relations,
+``20 K + 80`` bytes an edge). ``a`` and
 ``b`` are split into the base embedding's gradient and Adam moments (``12 d_0`` bytes an
 own row, plus ``4 d_0`` for the parameter itself) and multiples of a ``K x F`` float row,
 which scale to other widths. A KG is then described by its entities, triples (messages
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def edge_bytes(K: int) -> int:
     """Bytes an edge received costs in a training step (module docstring)."""
-    return 24 * K + 64
+    return 20 * K + 80
 
 
 def fit(bench: dict, init_dim: int) -> dict:
